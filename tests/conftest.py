@@ -1,0 +1,46 @@
+"""Shared fixtures: the bundled publication and its parsed models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fhir_core.fhirabstractmodel import FHIRAbstractModel
+
+from fhir_pub.model import parse
+from fhir_pub.publication import Publication, bundled_dir, load
+
+
+@pytest.fixture(scope="session")
+def publication() -> Publication:
+    """The bundled publication, as the CLI finds it."""
+    return load()
+
+
+@pytest.fixture(scope="session")
+def models(publication: Publication) -> dict[str, FHIRAbstractModel]:
+    """Every resource of the publication parsed with fhir.resources (R5), keyed by ``Type/id``."""
+    return {entry.key: parse(entry.resource) for entry in publication}
+
+
+@pytest.fixture(scope="session")
+def value_sets() -> dict[str, dict[str, Any]]:
+    """The R5 value sets in profiles/ValueSet, keyed by canonical URL."""
+    folder = bundled_dir("profiles") / "ValueSet"
+    sets = (json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json")))
+    return {vs["url"]: vs for vs in sets}
+
+
+def source_sets(publication: Publication) -> dict[str, set[str]]:
+    """Map each ``Type/id`` to the DocumentReference ids its Provenance names as role=source."""
+    out: dict[str, set[str]] = {}
+    for provenance in publication.of_type("Provenance"):
+        sources = {e["what"]["reference"] for e in provenance.get("entity", []) if e.get("role") == "source"}
+        for target in provenance["target"]:
+            out.setdefault(target["reference"], set()).update(sources)
+    return out
+
+
+ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,118 @@
+"""The ``fhir-pub`` command line, driven through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fhir_pub import __version__
+from fhir_pub.cli import main
+from fhir_pub.publication import Publication
+
+
+@pytest.fixture
+def copy_of(publication: Publication, tmp_path: Path) -> Path:
+    """A writable copy of the bundled publication."""
+    target = tmp_path / "resources"
+    shutil.copytree(publication.root, target)
+    return target
+
+
+class TestHelp:
+    """The CLI describes itself."""
+
+    def test_lists_commands(self) -> None:
+        """``--help`` lists every command that exists."""
+        result = CliRunner().invoke(main, ["--help"])
+        assert result.exit_code == 0
+        for command in ("info", "narrative"):
+            assert command in result.output
+
+    def test_version(self) -> None:
+        """``--version`` prints the package version."""
+        result = CliRunner().invoke(main, ["--version"])
+        assert result.exit_code == 0
+        assert __version__ in result.output
+
+    @pytest.mark.parametrize("command", ["info", "narrative"])
+    def test_every_command_documents_itself(self, command: str) -> None:
+        """Each command has help text naming its options."""
+        result = CliRunner().invoke(main, [command, "--help"])
+        assert result.exit_code == 0
+        assert "--resources" in result.output
+
+
+class TestInfo:
+    """``fhir-pub info`` summarises a publication."""
+
+    def test_json_counts(self, publication: Publication) -> None:
+        """The JSON summary gives the folder and the count per type."""
+        result = CliRunner().invoke(main, ["info", "--json"])
+        assert result.exit_code == 0
+        summary = json.loads(result.output)
+        assert summary["total"] == len(publication)
+        assert summary["counts"] == publication.counts()
+        assert Path(summary["root"]) == publication.root
+
+    def test_table(self, publication: Publication) -> None:
+        """The readable summary has one line per type and a total."""
+        result = CliRunner().invoke(main, ["info"])
+        assert result.exit_code == 0
+        rows = [line.split() for line in result.output.splitlines()[1:]]
+        assert rows[-1] == ["total", str(len(publication))]
+        assert {row[0]: int(row[1]) for row in rows[:-1]} == publication.counts()
+
+    def test_bad_json_is_a_clear_error(self, copy_of: Path) -> None:
+        """An unreadable file is reported by name, with exit 1 and no traceback."""
+        (copy_of / "Organization" / "broken.json").write_text("{not json", encoding="utf-8")
+        result = CliRunner().invoke(main, ["info", "--resources", str(copy_of)])
+        assert result.exit_code == 1
+        assert "broken.json: not readable JSON" in result.output
+        assert "Traceback" not in result.output
+
+    def test_misplaced_file_is_a_clear_error(self, copy_of: Path) -> None:
+        """A resource stored under the wrong path is refused with the path it belongs at."""
+        source = copy_of / "Organization" / "fda.json"
+        source.rename(copy_of / "Organization" / "elsewhere.json")
+        result = CliRunner().invoke(main, ["info", "--resources", str(copy_of)])
+        assert result.exit_code == 1
+        assert "belongs at Organization/fda.json" in result.output
+
+    def test_missing_folder_is_a_usage_error(self, tmp_path: Path) -> None:
+        """A folder that does not exist is a usage error (exit 2)."""
+        result = CliRunner().invoke(main, ["info", "--resources", str(tmp_path / "nope")])
+        assert result.exit_code == 2
+
+
+class TestNarrative:
+    """``fhir-pub narrative`` keeps narratives in step with the data."""
+
+    def test_bundled_is_current(self, publication: Publication) -> None:
+        """The bundled publication's narratives are all up to date."""
+        result = CliRunner().invoke(main, ["narrative"])
+        assert result.exit_code == 0
+        assert f"{len(publication)} narratives are up to date" in result.output
+
+    def test_detects_and_rewrites_stale(self, copy_of: Path) -> None:
+        """A data change makes the narrative stale; ``--write`` regenerates exactly that file."""
+        path = copy_of / "Organization" / "fda.json"
+        resource = json.loads(path.read_text(encoding="utf-8"))
+        resource["name"] = "Food and Drug Administration"
+        path.write_text(json.dumps(resource, indent=2) + "\n", encoding="utf-8")
+
+        checked = CliRunner().invoke(main, ["narrative", "--resources", str(copy_of)])
+        assert checked.exit_code == 1
+        assert "stale narrative: Organization/fda" in checked.output
+
+        written = CliRunner().invoke(main, ["narrative", "--resources", str(copy_of), "--write"])
+        assert written.exit_code == 0
+        assert written.output.strip() == "rewrote Organization/fda"
+        rewritten = json.loads(path.read_text(encoding="utf-8"))
+        assert "<h3>Food and Drug Administration</h3>" in rewritten["text"]["div"]
+
+        again = CliRunner().invoke(main, ["narrative", "--resources", str(copy_of)])
+        assert again.exit_code == 0
