@@ -10,9 +10,11 @@ from typing import Any, TypeVar
 import click
 
 from fhir_pub import __version__
+from fhir_pub.conformance import load_conformance
 from fhir_pub.errors import FhirPubError
 from fhir_pub.narrative import with_narrative
-from fhir_pub.publication import Publication, load
+from fhir_pub.publication import Publication, bundled_dir, load
+from fhir_pub.validation import Report, Validator
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,6 +28,24 @@ def resources_option(func: F) -> F:
         default=None,
         help="Folder of <Type>/<id>.json resources (default: the bundled publication).",
     )(func)
+
+
+def profiles_option(func: F) -> F:
+    """Add ``--profiles PATH``: the conformance folder, by default the bundled one."""
+    return click.option(
+        "--profiles",
+        "profiles_dir",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        default=None,
+        help="Folder of StructureDefinitions and ValueSets (default: the bundled profiles).",
+    )(func)
+
+
+def _validator(profiles_dir: Path | None) -> Validator:
+    try:
+        return Validator(load_conformance(profiles_dir))
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
 
 
 def _load(resources_dir: Path | None) -> Publication:
@@ -75,3 +95,69 @@ def narrative(resources_dir: Path | None, write: bool) -> None:
     if stale:
         raise click.ClickException(f"{len(stale)} of {len(publication)} narratives are out of date")
     click.echo(f"{len(publication)} narratives are up to date")
+
+
+def _print_report(report: Report) -> None:
+    current = None
+    for issue in sorted(report.issues, key=lambda i: (i.source or "", i.expression or "")):
+        if issue.source != current:
+            current = issue.source
+            click.echo(click.style(str(current), bold=True))
+        where = (
+            f"{issue.expression}: "
+            if issue.expression and not issue.message.startswith(issue.expression)
+            else ""
+        )
+        rule = f"[{issue.layer}{'/' + issue.rule if issue.rule else ''}]"
+        color = {"fatal": "red", "error": "red", "warning": "yellow"}.get(issue.severity)
+        click.echo(f"  {click.style(f'{issue.severity:<8}', fg=color)}{where}{issue.message} {rule}")
+    summary = f"{report.checked} resources checked: {report.errors} errors, {report.warnings} warnings"
+    click.echo(click.style(summary, fg="green" if report.ok else "red"))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@profiles_option
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="A readable report, or the OperationOutcome as JSON.",
+)
+def validate(paths: tuple[Path, ...], profiles_dir: Path | None, output: str) -> None:
+    """Validate resources (files or folders, default the bundled publication) as one publication.
+
+    Four layers: structure (fhir.resources R5), profiles (compiled to JSON Schema), FHIRPath invariants,
+    and the reference graph. Exit 0 when there is no error, 1 when there is any.
+    """
+    validator = _validator(profiles_dir)
+    report = validator.validate_paths(list(paths) or [bundled_dir("resources")])
+    if output == "json":
+        click.echo(json.dumps(report.outcome(), indent=2))
+    else:
+        _print_report(report)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write to.",
+)
+@profiles_option
+def schemas(out: Path, profiles_dir: Path | None) -> None:
+    """Write the JSON Schema each resource profile compiles to, one file per profile."""
+    validator = _validator(profiles_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for url, schema in sorted(validator.schemas.items()):
+        path = out / f"{url.rsplit('/', 1)[-1]}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        click.echo(f"wrote {path}")
+    for note in validator.notes:
+        click.echo(f"note: {note}", err=True)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from fhir_core.fhirabstractmodel import FHIRAbstractModel
-
-from fhir_pub.model import walk
+from fhir_pub.definitions import walk_json
 
 ANY_RESOURCE = "Resource"
+# The publication's roots: nothing needs to point at them. Provenance annotates other resources, and
+# its ``target`` is not a use: a resource that only its Provenance points at is still an orphan.
+ROOT_TYPES = frozenset({"MedicationKnowledge"})
+ANNOTATION_TYPES = frozenset({"Provenance"})
 
 
 @dataclass(frozen=True)
@@ -30,20 +33,71 @@ class Link:
         return ANY_RESOURCE in self.allowed or resource_type in self.allowed
 
 
-def links(model: FHIRAbstractModel) -> Iterator[Link]:
-    """Yield every literal reference in ``model``.
+def links(resource: Mapping[str, Any]) -> Iterator[Link]:
+    """Yield every literal reference in a resource (as JSON), with the types R5 allows there.
 
-    A ``CodeableReference`` carries the allowed target types on the element that holds it, not on
-    its inner ``reference``, so the types are taken from the outer element.
+    A ``CodeableReference`` carries the allowed target types on the element that holds it, not on its
+    inner ``reference``, so the types are taken from the outer element.
     """
     inner_of_codeable: set[str] = set()
-    for element in walk(model):
-        kind = type(element.value).__name__
-        allowed = tuple(element.meta.get("enum_reference_types", ()))
-        if kind == "CodeableReference" and element.value.reference is not None:
-            inner = f"{element.path}.reference"
-            inner_of_codeable.add(inner)
-            if element.value.reference.reference:
-                yield Link(inner, element.value.reference.reference, allowed)
-        elif kind == "Reference" and element.path not in inner_of_codeable and element.value.reference:
-            yield Link(element.path, element.value.reference, allowed)
+    for node in walk_json(resource):
+        if node.info is None:
+            continue
+        allowed = tuple(node.info.meta.get("enum_reference_types", ()))
+        if node.type_name == "CodeableReference":
+            inner = node.value.get("reference")
+            inner_of_codeable.add(f"{node.expression}.reference")
+            if isinstance(inner, dict) and isinstance(inner.get("reference"), str):
+                yield Link(f"{node.expression}.reference", inner["reference"], allowed)
+        elif node.type_name == "Reference" and node.expression not in inner_of_codeable:
+            reference = node.value.get("reference")
+            if isinstance(reference, str):
+                yield Link(node.expression, reference, allowed)
+
+
+def key_of(resource: Mapping[str, Any]) -> str:
+    """The relative reference ``Type/id`` of a resource."""
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+@dataclass
+class Graph:
+    """Who refers to whom in a set of resources, and which leaflets each resource is traced to."""
+
+    links: dict[str, list[Link]] = field(default_factory=dict)
+    referenced_by: dict[str, list[str]] = field(default_factory=dict)
+    used_by: dict[str, set[str]] = field(default_factory=dict)
+    sources: dict[str, list[str]] = field(default_factory=dict)
+
+    def environment(self, key: str) -> dict[str, list[str]]:
+        """The FHIRPath environment our invariants read for one resource (``%referencedBy``, ``%sources``)."""
+        return {"referencedBy": self.referenced_by.get(key, []), "sources": self.sources.get(key, [])}
+
+
+def build_graph(resources: Iterable[Mapping[str, Any]]) -> Graph:
+    """Collect every link between the resources, the referrers of each, and the sources of each."""
+    graph = Graph()
+    for resource in resources:
+        key = key_of(resource)
+        found = list(links(resource))
+        graph.links[key] = found
+        for link in found:
+            graph.referenced_by.setdefault(link.reference, []).append(key)
+            if not (
+                resource.get("resourceType") in ANNOTATION_TYPES
+                and link.path.startswith(f"{key.split('/')[0]}.target")
+            ):
+                graph.used_by.setdefault(link.reference, set()).add(key)
+        if resource.get("resourceType") == "Provenance":
+            sources = [
+                entity["what"]["reference"]
+                for entity in resource.get("entity", [])
+                if isinstance(entity, dict)
+                and entity.get("role") == "source"
+                and isinstance(entity.get("what"), dict)
+                and isinstance(entity["what"].get("reference"), str)
+            ]
+            for target in resource.get("target", []):
+                if isinstance(target, dict) and isinstance(target.get("reference"), str):
+                    graph.sources.setdefault(target["reference"], []).extend(sources)
+    return graph

@@ -397,7 +397,65 @@ def _group(r: Node) -> str:
     return "".join(parts)
 
 
+def _element_rules(element: Node) -> str:
+    rules = [
+        f"{key} = {_e(json_value)}"
+        for key, json_value in element.items()
+        if key.startswith(("fixed", "pattern"))
+    ]
+    if element.get("binding"):
+        binding = element["binding"]
+        rules.append(f"bound ({_e(binding.get('strength', ''))}) to {_e(binding.get('valueSet', ''))}")
+    targets = [t for ty in element.get("type", []) for t in ty.get("targetProfile", [])]
+    if targets:
+        rules.append("refers to " + ", ".join(_e(t.rsplit("/", 1)[-1]) for t in targets))
+    if element.get("slicing"):
+        rules.append(
+            "sliced by "
+            + ", ".join(_e(d.get("path", "")) for d in element["slicing"].get("discriminator", []))
+        )
+    rules.extend(f"<b>{_e(c['key'])}</b>: {_e(c.get('human', ''))}" for c in element.get("constraint", []))
+    return "<br/>".join(rules)
+
+
+def _cardinality(element: Node) -> str:
+    if "min" not in element and "max" not in element:
+        return ""
+    return _e(f"{element.get('min', '')}..{element.get('max', '')}")
+
+
+def _structure_definition(r: Node) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(e.get('id', ''))}</td><td>{_cardinality(e)}</td><td>{_element_rules(e)}</td></tr>"
+        for e in r.get("differential", {}).get("element", [])
+    )
+    return (
+        f"<h3>{_e(r.get('title') or r.get('name', ''))}</h3>"
+        + _table([_row("URL", _e(r.get("url", ""))), _row("Constrains", _e(r.get("type", "")))])
+        + _markdown_html(str(r.get("description", "")))
+        + f"<table><tr><th>Element</th><th>Card.</th><th>Rules</th></tr>{rows}</table>"
+    )
+
+
+def _value_set(r: Node) -> str:
+    includes = []
+    for include in r.get("compose", {}).get("include", []):
+        codes = ", ".join(_e(c["code"]) for c in include.get("concept", []))
+        sets = ", ".join(_e(v) for v in include.get("valueSet", []))
+        includes.append(
+            _join([f"{_e(include.get('system', ''))}: {codes}" if include.get("system") else "", sets])
+        )
+    return (
+        f"<h3>{_e(r.get('title') or r.get('name', ''))}</h3>"
+        + _table([_row("URL", _e(r.get("url", "")))])
+        + _markdown_html(str(r.get("description", "")))
+        + _ul(includes)
+    )
+
+
 RENDERERS: dict[str, Callable[[Node], str]] = {
+    "StructureDefinition": _structure_definition,
+    "ValueSet": _value_set,
     "ClinicalUseDefinition": _clinical_use_definition,
     "DocumentReference": _document_reference,
     "Group": _group,

@@ -161,13 +161,12 @@ class TestNarrative:
 class TestReferences:
     """The graph is closed: references resolve, to types R5 allows, and nothing is orphaned."""
 
-    def test_resolve_to_allowed_types(
-        self, publication: Publication, models: dict[str, FHIRAbstractModel]
-    ) -> None:
+    def test_resolve_to_allowed_types(self, publication: Publication) -> None:
         """Every literal reference resolves inside the publication and targets a type R5 allows there."""
         count = 0
-        for key, model in models.items():
-            for link in links(model):
+        for entry in publication:
+            key = entry.key
+            for link in links(entry.resource):
                 count += 1
                 assert publication.get(link.reference) is not None, f"{key} {link.path} -> {link.reference}"
                 assert link.allows(link.target_type), f"{key} {link.path}: R5 allows {link.allowed}"
@@ -187,13 +186,13 @@ class TestReferences:
         for cud in publication.of_type("ClinicalUseDefinition"):
             assert [s["reference"].split("/")[0] for s in cud["subject"]] == ["Medication"], cud["id"]
 
-    def test_no_orphans(self, publication: Publication, models: dict[str, FHIRAbstractModel]) -> None:
+    def test_no_orphans(self, publication: Publication) -> None:
         """Every resource but the MedicationKnowledge and Provenances is referenced by another one."""
         # Provenance.target points at everything it traces, so it does not count as a use.
         referenced = {
             link.reference
-            for model in models.values()
-            for link in links(model)
+            for entry in publication
+            for link in links(entry.resource)
             if not link.path.startswith("Provenance.target")
         }
         for entry in publication:

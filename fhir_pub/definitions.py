@@ -1,0 +1,185 @@
+"""The shape of R5 types (elements, their types, cardinality) read from the fhir.resources models."""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from fhir.resources import get_fhir_model_class
+from fhir_core.fhirabstractmodel import FHIRAbstractModel
+
+PRIMITIVE_BY_MARKER = {
+    "Base64Binary": "base64Binary",
+    "Boolean": "boolean",
+    "Canonical": "canonical",
+    "Code": "code",
+    "Date": "date",
+    "DateTime": "dateTime",
+    "Decimal": "decimal",
+    "Id": "id",
+    "Instant": "instant",
+    "Integer": "integer",
+    "Integer64": "integer64",
+    "Markdown": "markdown",
+    "Oid": "oid",
+    "PositiveInt": "positiveInt",
+    "String": "string",
+    "Time": "time",
+    "UnsignedInt": "unsignedInt",
+    "Uri": "uri",
+    "Url": "url",
+    "Uuid": "uuid",
+    "Xhtml": "xhtml",
+}
+
+
+@dataclass(frozen=True)
+class ElementInfo:
+    """One element of a type as it appears in FHIR JSON."""
+
+    name: str
+    type_name: str
+    is_list: bool
+    is_primitive: bool
+    meta: typing.Mapping[str, Any]
+
+    @property
+    def model(self) -> type[FHIRAbstractModel] | None:
+        """The fhir.resources class of a complex element, or None for primitives."""
+        return None if self.is_primitive else model_class(self.type_name)
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """Return the item type of a field annotation and whether the field is a list."""
+    is_list = False
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin in (typing.Union, types.UnionType):
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        elif origin is list:
+            is_list = True
+            annotation = typing.get_args(annotation)[0]
+        else:
+            return annotation, is_list
+
+
+def _type_name(annotation: Any) -> tuple[str, bool]:
+    if typing.get_origin(annotation) is typing.Annotated:
+        marker = typing.get_args(annotation)[1]
+        return PRIMITIVE_BY_MARKER.get(type(marker).__name__, "string"), True
+    name = getattr(annotation, "__name__", str(annotation))
+    if name.endswith("Type"):
+        name = name[: -len("Type")]
+    if name in {"bool", "str", "int", "float", "Decimal"}:
+        return {"bool": "boolean", "int": "integer", "float": "decimal", "Decimal": "decimal"}.get(
+            name, "string"
+        ), True
+    return name, False
+
+
+@cache
+def model_class(type_name: str) -> type[FHIRAbstractModel]:
+    """Return the fhir.resources class for a resource, datatype or backbone element name."""
+    model: type[FHIRAbstractModel] = get_fhir_model_class(type_name)
+    return model
+
+
+@cache
+def elements(type_name: str) -> dict[str, ElementInfo]:
+    """Return the elements of a type keyed by their JSON name, in definition order."""
+    out: dict[str, ElementInfo] = {}
+    for field_name, info in model_class(type_name).model_fields.items():
+        if field_name == "fhir_comments" or field_name.endswith("__ext"):
+            continue
+        item, is_list = _unwrap(info.annotation)
+        name, primitive = _type_name(item)
+        json_name = info.alias or field_name
+        meta = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        out[json_name] = ElementInfo(json_name, name, is_list, primitive, meta)
+    return out
+
+
+def is_resource_type(name: str) -> bool:
+    """Whether ``name`` is an R5 resource type (not a datatype or backbone element)."""
+    try:
+        cls = model_class(name)
+    except (KeyError, ValueError, AttributeError):
+        return False
+    return any(base.__name__ == "Resource" for base in cls.__mro__) and cls.__name__ == name
+
+
+def element_at(path: str) -> ElementInfo | None:
+    """Return the element at a dotted path such as ``ClinicalUseDefinition.warning.code``, or None."""
+    head, *rest = path.split(".")
+    current: ElementInfo | None = None
+    type_name = head
+    for name in rest:
+        found = elements(type_name).get(name)
+        if found is None:
+            return None
+        current, type_name = found, found.type_name
+    return current
+
+
+@dataclass(frozen=True)
+class Node:
+    """One value found in a resource's JSON, typed by the R5 definitions.
+
+    ``expression`` locates it (``Provenance.entity[0].what``); ``path`` is its element path without
+    indexes (``Provenance.entity.what``), the key that ElementDefinitions use.
+    """
+
+    expression: str
+    path: str
+    type_name: str
+    value: Any
+    info: ElementInfo | None
+
+
+def walk_json(resource: typing.Mapping[str, Any]) -> typing.Iterator[Node]:
+    """Yield the resource itself and every complex value below it, with its R5 type.
+
+    Unknown elements are skipped (structure validation reports them); primitives are not yielded.
+    Contained resources are walked as resources of their own type.
+    """
+    root = str(resource["resourceType"])
+    yield Node(root, root, root, resource, None)
+    stack: list[tuple[str, str, str, typing.Mapping[str, Any]]] = [(root, root, root, resource)]
+    while stack:
+        expression, path, type_name, node = stack.pop()
+        known = elements(type_name)
+        for name, value in node.items():
+            info = known.get(name)
+            if info is None or info.is_primitive:
+                continue
+            items = value if isinstance(value, list) else [value]
+            for index, item in enumerate(items):
+                if not isinstance(item, dict):
+                    continue
+                child_type = info.type_name
+                child_path = f"{path}.{name}"
+                if child_type == "Resource" and "resourceType" in item:
+                    child_type = child_path = str(item["resourceType"])
+                child_expression = f"{expression}.{name}[{index}]" if info.is_list else f"{expression}.{name}"
+                if child_type in {"Resource", "DomainResource"} or not _known_type(child_type):
+                    continue
+                yield Node(child_expression, child_path, child_type, item, info)
+                stack.append((child_expression, child_path, child_type, item))
+
+
+@cache
+def _known_type(type_name: str) -> bool:
+    try:
+        model_class(type_name)
+    except (KeyError, ValueError, AttributeError):
+        return False
+    return True
+
+
+@cache
+def is_backbone(type_name: str) -> bool:
+    """Whether a type is a backbone element of one resource (inline), rather than a reusable datatype."""
+    return any(base.__name__ == "BackboneElement" for base in model_class(type_name).__mro__)

@@ -1,0 +1,266 @@
+"""What data a FHIRPath expression can read, so its results can be memoized on exactly that data.
+
+Invariants are evaluated at thousands of elements with much the same content (the same ``dom-*`` checks
+on every resource, ``ref-1`` on every Reference); fhirpathpy needs 30-150 us per evaluation. The parsed
+expression tells which paths it navigates from the focus and from each ``%variable``; the result can only
+depend on the data at those paths. Reads inside an iterating function (``where``, ``all``, ...) happen only
+when that function's input is non-empty, so they are recorded with that input as a guard. Paths compared
+with ``=`` or handed to ``descendants()``/``children()`` are read whole. Anything not understood makes the
+expression opaque: it is then evaluated every time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Path = tuple[str, ...]  # first item: "" for the focus, or "%name" for an environment variable
+
+ITERATING = {"where", "select", "all", "exists", "repeat", "aggregate", "any", "iif"}
+SUBSETTING = {"where", "first", "last", "tail", "skip", "take", "distinct", "single", "trace", "ofType", "as"}
+WHOLE = {"descendants", "children", "repeat", "aggregate", "toString", "toJson", "encode"}
+COMPARISONS = {"EqualityExpression", "MembershipExpression"}
+TRANSPARENT = {
+    "TermExpression",
+    "InvocationTerm",
+    "ParenthesizedTerm",
+    "LiteralTerm",
+}
+
+
+@dataclass
+class Reads:
+    """The paths an expression reads: ``(path, guard, whole)``; ``opaque`` when analysis gave up."""
+
+    paths: set[tuple[Path, Path | None, bool]] = field(default_factory=set)
+    uses_index: bool = False
+    opaque: bool = False
+    aliased_comparisons: set[tuple[str, str]] = field(default_factory=set)
+
+
+class _Opaque(Exception):
+    pass
+
+
+def analyze(parsed: Mapping[str, Any]) -> Reads:
+    """Return what the parsed expression (fhirpathpy's ``parsedPath``) reads."""
+    reads = Reads()
+    try:
+        for child in parsed.get("children", []):
+            _visit(child, ("",), None, reads)
+    except _Opaque:
+        reads.opaque = True
+    return reads
+
+
+def _text(node: Mapping[str, Any]) -> str:
+    return str(node.get("text", ""))
+
+
+def _identifier(node: Mapping[str, Any]) -> str:
+    for child in node.get("children", []) or []:
+        if child.get("type") == "Identifier":
+            return _text(child).strip("`")
+        found = _identifier(child)
+        if found:
+            return found
+    return ""
+
+
+def _visit(node: Mapping[str, Any], context: Path | None, guard: Path | None, reads: Reads) -> Path | None:
+    """Record the reads of ``node`` evaluated on ``context``; return the path its value stands for, if any.
+
+    A ``None`` context or result is a computed value (a literal, a function result, a resolved resource):
+    it is determined by reads already recorded, so navigating from it records nothing.
+    """
+    kind = node.get("type")
+    children = node.get("children", []) or []
+    if kind in TRANSPARENT:
+        return _visit(children[0], context, guard, reads) if children else None
+    if kind in {
+        "StringLiteral",
+        "NumberLiteral",
+        "BooleanLiteral",
+        "NullLiteral",
+        "DateTimeLiteral",
+        "TimeLiteral",
+        "QuantityLiteral",
+        "DateLiteral",
+        "TypeSpecifier",
+        "Identifier",
+    }:
+        return None
+    if kind == "ThisInvocation":
+        return context
+    if kind in {"IndexInvocation", "TotalInvocation"}:
+        return None
+    if kind == "ExternalConstantTerm":
+        path = (f"%{_identifier(node)}",)
+        reads.paths.add((path, guard, False))
+        return path
+    if kind == "MemberInvocation":
+        return _member(context, _identifier(node), guard, reads)
+    if kind == "InvocationExpression":
+        left = _visit(children[0], context, guard, reads)
+        invocation = children[1]
+        if invocation.get("type") == "MemberInvocation":
+            return _member(left, _identifier(invocation), guard, reads)
+        if invocation.get("type") == "FunctionInvocation":
+            return _function(invocation, left, guard, reads)
+        return _visit(invocation, left, guard, reads)
+    if kind == "FunctionInvocation":
+        return _function(node, context, guard, reads)
+    if kind == "IndexerExpression":
+        left = _visit(children[0], context, guard, reads)
+        _visit(children[1], context, guard, reads)
+        return left
+    if kind == "TypeExpression":
+        left = _visit(children[0], context, guard, reads)
+        if left is not None:
+            reads.paths.add(((*left, "resourceType"), guard, False))
+        return None
+    if kind in COMPARISONS:
+        sides = [_visit(child, context, guard, reads) for child in children]
+        if kind == "EqualityExpression" and all(
+            s is not None and len(s) == 1 and s[0].startswith("%") for s in sides
+        ):
+            reads.aliased_comparisons.add((sides[0][0], sides[1][0]))  # type: ignore[index]
+            return None
+        for side in sides:
+            if side is not None:
+                reads.paths.add((side, guard, True))
+        return None
+    if kind and kind.endswith("Expression"):
+        for child in children:
+            _visit(child, context, guard, reads)
+        return None
+    raise _Opaque(kind)
+
+
+def _member(base: Path | None, name: str, guard: Path | None, reads: Reads) -> Path | None:
+    if base is None:
+        return None
+    if name[:1].isupper() and base == ("",):  # a leading type name filters the focus on its type
+        reads.paths.add((("", "resourceType"), guard, False))
+        return base
+    path = (*base, name)
+    reads.paths.add((path, guard, False))
+    return path
+
+
+def _function(node: Mapping[str, Any], base: Path | None, guard: Path | None, reads: Reads) -> Path | None:
+    name = _identifier(node)
+    params = [
+        c
+        for child in node.get("children", []) or []
+        for c in child.get("children", []) or []
+        if c.get("type") == "ParamList"
+    ]
+    arguments = [arg for plist in params for arg in plist.get("children", []) or []]
+    if base is None:  # a function of a computed value: its arguments may still read the focus
+        for argument in arguments:
+            _visit(argument, None, guard, reads)
+            _visit(argument, ("",), guard, reads)
+        return None
+    if name in WHOLE:
+        reads.paths.add((base, guard, True))
+    if name == "resolve":
+        reads.paths.add(((*base, "reference"), guard, False))
+        reads.paths.add((base, guard, False))
+        reads.uses_index = True
+        return None
+    if name in {"ofType", "is", "as"}:
+        reads.paths.add(((*base, "resourceType"), guard, False))
+    for argument in arguments:
+        if name in ITERATING:  # evaluated once per input item, so only when there are items
+            _visit(argument, base, base, reads)
+        else:  # parameters are evaluated on the input or, for some functions, on the focus
+            _visit(argument, base, guard, reads)
+            _visit(argument, ("",), guard, reads)
+    return base if name in SUBSETTING else None
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def _trie(paths: list[tuple[Path, bool]]) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    for path, whole in paths:
+        node = root
+        for name in path[1:]:
+            node = node.setdefault(name, {})
+        if whole:
+            node["*"] = True
+    return root
+
+
+def _keep(key: str, trie: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    if key in trie:
+        return trie[key]  # type: ignore[no-any-return]
+    stripped = key[1:] if key.startswith("_") else key
+    for name in trie:  # value[x] choice elements and primitive extensions (_name)
+        if stripped == name or (stripped.startswith(name) and stripped[len(name) : len(name) + 1].isupper()):
+            return trie[name]  # type: ignore[no-any-return]
+    return None
+
+
+def restrict(data: Any, trie: Mapping[str, Any]) -> Any:
+    """Keep only the parts of ``data`` the trie names (all of it below a ``*``)."""
+    if trie.get("*"):
+        return data
+    if isinstance(data, list):
+        return [restrict(item, trie) for item in data]
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            sub = {} if key == "resourceType" else _keep(key, trie)
+            if sub is not None:
+                out[key] = restrict(value, sub)
+        return out
+    return data
+
+
+def _present(data: Any, path: Path) -> bool:
+    items = [data]
+    for name in path[1:]:
+        nxt: list[Any] = []
+        for item in items:
+            if isinstance(item, dict) and name in item:
+                value = item[name]
+                nxt.extend(value if isinstance(value, list) else [value])
+        items = nxt
+        if not items:
+            return False
+    return True
+
+
+def cache_key(reads: Reads, focus: Any, variables: Mapping[str, Any], index_token: int) -> str | None:
+    """The memo key of one evaluation: focus and variables cut to what can be read; None if opaque."""
+    if reads.opaque:
+        return None
+    roots: dict[str, Any] = {"": focus, **{f"%{k}": v for k, v in variables.items()}}
+    active: dict[str, list[tuple[Path, bool]]] = {}
+    for path, guard, whole in reads.paths:
+        if guard is not None and not _present(roots.get(guard[0]), guard):
+            continue  # an iterating function over nothing reads nothing
+        if path[0] not in roots:
+            return None
+        active.setdefault(path[0], []).append((path, whole))
+    key: list[Any] = []
+    canonical: dict[int, str] = {}
+    for root in sorted(active):
+        value = roots[root]
+        first = canonical.setdefault(id(value), root)
+        if first != root:  # the same object under two names (%resource and %rootResource)
+            key.append([root, "=", first])
+            active[first] = active[first] + active[root]
+    for root in sorted(active):
+        if canonical.get(id(roots[root])) == root:
+            key.append([root, restrict(roots[root], _trie(active[root]))])
+    for left, right in sorted(reads.aliased_comparisons):
+        key.append([left, right, roots.get(left) is roots.get(right)])
+    if reads.uses_index:
+        key.append(index_token)
+    return json.dumps(key, sort_keys=True, default=str, separators=(",", ":"))

@@ -1,0 +1,204 @@
+"""Layer 3: FHIRPath invariants from our profiles (ours and the R5 base ones they restate), compiled once.
+
+Each constraint is evaluated at every occurrence of the element it is defined on: resource profiles by
+element path (``Provenance.agent``), datatype profiles at every element of their type (``Reference``).
+ele-1 applies to every element of every resource; evaluating its FHIRPath at each one would cost more than
+all other layers together, so it is checked natively with the same meaning (no empty object, array or
+string, no object holding only an ``id``).
+https://hl7.org/fhir/R5/conformance-rules.html#constraints
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from fhirpathpy.engine.nodes import ResourceNode
+
+from fhir_pub.conformance import Conformance
+from fhir_pub.definitions import Node, element_at, is_backbone, walk_json
+from fhir_pub.validation.dependencies import Reads, analyze, cache_key
+from fhir_pub.validation.fhirpath import RESOLVABLE, Compiled, compile_expression
+from fhir_pub.validation.issues import Issue, Severity
+
+NATIVE = {"ele-1"}
+MEMO_LIMIT = 200_000
+ENVIRONMENT_DEFAULTS: dict[str, list[str]] = {"referencedBy": [], "sources": []}
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """One FHIRPath constraint, where it applies, and its compiled form."""
+
+    key: str
+    severity: str
+    human: str
+    expression: str
+    context: str
+    profile: str
+    compiled: Compiled = field(repr=False, compare=False)
+    reads: Reads = field(repr=False, compare=False)
+
+
+@cache
+def _compiled(expression: str) -> tuple[Compiled, Reads]:
+    compiled = compile_expression(expression)
+    return compiled, analyze(getattr(compiled, "parsedPath", {}))
+
+
+def _on_element(path: str, expression: str) -> tuple[str, str]:
+    """Move a constraint on a primitive element to its parent (``Narrative.div``: Narrative, ``div.all(e)``).
+
+    The walker visits complex values only; ``all()`` evaluates ``e`` on each value of the primitive,
+    which is what a constraint on that element means.
+    """
+    element = element_at(path) if "." in path else None
+    if element is None or not element.is_primitive:
+        return path, expression
+    parent, name = path.rsplit(".", 1)
+    return parent, f"`{name}`.all({expression})"  # backticks: `div` is also a FHIRPath operator
+
+
+def _class_key(path: str) -> str:
+    """The fhir.resources type name of an element inside a datatype: ``Timing.repeat`` -> ``TimingRepeat``."""
+    return "".join(part[:1].upper() + part[1:] for part in path.split("."))
+
+
+class InvariantSet:
+    """All invariants of a Conformance registry, ready to evaluate."""
+
+    def __init__(self, conformance: Conformance) -> None:
+        self.by_type: dict[str, list[Invariant]] = {}
+        self.by_profile: dict[str, dict[str, list[Invariant]]] = {}
+        self.failures: list[str] = []
+        for type_name, profile in conformance.datatype_profiles.items():
+            for element, constraint in _constraints(profile):
+                path, expression = _on_element(element["path"], constraint.get("expression", ""))
+                key = type_name if path == type_name else _class_key(path)
+                self._add(self.by_type.setdefault(key, []), constraint, expression, path, profile["url"])
+        for url, profile in conformance.resource_profiles.items():
+            by_path = self.by_profile.setdefault(url, {})
+            for element, constraint in _constraints(profile):
+                path, expression = _on_element(element["path"], constraint.get("expression", ""))
+                self._add(by_path.setdefault(path, []), constraint, expression, path, url)
+        self._memo: dict[str, bool | None] = {}
+
+    def _add(
+        self,
+        bucket: list[Invariant],
+        constraint: Mapping[str, Any],
+        expression: str,
+        context: str,
+        profile: str,
+    ) -> None:
+        if constraint["key"] in NATIVE or not expression:
+            return
+        try:
+            compiled, reads = _compiled(expression)
+        except Exception as exc:  # fhirpathpy raises bare Exceptions for grammar errors
+            self.failures.append(f"{constraint['key']} in {profile}: cannot compile ({exc})")
+            return
+        bucket.append(
+            Invariant(
+                constraint["key"],
+                constraint.get("severity", "error"),
+                constraint.get("human", ""),
+                expression,
+                context,
+                profile,
+                compiled,
+                reads,
+            )
+        )
+
+    def issues(
+        self,
+        resource: Mapping[str, Any],
+        profiles: list[str],
+        environment: Mapping[str, Any],
+        source: str | None,
+    ) -> list[Issue]:
+        """Evaluate every applicable invariant on ``resource`` and return the failures."""
+        variables = {**ENVIRONMENT_DEFAULTS, **environment, "resource": resource, "rootResource": resource}
+        found: list[Issue] = list(ele_1(resource, source))
+        by_path = [self.by_profile.get(url, {}) for url in profiles]
+        for node in walk_json(resource):
+            candidates = [*self.by_type.get(node.type_name, ())]
+            for paths in by_path:
+                candidates.extend(paths.get(node.path, ()))
+            if not candidates:
+                continue
+            found.extend(self._evaluate(candidates, variables, node, source))
+        return found
+
+    def _evaluate(
+        self, candidates: list[Invariant], variables: Mapping[str, Any], node: Node, source: str | None
+    ) -> Iterator[Issue]:
+        type_path = _type_path(node)
+        index_token = id(RESOLVABLE.get())
+        for invariant in candidates:
+            key = cache_key(invariant.reads, node.value, variables, index_token)
+            memo_key = f"{invariant.expression}\x00{type_path}\x00{key}" if key is not None else None
+            if memo_key is not None and memo_key in self._memo:
+                passed = self._memo[memo_key]
+            else:
+                passed = self._run(invariant, node, type_path, variables)
+                if memo_key is not None:
+                    if len(self._memo) >= MEMO_LIMIT:
+                        self._memo.clear()
+                    self._memo[memo_key] = passed
+            if passed is None:
+                message = f"{invariant.key} could not be evaluated on {node.expression}"
+                yield Issue(
+                    "error", "processing", message, node.expression, source, invariant.key, "invariant"
+                )
+            elif not passed:
+                severity: Severity = "warning" if invariant.severity == "warning" else "error"
+                message = f"{invariant.key}: {invariant.human}"
+                yield Issue(
+                    severity, "invariant", message, node.expression, source, invariant.key, "invariant"
+                )
+
+    @staticmethod
+    def _run(invariant: Invariant, node: Node, type_path: str, variables: Mapping[str, Any]) -> bool | None:
+        """Evaluate once: True (holds, or empty), False (fails), None (could not be evaluated)."""
+        focus = node.value
+        if node.info is not None:
+            focus = ResourceNode.create_node(node.value, type_path)  # type: ignore[no-untyped-call]
+        try:
+            result = invariant.compiled(focus, dict(variables))
+        except Exception:  # an expression that cannot run on this input is itself a finding
+            return None
+        return result != [False]
+
+
+def _type_path(node: Node) -> str:
+    return node.path if is_backbone(node.type_name) else node.type_name
+
+
+def _constraints(profile: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    for element in profile.get("differential", {}).get("element", []):
+        for constraint in element.get("constraint", []):
+            yield element, constraint
+
+
+def ele_1(resource: Mapping[str, Any], source: str | None) -> Iterator[Issue]:
+    """ele-1, natively: every element has a value or children (no empty value, no object with only an id)."""
+    stack: list[tuple[str, Any]] = [(str(resource.get("resourceType", "Resource")), resource)]
+    while stack:
+        expression, value = stack.pop()
+        items: Any = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in items:
+            if key == "resourceType":
+                continue
+            where = f"{expression}[{key}]" if isinstance(key, int) else f"{expression}.{key}"
+            empty = (
+                child is None or child in ("", [], {}) or (isinstance(child, dict) and set(child) == {"id"})
+            )
+            if empty:
+                message = f"ele-1: {where} must have a value or children (FHIR JSON allows no empty values)"
+                yield Issue("error", "structure", message, where, source, "ele-1", "invariant")
+            elif isinstance(child, (dict, list)):
+                stack.append((where, child))

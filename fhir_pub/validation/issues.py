@@ -1,0 +1,62 @@
+"""Validation issues and the OperationOutcome that reports them (https://hl7.org/fhir/R5/operationoutcome.html)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Severity = Literal["fatal", "error", "warning", "information"]
+SEVERITY_ORDER = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One finding of the validator.
+
+    ``code`` is an R5 issue-type code; ``message`` is for people; ``expression`` is a FHIRPath to the
+    element (relative to the resource); ``source`` names the file or resource; ``rule`` the
+    constraint key or rule that failed; ``layer`` which validation layer found it.
+    """
+
+    severity: Severity
+    code: str
+    message: str
+    expression: str | None = None
+    source: str | None = None
+    rule: str | None = None
+    layer: str = "structure"
+
+    def to_fhir(self) -> dict[str, Any]:
+        """Return this issue as an ``OperationOutcome.issue`` element."""
+        issue: dict[str, Any] = {
+            "severity": self.severity,
+            "code": self.code,
+            "details": {"text": self.message},
+        }
+        diagnostics = " ".join(
+            part
+            for part in (
+                self.source and f"{self.source}:",
+                f"[{self.layer}{'/' + self.rule if self.rule else ''}]",
+            )
+            if part
+        )
+        issue["diagnostics"] = diagnostics
+        if self.expression:
+            issue["expression"] = [self.expression]
+        return issue
+
+
+def is_error(issue: Issue) -> bool:
+    """Whether an issue makes the resource invalid (fatal or error)."""
+    return issue.severity in {"fatal", "error"}
+
+
+def operation_outcome(issues: Iterable[Issue]) -> dict[str, Any]:
+    """Return an OperationOutcome with the issues, most severe first, or one 'all OK' information issue."""
+    ordered = sorted(issues, key=lambda i: (SEVERITY_ORDER[i.severity], i.source or "", i.expression or ""))
+    body = [i.to_fhir() for i in ordered] or [
+        {"severity": "information", "code": "informational", "details": {"text": "No issues found."}}
+    ]
+    return {"resourceType": "OperationOutcome", "issue": body}

@@ -1,0 +1,416 @@
+"""Compile StructureDefinition differentials into JSON Schema (2020-12); read jsonschema errors as issues.
+
+A profile's schema is the R5 structure of its type (from the fhir.resources models) with the profile's
+rules laid over the elements they constrain: cardinality, fixed and pattern values, required and
+extensible bindings to enumerable value sets, reference target types, and slices discriminated by value.
+Datatype profiles (``kind = complex-type``) apply to every element of their type, through ``$defs``.
+Subschemas that carry no rule are pruned: jsonschema pays for every subschema it descends into.
+
+Every rule carries an ``x-rule`` annotation (key, severity, issue code, human message) next to the
+keyword that checks it, so an error can be reported as a person would state it.
+https://hl7.org/fhir/R5/elementdefinition.html, https://json-schema.org/draft/2020-12
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from fhir_pub.conformance import R5_BASE, Conformance
+from fhir_pub.definitions import elements, is_backbone
+from fhir_pub.validation.issues import Issue
+
+Schema = dict[str, Any]
+FIXED_PREFIXES = ("fixed", "pattern")
+STRENGTH_SEVERITY = {"required": "error", "extensible": "warning"}
+
+
+@dataclass
+class _Node:
+    """The differential elements of one element path, with nested children and named slices."""
+
+    element: dict[str, Any] | None = None
+    children: dict[str, _Node] = field(default_factory=dict)
+    slices: dict[str, _Node] = field(default_factory=dict)
+
+    def empty(self) -> bool:
+        return self.element is None and not self.children and not self.slices
+
+
+def _tree(differential: list[dict[str, Any]]) -> _Node:
+    """Arrange differential elements by their ids (``A.b:slice.c``) into a tree."""
+    root = _Node()
+    for element in differential:
+        node = root
+        for part in element["id"].split(".")[1:]:
+            name, _, slice_name = part.partition(":")
+            node = node.children.setdefault(name, _Node())
+            if slice_name:
+                node = node.slices.setdefault(slice_name, _Node())
+        node.element = element
+    return root
+
+
+def _value_of(element: dict[str, Any], prefix: str) -> tuple[str, Any] | None:
+    for key, value in element.items():
+        if key.startswith(prefix) and key[len(prefix) : len(prefix) + 1].isupper():
+            return key, value
+    return None
+
+
+def _pattern_schema(value: Any) -> Schema:
+    """Schema for a FHIR pattern: objects match on the listed properties, arrays contain each item."""
+    if isinstance(value, dict):
+        return {
+            "type": "object",
+            "required": sorted(value),
+            "properties": {k: _pattern_schema(v) for k, v in value.items()},
+        }
+    if isinstance(value, list):
+        return {"type": "array", "allOf": [{"contains": _pattern_schema(v)} for v in value]}
+    return {"const": value}
+
+
+def _add(schema: Schema, checks: list[Schema]) -> None:
+    """Append checks to a schema's ``allOf`` (JSON Schema forbids an empty ``allOf``)."""
+    if checks:
+        schema.setdefault("allOf", []).extend(checks)
+
+
+def _rule(key: str, severity: str, code: str, human: str) -> dict[str, str]:
+    return {"key": key, "severity": severity, "code": code, "human": human}
+
+
+class ProfileCompiler:
+    """Compiles the profiles of one Conformance registry; shares datatype ``$defs`` across a schema."""
+
+    def __init__(self, conformance: Conformance) -> None:
+        self.conformance = conformance
+        self.notes: list[str] = []
+
+    def compile(self, profile: dict[str, Any]) -> Schema:
+        """Return the JSON Schema document for a resource profile."""
+        self._defs: dict[str, Schema] = {}
+        self._profile = profile
+        type_name = profile["type"]
+        root = _tree(profile.get("differential", {}).get("element", []))
+        body = self._object(type_name, root, type_name, overlay_only=False)
+        body["properties"]["resourceType"] = {"const": type_name}
+        defs = _prune_defs(self._defs)
+        body = _prune(body, defs) or {}
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": profile["url"] + ".schema.json",
+            "title": f"{profile.get('title') or profile['name']} (generated from {profile['url']})",
+            **body,
+            "$defs": defs,
+        }
+
+    # -- structure -------------------------------------------------------------------------------
+
+    def _ref(self, type_name: str) -> Schema:
+        """A reference to the shared definition of a datatype or backbone, generating it on first use."""
+        if type_name not in self._defs:
+            self._defs[type_name] = {}  # placeholder: recursive types refer to themselves
+            datatype = self.conformance.datatype_profiles.get(type_name)
+            node = _tree(datatype["differential"]["element"]) if datatype else _Node()
+            self._defs[type_name] = self._object(type_name, node, type_name, overlay_only=False)
+        return {"$ref": f"#/$defs/{type_name}"}
+
+    def _object(
+        self, type_name: str, node: _Node, path: str, *, overlay_only: bool, own_rules: bool = True
+    ) -> Schema:
+        """Schema of an object of ``type_name`` (``overlay_only``: just what ``node`` constrains)."""
+        properties: Schema = {}
+        checks: list[Schema] = []
+        for name, info in elements(type_name).items():
+            child = node.children.get(name)
+            if overlay_only and child is None:
+                continue
+            child_path = f"{path}.{name}"
+            item = self._item(info.type_name, info.is_primitive, child, child_path, overlay_only)
+            prop: Schema
+            prop = ({"items": item} if item else {}) if info.is_list else item
+            if child is not None and child.element is not None:
+                checks.extend(self._cardinality(name, info.is_list, child.element, child_path, prop))
+            if child is not None and child.slices:
+                _add(prop, list(self._slices(info.type_name, child, child_path)))
+            if prop:
+                properties[name] = prop
+        schema: Schema = {"properties": properties}
+        _add(schema, checks)
+        if own_rules and node.element is not None:
+            _add(schema, self._value_rules(type_name, node.element, path))
+        return schema
+
+    def _item(
+        self, type_name: str, primitive: bool, node: _Node | None, path: str, overlay_only: bool
+    ) -> Schema:
+        """Schema of one value of an element (one item when the element repeats)."""
+        rules = self._value_rules(type_name, node.element, path) if node is not None and node.element else []
+        if primitive:
+            return {"allOf": rules} if rules else {}
+        if type_name in {"Resource", "DomainResource"}:
+            return {}
+        nested_overlay = node is not None and (node.children or node.slices)
+        if is_backbone(type_name) and nested_overlay:
+            assert node is not None
+            inline = self._object(type_name, node, path, overlay_only=False)
+            _add(inline, rules)
+            return inline
+        parts: list[Schema] = (
+            [] if overlay_only and not nested_overlay and not rules else [self._ref(type_name)]
+        )
+        if overlay_only and not parts:
+            return {"allOf": rules} if rules else {}
+        if nested_overlay:
+            assert node is not None
+            parts.append(self._object(type_name, node, path, overlay_only=True, own_rules=False))
+        parts.extend(rules)
+        return parts[0] if len(parts) == 1 else {"allOf": parts}
+
+    # -- rules -----------------------------------------------------------------------------------
+
+    def _cardinality(
+        self, name: str, is_list: bool, element: dict[str, Any], path: str, prop: Schema
+    ) -> Iterator[Schema]:
+        """Checks on the parent object for an element's ``min``/``max`` (array limits go on ``prop``)."""
+        low = int(element.get("min", 0))
+        high = element.get("max", "*")
+        if low > 0:
+            yield {
+                "required": [name],
+                "x-rule": _rule(f"{path}.min", "error", "required", f"{path} is required (at least {low})"),
+            }
+        if high == "0":
+            yield {
+                "not": {"required": [name]},
+                "x-rule": _rule(
+                    f"{path}.max", "error", "structure", f"{path} is not allowed in this profile"
+                ),
+            }
+            return
+        if is_list and (low > 1 or high not in {"*", None}):
+            limits: Schema = {}
+            if low > 1:
+                limits["minItems"] = low
+            if high not in {"*", None}:
+                limits["maxItems"] = int(high)
+            human = f"{path} must occur {low}..{high} times"
+            _add(prop, [{**limits, "x-rule": _rule(f"{path}.cardinality", "error", "structure", human)}])
+
+    def _value_rules(self, type_name: str, element: dict[str, Any], path: str) -> list[Schema]:
+        """Rules on one value: fixed and pattern values, binding, reference targets."""
+        rules: list[Schema] = []
+        for prefix in FIXED_PREFIXES:
+            found = _value_of(element, prefix)
+            if found is None:
+                continue
+            key, value = found
+            schema = {"const": value} if prefix == "fixed" else _pattern_schema(value)
+            human = (
+                f"{path} must be {value!r}"
+                if prefix == "fixed"
+                else f"{path} must match the pattern {value!r}"
+            )
+            rules.append({**schema, "x-rule": _rule(f"{path}.{key}", "error", "value", human)})
+        binding = element.get("binding")
+        if binding and binding.get("strength") in STRENGTH_SEVERITY and binding.get("valueSet"):
+            rule = self._binding(type_name, binding, path)
+            if rule:
+                rules.append(rule)
+        targets = [t for ty in element.get("type", []) for t in ty.get("targetProfile", [])]
+        if targets and type_name in {"Reference", "CodeableReference"}:
+            rules.append(self._targets(type_name, targets, path))
+        return rules
+
+    def _binding(self, type_name: str, binding: dict[str, Any], path: str) -> Schema | None:
+        url = binding["valueSet"]
+        codes = self.conformance.expand(url)
+        if codes is None:
+            self.notes.append(
+                f"{path}: value set {url} cannot be enumerated here; its binding is not checked"
+            )
+            return None
+        strength = binding["strength"]
+        severity = STRENGTH_SEVERITY[strength]
+        pairs = sorted(codes)
+        systems: dict[str, list[str]] = {}
+        for system, code in pairs:
+            systems.setdefault(system, []).append(code)
+        coding = {
+            "anyOf": [
+                {"required": ["system", "code"], "properties": {"system": {"const": s}, "code": {"enum": c}}}
+                for s, c in sorted(systems.items(), key=lambda item: (-len(item[1]), item[0]))
+            ]
+        }
+        human = f"{path} must use a code from {url} ({strength} binding)"
+        rule = _rule(f"{path}.binding", severity, "code-invalid", human)
+        if type_name in {"code", "string", "uri"}:
+            return {"enum": sorted({c for _, c in pairs}), "x-rule": rule}
+        if type_name == "Coding":
+            return {**coding, "x-rule": rule}
+        concept: Schema = {"properties": {"coding": {"contains": coding}}}
+        if strength == "required":
+            concept["required"] = ["coding"]
+        else:  # extensible: text alone is allowed when no code fits, but a coded concept must use the set
+            concept = {"if": {"required": ["coding"]}, "then": concept}
+        if type_name == "CodeableConcept":
+            return {**concept, "x-rule": rule}
+        if type_name == "CodeableReference":
+            return {"properties": {"concept": concept}, "x-rule": rule}
+        return None
+
+    def _targets(self, type_name: str, targets: list[str], path: str) -> Schema:
+        types = sorted({self._profile_type(t) for t in targets})
+        alternatives = "|".join(map(re.escape, types))
+        pattern = rf"^({alternatives})/[A-Za-z0-9\-.]{{1,64}}(/_history/[A-Za-z0-9\-.]{{1,64}})?$"
+        reference: Schema = {"properties": {"reference": {"pattern": pattern}}}
+        schema = reference if type_name == "Reference" else {"properties": {"reference": reference}}
+        human = f"{path} must refer to {' or '.join(types)}"
+        return {**schema, "x-rule": _rule(f"{path}.targetProfile", "error", "invalid", human)}
+
+    def _profile_type(self, url: str) -> str:
+        if url.startswith(R5_BASE):
+            return url[len(R5_BASE) :]
+        profile = self.conformance.by_url.get(url)
+        if profile is None:
+            self.notes.append(f"target profile {url} is unknown")
+            return url.rsplit("/", 1)[-1]
+        return str(profile["type"])
+
+    def _slices(self, type_name: str, node: _Node, path: str) -> Iterator[Schema]:
+        """Slices of a repeating element, discriminated by value (``discriminator.type`` value or pattern)."""
+        slicing = (node.element or {}).get("slicing", {})
+        discriminators = [
+            d["path"] for d in slicing.get("discriminator", []) if d.get("type") in {"value", "pattern"}
+        ]
+        matchers: list[Schema] = []
+        for name, slice_node in node.slices.items():
+            match = self._slice_match(slice_node, discriminators)
+            matchers.append(match)
+            element = slice_node.element or {}
+            low, high = int(element.get("min", 0)), element.get("max", "*")
+            if low > 0 or high not in {"*", None}:
+                limits: Schema = {"contains": match, "minContains": low}
+                if high not in {"*", None}:
+                    limits["maxContains"] = int(high)
+                human = f"{path} must hold {low}..{high} entries of slice '{name}'"
+                yield {**limits, "x-rule": _rule(f"{path}:{name}", "error", "structure", human)}
+            inner = (
+                self._object(type_name, slice_node, f"{path}:{name}", overlay_only=True)
+                if slice_node.children
+                else None
+            )
+            rules = self._value_rules(type_name, element, f"{path}:{name}")
+            if (inner is not None and inner.get("properties")) or rules:
+                then = {"allOf": [s for s in [inner, *rules] if s]}
+                yield {"items": {"if": match, "then": then}}
+        if slicing.get("rules") == "closed" and matchers:
+            human = f"{path} allows only the slices {', '.join(node.slices)}"
+            yield {
+                "items": {"anyOf": matchers},
+                "x-rule": _rule(f"{path}.slicing", "error", "structure", human),
+            }
+
+    def _slice_match(self, node: _Node, discriminators: list[str]) -> Schema:
+        properties: Schema = {}
+        for discriminator in discriminators:
+            child = node.children.get(discriminator)
+            found = None
+            if child is not None and child.element is not None:
+                found = _value_of(child.element, "fixed") or _value_of(child.element, "pattern")
+            if found is None:
+                self.notes.append(f"slice discriminator {discriminator} has no fixed value")
+                continue
+            properties[discriminator] = {"const": found[1]}
+        return {"required": sorted(properties), "properties": properties}
+
+
+def _prune_defs(defs: dict[str, Schema]) -> dict[str, Schema]:
+    """Drop the rule-free parts of every definition, and the definitions left empty (to a fixed point)."""
+    live = dict(defs)
+    while True:
+        pruned = {name: _prune(schema, live) for name, schema in live.items()}
+        kept = {name: schema for name, schema in pruned.items() if schema}
+        if kept.keys() == live.keys() and kept == live:
+            return kept
+        live = kept
+
+
+def _prune(schema: Schema, defs: dict[str, Schema]) -> Schema | None:
+    """Return ``schema`` without subschemas that check nothing, or None if nothing is left to check."""
+    if "$ref" in schema:
+        return schema if schema["$ref"].rsplit("/", 1)[-1] in defs else None
+    out: Schema = {}
+    for key, value in schema.items():
+        if key in {"properties"}:
+            props = {name: p for name, sub in value.items() if (p := _prune(sub, defs))}
+            if props:
+                out[key] = props
+        elif key in {"items", "not", "if", "then", "contains"}:
+            sub = _prune(value, defs) if isinstance(value, dict) else value
+            if sub is not None:
+                out[key] = sub
+            elif key in {"not", "contains", "if"}:
+                out[key] = {}
+        elif key in {"allOf", "anyOf"}:
+            subs = [p for sub in value if (p := _prune(sub, defs)) is not None]
+            if key == "anyOf" or subs:
+                out[key] = subs if key == "allOf" else [_prune(sub, defs) or {} for sub in value]
+        else:
+            out[key] = value
+    if set(out) == {"allOf"} and len(out["allOf"]) == 1:
+        return dict(out["allOf"][0])  # a lone branch checks the same without one more descent
+    meaningful = set(out) - {"x-rule", "type"}
+    return out if meaningful else None
+
+
+def fhirpath_of(root: str, location: deque[str | int] | list[str | int]) -> str:
+    """Turn a JSON location (keys and indexes) into a FHIRPath expression."""
+    out = root
+    for part in location:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+class SchemaValidator:
+    """Checks resources against one compiled profile schema and reports issues."""
+
+    def __init__(self, schema: Schema) -> None:
+        jsonschema.Draft202012Validator.check_schema(schema)
+        self.schema = schema
+        self._validator = jsonschema.Draft202012Validator(schema)
+
+    def issues(self, resource: dict[str, Any], source: str | None) -> list[Issue]:
+        """Return the issues of ``resource`` against this schema."""
+        root = str(resource.get("resourceType", "Resource"))
+        found: list[Issue] = []
+        for error in self._validator.iter_errors(resource):
+            found.extend(_issues_of(error, root, source))
+        return found
+
+
+def _issues_of(error: jsonschema.ValidationError, root: str, source: str | None) -> Iterator[Issue]:
+    rule = error.schema.get("x-rule") if isinstance(error.schema, dict) else None
+    where = list(error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        wanted: list[str] = error.validator_value if isinstance(error.validator_value, list) else []
+        missing = [name for name in wanted if name not in error.instance]
+        where = [*where, missing[0]] if missing else where
+    if error.validator == "allOf":  # the failing branch reports itself
+        for sub in error.context or []:
+            yield from _issues_of(sub, root, source)
+        return
+    expression = fhirpath_of(root, where)
+    if rule is None:
+        yield Issue(
+            "error", "structure", f"{expression}: {error.message}", expression, source, None, "profile"
+        )
+        return
+    yield Issue(rule["severity"], rule["code"], rule["human"], expression, source, rule["key"], "profile")

@@ -1,0 +1,103 @@
+"""Layer 1: structure, as fhir.resources (R5) parses it; and layer 4: the graph of the whole set."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from fhir_pub.graph import ANNOTATION_TYPES, ROOT_TYPES, Graph, key_of
+from fhir_pub.model import parse
+from fhir_pub.validation.issues import Issue
+from fhir_pub.validation.schema import fhirpath_of
+
+PYDANTIC_CODES = {
+    "extra_forbidden": "structure",
+    "missing": "required",
+    "model_field_validation.missing": "required",
+}
+
+
+def structure_issues(resource: Mapping[str, Any], source: str | None) -> list[Issue]:
+    """Parse with fhir.resources and turn each error into an issue at its element."""
+    root = str(resource.get("resourceType"))
+    try:
+        parse(resource)
+    except ValidationError as exc:
+        found = []
+        for error in exc.errors():
+            where = [
+                part
+                for part in error["loc"]
+                if isinstance(part, int) or (isinstance(part, str) and part.isidentifier())
+            ]
+            expression = fhirpath_of(root, where)
+            code = PYDANTIC_CODES.get(error["type"], "value")
+            found.append(
+                Issue(
+                    "error",
+                    code,
+                    f"{expression}: {error['msg']}",
+                    expression,
+                    source,
+                    error["type"],
+                    "structure",
+                )
+            )
+        return found
+    except (
+        TypeError,
+        ValueError,
+        KeyError,
+        AttributeError,
+        RecursionError,
+    ) as exc:  # the models reject odd input oddly
+        return [
+            Issue(
+                "error",
+                "structure",
+                f"{root}: not a valid resource ({type(exc).__name__})",
+                root,
+                source,
+                None,
+                "structure",
+            )
+        ]
+    return []
+
+
+def graph_issues(
+    resources: Sequence[Mapping[str, Any]], graph: Graph, resolvable: Mapping[str, Any]
+) -> Iterator[Issue]:
+    """References resolve to types R5 allows; ids are unique; every resource is used by another."""
+    counts = Counter(key_of(r) for r in resources)
+    for key, count in sorted(counts.items()):
+        if count > 1:
+            yield Issue(
+                "error",
+                "duplicate",
+                f"{key} occurs {count} times; ids must be unique per type",
+                None,
+                key,
+                "unique-id",
+                "graph",
+            )
+    for resource in resources:
+        key = key_of(resource)
+        for link in graph.links.get(key, []):
+            target = resolvable.get(link.reference)
+            if link.reference.startswith("#"):
+                continue  # local references to contained resources: ref-1 checks them
+            if target is None:
+                message = f"{link.path} refers to {link.reference}, which is not in the publication"
+                yield Issue("error", "not-found", message, link.path, key, "resolve", "graph")
+            elif not link.allows(str(target.get("resourceType"))):
+                allowed = ", ".join(link.allowed)
+                message = f"{link.path} refers to a {target.get('resourceType')}; R5 allows {allowed} here"
+                yield Issue("error", "invalid", message, link.path, key, "target-type", "graph")
+        kind = resource.get("resourceType")
+        if kind not in ROOT_TYPES and kind not in ANNOTATION_TYPES and not graph.used_by.get(key):
+            message = f"{key} is an orphan: no other resource of the publication refers to it"
+            yield Issue("error", "business-rule", message, str(kind), key, "orphan", "graph")

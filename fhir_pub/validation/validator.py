@@ -1,0 +1,251 @@
+"""The validator: four layers over a set of resources, reported as one OperationOutcome.
+
+1. structure: fhir.resources (R5) parses the resource;
+2. profile: the declared profiles, compiled to JSON Schema, checked with jsonschema;
+3. invariants: FHIRPath constraints of the profiles and of R5 (cud-1, dom-*, ref-1 ...);
+4. graph: references resolve within the set to types R5 allows, ids are unique, nothing is orphaned.
+Input is untrusted: size, encoding, JSON syntax, nesting depth and shape are checked before any layer runs,
+and a failure inside a layer becomes an issue, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fhir_pub.conformance import Conformance, load_conformance
+from fhir_pub.definitions import is_resource_type
+from fhir_pub.graph import build_graph, key_of
+from fhir_pub.validation.fhirpath import RESOLVABLE
+from fhir_pub.validation.invariants import InvariantSet
+from fhir_pub.validation.issues import Issue, is_error, operation_outcome
+from fhir_pub.validation.schema import ProfileCompiler, Schema, SchemaValidator
+from fhir_pub.validation.structure import graph_issues, structure_issues
+
+log = logging.getLogger(__name__)
+
+MAX_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 64
+
+
+@dataclass
+class Candidate:
+    """One resource to validate (or what is left of it), where it came from, and what reading it found."""
+
+    source: str
+    resource: dict[str, Any] | None
+    issues: list[Issue] = field(default_factory=list)
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values() if isinstance(child, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return deepest
+
+
+def candidate_from_bytes(data: bytes, source: str, max_bytes: int = MAX_BYTES) -> Candidate:
+    """Decode and sanity-check one JSON resource; every problem is an issue, never an exception."""
+
+    def fail(code: str, message: str, expression: str | None = None) -> Candidate:
+        return Candidate(source, None, [Issue("fatal", code, message, expression, source, None, "input")])
+
+    if len(data) > max_bytes:
+        return fail(
+            "too-long", f"{len(data):,} bytes is more than the limit of {max_bytes:,} bytes for one resource"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return fail("structure", f"not UTF-8 text (byte {exc.start})")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return fail("structure", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
+    except RecursionError:
+        return fail("too-costly", f"JSON nested deeper than this validator reads (limit {MAX_DEPTH})")
+    if not isinstance(value, dict):
+        return fail("structure", f"a FHIR resource is a JSON object, not {type(value).__name__}")
+    if _depth(value) > MAX_DEPTH:
+        return fail("too-costly", f"JSON nested deeper than {MAX_DEPTH} levels; no FHIR resource needs that")
+    kind = value.get("resourceType")
+    if not isinstance(kind, str) or not kind:
+        return fail("required", "resourceType is missing", "resourceType")
+    if not is_resource_type(kind):
+        return fail("not-supported", f"{kind!r} is not an R5 resource type", "resourceType")
+    return Candidate(source, value)
+
+
+def candidate_from_file(path: Path, max_bytes: int = MAX_BYTES) -> Candidate:
+    """Read one file as a candidate; an unreadable or oversized file becomes an issue."""
+    source = str(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            message = f"{size:,} bytes is more than the limit of {max_bytes:,} bytes for one resource"
+            return Candidate(source, None, [Issue("fatal", "too-long", message, None, source, None, "input")])
+        data = path.read_bytes()
+    except OSError as exc:
+        return Candidate(
+            source,
+            None,
+            [Issue("fatal", "exception", f"cannot read: {exc.strerror}", None, source, None, "input")],
+        )
+    return candidate_from_bytes(data, source, max_bytes)
+
+
+def gather(paths: Iterable[Path]) -> list[Path]:
+    """Expand files and folders into the ``*.json`` files to validate, in a stable order."""
+    files: list[Path] = []
+    for path in paths:
+        files.extend(sorted(p for p in path.rglob("*.json") if p.is_file()) if path.is_dir() else [path])
+    return files
+
+
+@dataclass(frozen=True)
+class Report:
+    """The result of validating a set of resources."""
+
+    issues: tuple[Issue, ...]
+    checked: int
+
+    @property
+    def errors(self) -> int:
+        """How many issues are errors or fatal."""
+        return sum(is_error(i) for i in self.issues)
+
+    @property
+    def warnings(self) -> int:
+        """How many issues are warnings."""
+        return sum(i.severity == "warning" for i in self.issues)
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing is in error."""
+        return self.errors == 0
+
+    def outcome(self) -> dict[str, Any]:
+        """The report as a FHIR OperationOutcome."""
+        return operation_outcome(self.issues)
+
+
+class Validator:
+    """Validates resources against the profiles of one Conformance registry (compiled once)."""
+
+    def __init__(self, conformance: Conformance | None = None) -> None:
+        self.conformance = conformance if conformance is not None else load_conformance()
+        compiler = ProfileCompiler(self.conformance)
+        self.schemas: dict[str, Schema] = {
+            url: compiler.compile(profile) for url, profile in self.conformance.resource_profiles.items()
+        }
+        self._schema_validators = {url: SchemaValidator(schema) for url, schema in self.schemas.items()}
+        self.notes = [*compiler.notes]
+        self.invariants = InvariantSet(self.conformance)
+        self.notes.extend(self.invariants.failures)
+
+    def validate(self, candidates: Sequence[Candidate], context: Sequence[Mapping[str, Any]] = ()) -> Report:
+        """Validate the candidates as one set; ``context`` resources may be referred to, not checked."""
+        issues: list[Issue] = [i for c in candidates for i in c.issues]
+        present = [c for c in candidates if c.resource is not None]
+        resources = [c.resource for c in present if c.resource is not None]
+        by_key = {key_of(r): r for r in context}
+        by_key.update({key_of(r): r for r in resources})
+        source_of = {key_of(c.resource): c.source for c in present if c.resource is not None}
+        graph = self._guard(lambda: build_graph([*context, *resources]), "graph", None)
+        for candidate in present:
+            assert candidate.resource is not None
+            issues.extend(self._resource(candidate.resource, candidate.source))
+        if graph is not None:
+            found = self._guard(lambda: list(graph_issues(resources, graph, by_key)), "graph", None) or []
+            issues.extend(replace(i, source=source_of.get(i.source or "", i.source)) for i in found)
+        token = RESOLVABLE.set(by_key)
+        try:
+            for candidate in present:
+                assert candidate.resource is not None
+                resource = candidate.resource
+                environment = graph.environment(key_of(resource)) if graph is not None else {}
+                profiles = [url for url in self._declared(resource) if url in self._schema_validators]
+                found = self._guard(
+                    lambda r=resource, p=profiles, e=environment, s=candidate.source: self.invariants.issues(
+                        r, p, e, s
+                    ),
+                    "invariant",
+                    candidate.source,
+                )
+                issues.extend(found or [])
+        finally:
+            RESOLVABLE.reset(token)
+        return Report(tuple(issues), len(candidates))
+
+    def validate_resources(self, resources: Sequence[Mapping[str, Any]]) -> Report:
+        """Validate resources given as dicts (each still passes the input checks)."""
+        candidates = [candidate_from_bytes(json.dumps(r).encode(), key_of(r)) for r in resources]
+        return self.validate(candidates)
+
+    def validate_paths(self, paths: Iterable[Path], max_bytes: int = MAX_BYTES) -> Report:
+        """Validate every ``*.json`` file below the given files and folders as one set."""
+        return self.validate([candidate_from_file(p, max_bytes) for p in gather(paths)])
+
+    @staticmethod
+    def _declared(resource: Mapping[str, Any]) -> list[str]:
+        meta = resource.get("meta")
+        profiles = meta.get("profile") if isinstance(meta, dict) else None
+        return [p for p in profiles if isinstance(p, str)] if isinstance(profiles, list) else []
+
+    def _resource(self, resource: dict[str, Any], source: str) -> list[Issue]:
+        kind = str(resource["resourceType"])
+        issues = self._guard(lambda: structure_issues(resource, source), "structure", source) or []
+        declared = self._declared(resource)
+        known = []
+        for index, url in enumerate(declared):
+            profile = self.conformance.resource_profiles.get(url.split("|", 1)[0])
+            where = f"{kind}.meta.profile[{index}]"
+            if profile is None:
+                issues.append(
+                    Issue(
+                        "error",
+                        "not-found",
+                        f"profile {url} is not known to this publisher",
+                        where,
+                        source,
+                        "profile",
+                        "profile",
+                    )
+                )
+            elif profile["type"] != kind:
+                message = f"profile {url} is for {profile['type']}, not {kind}"
+                issues.append(Issue("error", "invalid", message, where, source, "profile", "profile"))
+            else:
+                known.append(profile["url"])
+        if not declared:
+            message = f"{kind}.meta.profile must name the fhir-pub profile this resource conforms to"
+            issues.append(
+                Issue("error", "required", message, f"{kind}.meta.profile", source, "profile", "profile")
+            )
+        for url in known:
+            validator = self._schema_validators[url]
+            issues.extend(
+                self._guard(lambda v=validator: v.issues(resource, source), "profile", source) or []
+            )
+        return issues
+
+    @staticmethod
+    def _guard(run: Any, layer: str, source: str | None) -> Any:
+        """Run one layer; an unexpected failure becomes an issue (and a log line), not a crash."""
+        try:
+            return run()
+        except Exception:
+            log.exception("validation layer %s failed on %s", layer, source)
+            if source is None:
+                return None
+            message = f"the {layer} layer could not check this resource (internal error, logged)"
+            return [Issue("error", "exception", message, None, source, None, layer)]
