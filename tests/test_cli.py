@@ -116,3 +116,80 @@ class TestNarrative:
 
         again = CliRunner().invoke(main, ["narrative", "--resources", str(copy_of)])
         assert again.exit_code == 0
+
+
+class TestValidate:
+    """``fhir-pub validate`` reports, and exits 0 (valid), 1 (errors) or 2 (usage)."""
+
+    def test_bundled_is_valid(self, publication: Publication) -> None:
+        """The bundled publication validates clean, exit 0."""
+        result = CliRunner().invoke(main, ["validate"])
+        assert result.exit_code == 0, result.output
+        assert f"{len(publication)} resources checked: 0 errors, 0 warnings" in result.output
+
+    def test_json_outcome(self) -> None:
+        """``--format json`` prints the OperationOutcome."""
+        result = CliRunner().invoke(main, ["validate", "--format", "json"])
+        assert result.exit_code == 0
+        outcome = json.loads(result.output)
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["code"] == "informational"
+
+    def test_errors_exit_1_with_report(self, copy_of: Path) -> None:
+        """A broken file and a wrong code are reported by file, with element and rule; exit 1."""
+        (copy_of / "Organization" / "broken.json").write_text("{not json", encoding="utf-8")
+        path = copy_of / "MedicationKnowledge" / "besponsa.json"
+        resource = json.loads(path.read_text(encoding="utf-8"))
+        resource["status"] = "draft"
+        path.write_text(json.dumps(resource), encoding="utf-8")
+        result = CliRunner().invoke(main, ["validate", str(copy_of)])
+        assert result.exit_code == 1
+        assert "broken.json" in result.output
+        assert "not valid JSON" in result.output
+        assert "MedicationKnowledge.status" in result.output
+        assert "[profile/MedicationKnowledge.status.binding]" in result.output
+        assert "2 errors" in result.output
+        assert "Traceback" not in result.output
+
+    def test_json_errors(self, copy_of: Path) -> None:
+        """With ``--format json`` errors are OperationOutcome issues with expressions."""
+        path = copy_of / "Organization" / "fda.json"
+        resource = json.loads(path.read_text(encoding="utf-8"))
+        resource["active"] = "yes"
+        path.write_text(json.dumps(resource), encoding="utf-8")
+        result = CliRunner().invoke(main, ["validate", "--format", "json", str(copy_of)])
+        assert result.exit_code == 1
+        (issue,) = json.loads(result.output)["issue"]
+        assert (issue["severity"], issue["code"], issue["expression"]) == (
+            "error",
+            "structure",
+            ["Organization.active"],
+        )
+
+    def test_missing_path_is_usage_error(self, tmp_path: Path) -> None:
+        """A path that does not exist is a usage error: exit 2."""
+        result = CliRunner().invoke(main, ["validate", str(tmp_path / "missing")])
+        assert result.exit_code == 2
+
+
+class TestSchemas:
+    """``fhir-pub schemas`` publishes the JSON Schemas the profiles compile to."""
+
+    def test_writes_usable_schemas(self, tmp_path: Path, publication: Publication) -> None:
+        """One valid 2020-12 schema per resource profile; each accepts the resources that declare it."""
+        import jsonschema
+
+        result = CliRunner().invoke(main, ["schemas", "--out", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        files = sorted(tmp_path.glob("*.schema.json"))
+        assert len(files) == 11
+        schemas = {}
+        for path in files:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+            jsonschema.Draft202012Validator.check_schema(schema)
+            schemas[schema["$id"].removesuffix(".schema.json")] = jsonschema.Draft202012Validator(schema)
+        for entry in publication:
+            (profile,) = entry.resource["meta"]["profile"]
+            assert list(schemas[profile].iter_errors(entry.resource)) == []
+        broken = dict(publication.get("ClinicalUseDefinition/effect-rash") or {}, type="side-effect")
+        assert list(schemas[broken["meta"]["profile"][0]].iter_errors(broken))

@@ -12,10 +12,11 @@ import contextvars
 import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import fhirpathpy
-from fhirpathpy.engine.nodes import FP_DateTime, FP_Type, ResourceNode
+from fhirpathpy.engine.nodes import FP_DateTime, FP_Quantity, FP_Type, ResourceNode
 from fhirpathpy.models import models
 from lxml import etree
 
@@ -23,6 +24,13 @@ Compiled = Callable[..., list[Any]]
 
 # The resources that resolve() can reach, set by the validator for the resources it is checking.
 RESOLVABLE: contextvars.ContextVar[Mapping[str, Mapping[str, Any]]] = contextvars.ContextVar("resolvable")
+NOTHING_RESOLVABLE: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
+
+
+def resolvable() -> Mapping[str, Mapping[str, Any]]:
+    """The resources ``resolve()`` can reach in the current validation (none outside one)."""
+    return RESOLVABLE.get(NOTHING_RESOLVABLE)
+
 
 # https://hl7.org/fhir/R5/narrative.html#xhtml: the elements a narrative may use.
 NARRATIVE_ELEMENTS = frozenset(
@@ -125,7 +133,7 @@ def _html_checks(inputs: list[Any]) -> list[bool]:
 
 
 def _resolve(inputs: list[Any]) -> list[Any]:
-    index = RESOLVABLE.get({})
+    index = resolvable()
     out = []
     for item in inputs:
         reference = item.get("reference") if isinstance(item, dict) else item
@@ -191,6 +199,9 @@ def _boundary(value: Any, sign: int) -> Any:
     """The lowest (sign -1) or highest (sign +1) value a decimal, Quantity or date could stand for."""
     if isinstance(value, str):
         return _date_boundary(value, sign)
+    if isinstance(value, FP_Quantity):  # fhirpathpy converts UCUM quantities itself
+        number = _boundary(value.value, sign)
+        return None if number is None else Bound(number, ("http://unitsofmeasure.org", value.unit.strip("'")))
     if isinstance(value, dict) and "value" in value:
         number = _boundary(value["value"], sign)
         unit = (value.get("system"), value.get("code")) if value.get("code") else (value.get("unit"),)

@@ -20,7 +20,7 @@ from fhirpathpy.engine.nodes import ResourceNode
 from fhir_pub.conformance import Conformance
 from fhir_pub.definitions import Node, element_at, is_backbone, walk_json
 from fhir_pub.validation.dependencies import Reads, analyze, cache_key
-from fhir_pub.validation.fhirpath import RESOLVABLE, Compiled, compile_expression
+from fhir_pub.validation.fhirpath import Compiled, compile_expression, resolvable
 from fhir_pub.validation.issues import Issue, Severity
 
 NATIVE = {"ele-1"}
@@ -137,7 +137,7 @@ class InvariantSet:
         self, candidates: list[Invariant], variables: Mapping[str, Any], node: Node, source: str | None
     ) -> Iterator[Issue]:
         type_path = _type_path(node)
-        index_token = id(RESOLVABLE.get())
+        index_token = id(resolvable())
         for invariant in candidates:
             key = cache_key(invariant.reads, node.value, variables, index_token)
             memo_key = f"{invariant.expression}\x00{type_path}\x00{key}" if key is not None else None

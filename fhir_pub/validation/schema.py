@@ -23,7 +23,7 @@ import jsonschema
 
 from fhir_pub.conformance import R5_BASE, Conformance
 from fhir_pub.definitions import elements, is_backbone
-from fhir_pub.validation.issues import Issue
+from fhir_pub.validation.issues import Issue, Severity
 
 Schema = dict[str, Any]
 FIXED_PREFIXES = ("fixed", "pattern")
@@ -140,6 +140,15 @@ class ProfileCompiler:
                 checks.extend(self._cardinality(name, info.is_list, child.element, child_path, prop))
             if child is not None and child.slices:
                 _add(prop, list(self._slices(info.type_name, child, child_path)))
+                needed = [s for s, n in child.slices.items() if int((n.element or {}).get("min", 0)) > 0]
+                if needed and not int((child.element or {}).get("min", 0)):
+                    human = f"{child_path} is required: slice '{needed[0]}' needs at least one entry"
+                    checks.append(
+                        {
+                            "required": [name],
+                            "x-rule": _rule(f"{child_path}:{needed[0]}", "error", "required", human),
+                        }
+                    )
             if prop:
                 properties[name] = prop
         schema: Schema = {"properties": properties}
@@ -392,25 +401,44 @@ class SchemaValidator:
         root = str(resource.get("resourceType", "Resource"))
         found: list[Issue] = []
         for error in self._validator.iter_errors(resource):
-            found.extend(_issues_of(error, root, source))
+            found.extend(self._issues_of(error, root, source))
         return found
 
+    def _rule_of(self, error: jsonschema.ValidationError) -> dict[str, str] | None:
+        """The innermost ``x-rule`` on the way from the root schema to the failing keyword."""
+        node: Any = self.schema
+        rule = node.get("x-rule")
+        for step in error.absolute_schema_path:
+            if isinstance(node, dict) and "$ref" in node and step not in node:
+                node = self.schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+            try:
+                node = node[step]
+            except (KeyError, IndexError, TypeError):
+                break
+            if isinstance(node, dict) and "x-rule" in node:
+                rule = node["x-rule"]
+        return rule  # type: ignore[no-any-return]
 
-def _issues_of(error: jsonschema.ValidationError, root: str, source: str | None) -> Iterator[Issue]:
-    rule = error.schema.get("x-rule") if isinstance(error.schema, dict) else None
+    def _issues_of(self, error: jsonschema.ValidationError, root: str, source: str | None) -> Iterator[Issue]:
+        if error.validator == "allOf":  # the failing branch reports itself
+            for sub in error.context or []:
+                yield from self._issues_of(sub, root, source)
+            return
+        yield _issue(error, self._rule_of(error), root, source)
+
+
+def _issue(
+    error: jsonschema.ValidationError, rule: dict[str, str] | None, root: str, source: str | None
+) -> Issue:
     where = list(error.absolute_path)
     if error.validator == "required" and isinstance(error.instance, dict):
         wanted: list[str] = error.validator_value if isinstance(error.validator_value, list) else []
         missing = [name for name in wanted if name not in error.instance]
         where = [*where, missing[0]] if missing else where
-    if error.validator == "allOf":  # the failing branch reports itself
-        for sub in error.context or []:
-            yield from _issues_of(sub, root, source)
-        return
     expression = fhirpath_of(root, where)
     if rule is None:
-        yield Issue(
+        return Issue(
             "error", "structure", f"{expression}: {error.message}", expression, source, None, "profile"
         )
-        return
-    yield Issue(rule["severity"], rule["code"], rule["human"], expression, source, rule["key"], "profile")
+    severity: Severity = "warning" if rule["severity"] == "warning" else "error"
+    return Issue(severity, rule["code"], rule["human"], expression, source, rule["key"], "profile")

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from fhir_pub.definitions import elements, walk_json
 from fhir_pub.graph import ANNOTATION_TYPES, ROOT_TYPES, Graph, key_of
 from fhir_pub.model import parse
 from fhir_pub.validation.issues import Issue
@@ -65,7 +66,7 @@ def structure_issues(resource: Mapping[str, Any], source: str | None) -> list[Is
                 "structure",
             )
         ]
-    return []
+    return list(json_type_issues(resource, source))
 
 
 def graph_issues(
@@ -101,3 +102,37 @@ def graph_issues(
         if kind not in ROOT_TYPES and kind not in ANNOTATION_TYPES and not graph.used_by.get(key):
             message = f"{key} is an orphan: no other resource of the publication refers to it"
             yield Issue("error", "business-rule", message, str(kind), key, "orphan", "graph")
+
+
+JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "boolean": (bool,),
+    "integer": (int,),
+    "integer64": (int, str),
+    "positiveInt": (int,),
+    "unsignedInt": (int,),
+    "decimal": (int, float),
+}
+
+
+def json_type_issues(resource: Mapping[str, Any], source: str | None) -> Iterator[Issue]:
+    """Primitive values must have their JSON type: ``true``, not ``"yes"`` (fhir.resources coerces both).
+
+    https://hl7.org/fhir/R5/json.html#primitive: booleans and numbers are JSON booleans and numbers;
+    every other primitive is a JSON string.
+    """
+    for node in walk_json(resource):
+        for name, info in elements(node.type_name).items():
+            if not info.is_primitive or name not in node.value:
+                continue
+            value = node.value[name]
+            values = value if isinstance(value, list) and info.is_list else [value]
+            expected = JSON_TYPES.get(info.type_name, (str,))
+            for index, item in enumerate(values):
+                if item is None:
+                    continue
+                if (isinstance(item, bool) and bool not in expected) or not isinstance(item, expected):
+                    where = f"{node.expression}.{name}" + (f"[{index}]" if info.is_list else "")
+                    message = (
+                        f"{where} must be a JSON {info.type_name}, not {type(item).__name__} {item!r:.40}"
+                    )
+                    yield Issue("error", "structure", message, where, source, "json-type", "structure")

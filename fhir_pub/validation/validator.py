@@ -73,6 +73,15 @@ def candidate_from_bytes(data: bytes, source: str, max_bytes: int = MAX_BYTES) -
         return fail("structure", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
     except RecursionError:
         return fail("too-costly", f"JSON nested deeper than this validator reads (limit {MAX_DEPTH})")
+    return candidate_from_value(value, source)
+
+
+def shape_issues(value: Any, source: str) -> list[Issue]:
+    """Checks every candidate passes before any layer runs: a JSON object, not too deep, of a known type."""
+
+    def fail(code: str, message: str, expression: str | None = None) -> list[Issue]:
+        return [Issue("fatal", code, message, expression, source, None, "input")]
+
     if not isinstance(value, dict):
         return fail("structure", f"a FHIR resource is a JSON object, not {type(value).__name__}")
     if _depth(value) > MAX_DEPTH:
@@ -82,7 +91,13 @@ def candidate_from_bytes(data: bytes, source: str, max_bytes: int = MAX_BYTES) -
         return fail("required", "resourceType is missing", "resourceType")
     if not is_resource_type(kind):
         return fail("not-supported", f"{kind!r} is not an R5 resource type", "resourceType")
-    return Candidate(source, value)
+    return []
+
+
+def candidate_from_value(value: Any, source: str) -> Candidate:
+    """A candidate from parsed JSON, or its fatal shape issue."""
+    issues = shape_issues(value, source)
+    return Candidate(source, None, issues) if issues else Candidate(source, value)
 
 
 def candidate_from_file(path: Path, max_bytes: int = MAX_BYTES) -> Candidate:
@@ -101,6 +116,20 @@ def candidate_from_file(path: Path, max_bytes: int = MAX_BYTES) -> Candidate:
             [Issue("fatal", "exception", f"cannot read: {exc.strerror}", None, source, None, "input")],
         )
     return candidate_from_bytes(data, source, max_bytes)
+
+
+def _shape_checked(candidate: Candidate) -> Candidate:
+    if candidate.resource is None:
+        return candidate
+    problems = shape_issues(candidate.resource, candidate.source)
+    return replace(candidate, resource=None, issues=candidate.issues + problems) if problems else candidate
+
+
+def declared_profiles(resource: Mapping[str, Any]) -> list[str]:
+    """The profile URLs a resource declares in ``meta.profile`` (ignoring anything that is not a string)."""
+    meta = resource.get("meta")
+    profiles = meta.get("profile") if isinstance(meta, dict) else None
+    return [p for p in profiles if isinstance(p, str)] if isinstance(profiles, list) else []
 
 
 def gather(paths: Iterable[Path]) -> list[Path]:
@@ -154,8 +183,11 @@ class Validator:
 
     def validate(self, candidates: Sequence[Candidate], context: Sequence[Mapping[str, Any]] = ()) -> Report:
         """Validate the candidates as one set; ``context`` resources may be referred to, not checked."""
-        issues: list[Issue] = [i for c in candidates for i in c.issues]
-        present = [c for c in candidates if c.resource is not None]
+        checked = [
+            _shape_checked(c) for c in candidates
+        ]  # whoever built them, candidates pass the input checks
+        issues: list[Issue] = [i for c in checked for i in c.issues]
+        present = [c for c in checked if c.resource is not None]
         resources = [c.resource for c in present if c.resource is not None]
         by_key = {key_of(r): r for r in context}
         by_key.update({key_of(r): r for r in resources})
@@ -173,7 +205,7 @@ class Validator:
                 assert candidate.resource is not None
                 resource = candidate.resource
                 environment = graph.environment(key_of(resource)) if graph is not None else {}
-                profiles = [url for url in self._declared(resource) if url in self._schema_validators]
+                profiles = [url for url in declared_profiles(resource) if url in self._schema_validators]
                 found = self._guard(
                     lambda r=resource, p=profiles, e=environment, s=candidate.source: self.invariants.issues(
                         r, p, e, s
@@ -184,7 +216,7 @@ class Validator:
                 issues.extend(found or [])
         finally:
             RESOLVABLE.reset(token)
-        return Report(tuple(issues), len(candidates))
+        return Report(tuple(issues), len(checked))
 
     def validate_resources(self, resources: Sequence[Mapping[str, Any]]) -> Report:
         """Validate resources given as dicts (each still passes the input checks)."""
@@ -195,16 +227,10 @@ class Validator:
         """Validate every ``*.json`` file below the given files and folders as one set."""
         return self.validate([candidate_from_file(p, max_bytes) for p in gather(paths)])
 
-    @staticmethod
-    def _declared(resource: Mapping[str, Any]) -> list[str]:
-        meta = resource.get("meta")
-        profiles = meta.get("profile") if isinstance(meta, dict) else None
-        return [p for p in profiles if isinstance(p, str)] if isinstance(profiles, list) else []
-
     def _resource(self, resource: dict[str, Any], source: str) -> list[Issue]:
         kind = str(resource["resourceType"])
         issues = self._guard(lambda: structure_issues(resource, source), "structure", source) or []
-        declared = self._declared(resource)
+        declared = declared_profiles(resource)
         known = []
         for index, url in enumerate(declared):
             profile = self.conformance.resource_profiles.get(url.split("|", 1)[0])

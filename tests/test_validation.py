@@ -1,0 +1,250 @@
+"""The validator: the publication validates clean, and each invalid case is caught by the right rule."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fhir.resources.operationoutcome import OperationOutcome
+
+from fhir_pub.conformance import R5_BASE, load_conformance
+from fhir_pub.definitions import element_at, is_resource_type
+from fhir_pub.graph import key_of
+from fhir_pub.publication import Publication
+from fhir_pub.validation import Candidate, Validator, candidate_from_bytes, candidate_from_file
+
+CATALOG = sorted((Path(__file__).parent / "data" / "invalid").glob("*.json"))
+LAYERS = ("structure", "profile", "invariant", "graph")
+
+
+@pytest.fixture(scope="module")
+def validator() -> Validator:
+    """One validator (profiles compiled once) for the whole module."""
+    return Validator()
+
+
+def issue_set(issues: Any) -> set[tuple[str, str, str | None, str | None, str]]:
+    return {(i.severity, i.code, i.expression, i.rule, i.layer) for i in issues}
+
+
+class TestPublication:
+    """The bundled publication is valid."""
+
+    def test_clean(self, validator: Validator, publication: Publication) -> None:
+        """Every resource passes all four layers with no error and no warning."""
+        report = validator.validate_paths([publication.root])
+        assert report.checked == len(publication)
+        assert [i.message for i in report.issues] == []
+
+    def test_profiles_compile_without_notes(self, validator: Validator) -> None:
+        """Every binding is enumerable, every slice has a discriminator value, every invariant compiles."""
+        assert validator.notes == []
+        assert len(validator.schemas) == 11
+
+    def test_every_resource_declares_a_known_profile_of_its_type(self, publication: Publication) -> None:
+        """``meta.profile`` names exactly one of our resource profiles, for the resource's own type."""
+        profiles = load_conformance().resource_profiles
+        for entry in publication:
+            (url,) = entry.resource["meta"]["profile"]
+            assert profiles[url]["type"] == entry.resource["resourceType"]
+
+
+class TestProfiles:
+    """The profiles are well-formed against R5."""
+
+    def test_differential_paths_exist_in_r5(self) -> None:
+        """Every differential element names an element R5 defines (catches typos that would check nothing)."""
+        for sd in load_conformance().of_type("StructureDefinition"):
+            assert sd["baseDefinition"] == R5_BASE + sd["type"]
+            for element in sd["differential"]["element"]:
+                path = element["path"]
+                assert path.split(".")[0] == sd["type"], path
+                if "." in path:
+                    assert element_at(path) is not None, f"{sd['id']}: {path}"
+
+    def test_clinical_use_profiles_fix_type_and_forbid_other_kinds(self) -> None:
+        """One profile per ClinicalUseDefinition type: type fixed, the other four backbones 0..0."""
+        kinds = {"indication", "contraindication", "interaction", "undesirable-effect", "warning"}
+        profiles = [
+            p for p in load_conformance().resource_profiles.values() if p["type"] == "ClinicalUseDefinition"
+        ]
+        fixed = {}
+        for profile in profiles:
+            elements = {e["id"]: e for e in profile["differential"]["element"]}
+            fixed[elements["ClinicalUseDefinition.type"]["fixedCode"]] = profile["id"]
+            forbidden = [e for e in elements.values() if e.get("max") == "0"]
+            assert len(forbidden) == 4
+        assert set(fixed) == kinds
+
+    def test_value_sets_expand(self) -> None:
+        """Every value set a profile binds to can be enumerated here."""
+        conformance = load_conformance()
+        for sd in conformance.of_type("StructureDefinition"):
+            for element in sd["differential"]["element"]:
+                if "binding" in element:
+                    assert conformance.expand(element["binding"]["valueSet"]), element["id"]
+
+    def test_base_invariants_are_restated(self) -> None:
+        """The published types carry their R5 invariants (cud-1, dom-*, ref-1 ...), with the R5 source."""
+        keys: Counter[str] = Counter()
+        for sd in load_conformance().of_type("StructureDefinition"):
+            for element in sd["differential"]["element"]:
+                for constraint in element.get("constraint", []):
+                    keys[constraint["key"]] += 1
+                    if not constraint["key"].startswith("fhirpub-"):
+                        assert constraint["source"].startswith(R5_BASE)
+        for key in (
+            "cud-1",
+            "dom-2",
+            "dom-3",
+            "dom-4",
+            "dom-5",
+            "dom-6",
+            "ref-1",
+            "txt-1",
+            "ele-1",
+            "org-1",
+            "rng-2",
+        ):
+            assert keys[key] >= 1, key
+        assert keys["cud-1"] == 5  # one per ClinicalUseDefinition profile
+
+
+class TestCatalog:
+    """Each invalid resource breaks one rule and is reported at the element with the expected code."""
+
+    def test_catalog_is_broad(self) -> None:
+        """At least 40 cases, at least five per layer."""
+        layers = Counter(json.loads(p.read_text())["layer"] for p in CATALOG)
+        assert len(CATALOG) >= 40
+        assert all(layers[layer] >= 5 for layer in LAYERS), layers
+
+    @pytest.mark.parametrize("path", CATALOG, ids=[p.stem for p in CATALOG])
+    def test_case(self, path: Path, validator: Validator, publication: Publication) -> None:
+        """Validated in place of the resource it modifies, the case yields exactly its expected issues."""
+        case = json.loads(path.read_text(encoding="utf-8"))
+        resource = case["resource"]
+        context = [e.resource for e in publication if e.key != key_of(resource)]
+        report = validator.validate([candidate_from_bytes(json.dumps(resource).encode(), path.name)], context)
+        expected = {
+            (e["severity"], e["code"], e["expression"], e["rule"], e["layer"]) for e in case["expected"]
+        }
+        assert issue_set(report.issues) == expected
+        assert any(
+            layer == case["layer"] or rule.startswith("fhirpub-") for _, _, _, rule, layer in expected if rule
+        )
+        assert all(len(i.message) > 15 for i in report.issues)
+        assert not report.ok or all(i.severity == "warning" for i in report.issues)
+
+
+class TestInput:
+    """Hostile or broken input becomes a clear issue, never an exception."""
+
+    @pytest.mark.parametrize(
+        ("data", "code"),
+        [
+            (b"{not json", "structure"),
+            (b"", "structure"),
+            (b"\xff\xfe{}", "structure"),
+            (b"[]", "structure"),
+            (b'"Organization"', "structure"),
+            (b"{}", "required"),
+            (b'{"resourceType": "Nonsense"}', "not-supported"),
+            (b'{"resourceType": "CodeableConcept"}', "not-supported"),
+            (b'{"resourceType": 5}', "required"),
+            (
+                b'{"resourceType": "Organization", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                "too-costly",
+            ),
+            (
+                b'{"resourceType": "Organization", "x": ' + b'{"a":' * 70 + b"1" + b"}" * 70 + b"}",
+                "too-costly",
+            ),
+        ],
+        ids=[
+            "syntax",
+            "empty",
+            "not-utf8",
+            "array",
+            "string",
+            "no-type",
+            "unknown-type",
+            "datatype",
+            "type-number",
+            "nesting-deep",
+            "nesting-70",
+        ],
+    )
+    def test_bad_bytes(self, data: bytes, code: str, validator: Validator) -> None:
+        """Each is one fatal issue with its code, and nothing else is attempted."""
+        report = validator.validate([candidate_from_bytes(data, "input.json")])
+        assert [(i.severity, i.code) for i in report.issues] == [("fatal", code)]
+        assert report.issues[0].message
+
+    def test_huge_file(self, tmp_path: Path, validator: Validator) -> None:
+        """A 50 MB file is refused by size before it is read."""
+        path = tmp_path / "huge.json"
+        with path.open("wb") as handle:
+            handle.truncate(50 * 1024 * 1024)
+        report = validator.validate([candidate_from_file(path)])
+        assert [(i.severity, i.code) for i in report.issues] == [("fatal", "too-long")]
+        assert "52,428,800 bytes" in report.issues[0].message
+
+    def test_unreadable_file(self, tmp_path: Path, validator: Validator) -> None:
+        """A path that cannot be read as a file is an issue naming it (here: a folder named like a file)."""
+        path = tmp_path / "folder.json"
+        path.mkdir()
+        report = validator.validate([candidate_from_file(path)])
+        assert [(i.severity, i.code, i.source) for i in report.issues] == [("fatal", "exception", str(path))]
+
+    def test_duplicate_ids(self, validator: Validator, publication: Publication) -> None:
+        """The same Type/id twice in one set is reported as a duplicate."""
+        resource = publication.get("Organization/fda")
+        assert resource is not None
+        candidates = [
+            candidate_from_bytes(json.dumps(resource).encode(), name) for name in ("a.json", "b.json")
+        ]
+        context = [e.resource for e in publication if e.key != "Organization/fda"]
+        report = validator.validate(candidates, context)
+        assert ("error", "duplicate", None, "unique-id", "graph") in issue_set(report.issues)
+
+    def test_input_is_not_modified(self, validator: Validator, publication: Publication) -> None:
+        """Validation reads its input and never changes it (fhirpathpy is known to mutate what it gets)."""
+        resources = [json.loads(json.dumps(e.resource)) for e in publication]
+        before = json.dumps(resources, sort_keys=True)
+        validator.validate([Candidate(key_of(r), r) for r in resources])
+        assert json.dumps(resources, sort_keys=True) == before
+
+
+class TestOperationOutcome:
+    """The report is a valid R5 OperationOutcome, the one shape every error takes."""
+
+    def test_errors_shape(self, validator: Validator) -> None:
+        """Issues carry severity, code, human text, diagnostics and an expression; R5 parses the result."""
+        path = CATALOG[0]
+        resource = json.loads(path.read_text(encoding="utf-8"))["resource"]
+        outcome = validator.validate(
+            [candidate_from_bytes(json.dumps(resource).encode(), "x.json")]
+        ).outcome()
+        OperationOutcome.model_validate(outcome)
+        assert outcome["issue"]
+        for issue in outcome["issue"]:
+            assert set(issue) >= {"severity", "code", "details", "diagnostics"}
+            assert issue["details"]["text"]
+        assert any("expression" in issue for issue in outcome["issue"])
+
+    def test_clean_shape(self, validator: Validator, publication: Publication) -> None:
+        """A clean report is one informational issue."""
+        outcome = validator.validate_paths([publication.root]).outcome()
+        OperationOutcome.model_validate(outcome)
+        assert outcome["issue"] == [
+            {"severity": "information", "code": "informational", "details": {"text": "No issues found."}}
+        ]
+
+    def test_resource_types_known(self) -> None:
+        """The type check used for input knows R5 resources and rejects datatypes."""
+        assert is_resource_type("ClinicalUseDefinition")
+        assert not is_resource_type("Coding")

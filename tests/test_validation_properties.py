@@ -1,0 +1,145 @@
+"""Property tests: the validator never crashes on mutated resources, and its memo never changes a result."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fhir.resources.operationoutcome import OperationOutcome
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from fhir_pub.conformance import load_conformance
+from fhir_pub.publication import load
+from fhir_pub.validation import Candidate, Validator, candidate_from_bytes
+from fhir_pub.validation.invariants import InvariantSet
+from fhir_pub.validation.validator import declared_profiles, shape_issues
+
+PUBLICATION = load()
+# One resource of each shape the publication has; mutations start from these.
+SAMPLES = [
+    "MedicationKnowledge/besponsa",
+    "Medication/besponsa-vial",
+    "ClinicalUseDefinition/warning-hepatotoxicity",
+    "ClinicalUseDefinition/effect-diarrhea",
+    "ClinicalUseDefinition/indication-acute-lymphoblastic-leukemia",
+    "ClinicalUseDefinition/interaction-qt-prolonging-medicines",
+    "DocumentReference/msk-inotuzumab-ozogamicin",
+    "Organization/msk",
+    "Provenance/warning-bleeding",
+    "Group/patients-1-year-and-older",
+]
+VALIDATOR = Validator()
+CONTEXT = {entry.key: entry.resource for entry in PUBLICATION}
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(
+        ["#x", "Medication/besponsa-vial", "Organization/fda", "http://snomed.info/sct", "<div/>"]
+    ),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def locations(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every key or index path inside a JSON value."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        yield (*path, key)
+        yield from locations(child, (*path, key))
+
+
+@st.composite
+def mutated_resources(draw: st.DrawFn) -> dict[str, Any]:
+    """A resource of the publication with one to four random changes: delete, replace, duplicate, rename."""
+    resource = copy.deepcopy(CONTEXT[draw(st.sampled_from(SAMPLES))])
+    for _ in range(draw(st.integers(1, 4))):
+        where = list(locations(resource))
+        path = draw(st.sampled_from(where))
+        parent = resource
+        for step in path[:-1]:
+            parent = parent[step]
+        last = path[-1]
+        operation = draw(st.sampled_from(["delete", "replace", "duplicate", "rename"]))
+        if operation == "delete":
+            del parent[last]
+        elif operation == "replace":
+            parent[last] = draw(json_values)
+        elif operation == "duplicate" and isinstance(parent, list):
+            parent.append(copy.deepcopy(parent[last]))
+        elif operation == "rename" and isinstance(parent, dict):
+            parent[draw(st.text(min_size=1, max_size=10))] = parent.pop(last)
+    return resource
+
+
+def validate_in_place(resource: dict[str, Any]) -> list[Any]:
+    key = f"{resource.get('resourceType')}/{resource.get('id')}"
+    context = [r for k, r in CONTEXT.items() if k != key]
+    return list(VALIDATOR.validate([Candidate("mutated.json", resource)], context).issues)
+
+
+class TestRobustness:
+    """Whatever the input, the validator answers with issues, never an exception or an internal error."""
+
+    @SETTINGS
+    @given(mutated_resources())
+    def test_mutations_never_crash(self, resource: dict[str, Any]) -> None:
+        """Mutated resources give issues in a valid OperationOutcome, and no layer fails internally."""
+        issues = validate_in_place(resource)
+        assert not [i for i in issues if i.code == "exception"]
+        OperationOutcome.model_validate(VALIDATOR.validate([Candidate("m.json", resource)]).outcome())
+
+    @SETTINGS
+    @given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()))
+    def test_arbitrary_bytes(self, data: bytes) -> None:
+        """Any bytes at all are read into a candidate or a fatal issue."""
+        candidate = candidate_from_bytes(data, "bytes.json")
+        assert candidate.resource is not None or [i.severity for i in candidate.issues] == ["fatal"]
+        report = VALIDATOR.validate([candidate])
+        assert not [i for i in report.issues if i.code == "exception"]
+
+    @SETTINGS
+    @given(mutated_resources())
+    def test_deterministic(self, resource: dict[str, Any]) -> None:
+        """The same input gives the same issues twice."""
+        first = validate_in_place(copy.deepcopy(resource))
+        assert validate_in_place(copy.deepcopy(resource)) == first
+
+
+@pytest.fixture(scope="module")
+def warm() -> InvariantSet:
+    """An invariant set whose memo has seen the whole publication."""
+    invariants = InvariantSet(load_conformance())
+    for entry in PUBLICATION:
+        invariants.issues(entry.resource, entry.resource["meta"]["profile"], {}, entry.key)
+    return invariants
+
+
+class TestMemo:
+    """Memoized invariant results equal evaluating every invariant afresh."""
+
+    @SETTINGS
+    @given(resource=mutated_resources(), referenced=st.booleans(), traced=st.booleans())
+    def test_memo_is_transparent(
+        self, warm: InvariantSet, resource: dict[str, Any], referenced: bool, traced: bool
+    ) -> None:
+        """A warm memo and a fresh, empty one report the same invariant issues for any input and variables."""
+        assume(not shape_issues(resource, "x"))  # what the invariant layer is ever given
+        profiles = declared_profiles(resource)
+        environment = {
+            "referencedBy": ["MedicationKnowledge/besponsa"] if referenced else [],
+            "sources": ["DocumentReference/medlineplus-a617041"] if traced else [],
+        }
+        fresh = InvariantSet(load_conformance()).issues(resource, profiles, environment, "x")
+        assert warm.issues(resource, profiles, environment, "x") == fresh
