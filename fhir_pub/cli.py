@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import jsonschema
 
 from fhir_pub import __version__
 from fhir_pub.conformance import load_conformance
@@ -156,6 +157,7 @@ def schemas(out: Path, profiles_dir: Path | None) -> None:
     validator = _validator(profiles_dir)
     out.mkdir(parents=True, exist_ok=True)
     for url, schema in sorted(validator.schemas.items()):
+        jsonschema.Draft202012Validator.check_schema(schema)
         path = out / f"{url.rsplit('/', 1)[-1]}.schema.json"
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         click.echo(f"wrote {path}")

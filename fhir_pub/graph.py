@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhir_pub.definitions import walk_json
+from fhir_pub.definitions import Node, walk_json
 
 ANY_RESOURCE = "Resource"
 # The publication's roots: nothing needs to point at them. Provenance annotates other resources, and
@@ -33,14 +33,14 @@ class Link:
         return ANY_RESOURCE in self.allowed or resource_type in self.allowed
 
 
-def links(resource: Mapping[str, Any]) -> Iterator[Link]:
+def links(resource: Mapping[str, Any], nodes: Iterable[Node] | None = None) -> Iterator[Link]:
     """Yield every literal reference in a resource (as JSON), with the types R5 allows there.
 
     A ``CodeableReference`` carries the allowed target types on the element that holds it, not on its
     inner ``reference``, so the types are taken from the outer element.
     """
     inner_of_codeable: set[str] = set()
-    for node in walk_json(resource):
+    for node in nodes if nodes is not None else walk_json(resource):
         if node.info is None:
             continue
         allowed = tuple(node.info.meta.get("enum_reference_types", ()))
@@ -74,12 +74,17 @@ class Graph:
         return {"referencedBy": self.referenced_by.get(key, []), "sources": self.sources.get(key, [])}
 
 
-def build_graph(resources: Iterable[Mapping[str, Any]]) -> Graph:
-    """Collect every link between the resources, the referrers of each, and the sources of each."""
+def build_graph(
+    resources: Iterable[Mapping[str, Any]], nodes: Mapping[int, Sequence[Node]] | None = None
+) -> Graph:
+    """Collect every link between the resources, the referrers of each, and the sources of each.
+
+    ``nodes`` may hold each resource's walk, by ``id(resource)``, to save walking it again.
+    """
     graph = Graph()
     for resource in resources:
         key = key_of(resource)
-        found = list(links(resource))
+        found = list(links(resource, (nodes or {}).get(id(resource))))
         graph.links[key] = found
         for link in found:
             graph.referenced_by.setdefault(link.reference, []).append(key)

@@ -184,9 +184,11 @@ def _function(node: Mapping[str, Any], base: Path | None, guard: Path | None, re
 
 # -- keys ----------------------------------------------------------------------------------------
 
+Trie = dict[str, Any]
 
-def _trie(paths: list[tuple[Path, bool]]) -> dict[str, Any]:
-    root: dict[str, Any] = {}
+
+def _trie(paths: list[tuple[Path, bool]]) -> Trie:
+    root: Trie = {}
     for path, whole in paths:
         node = root
         for name in path[1:]:
@@ -196,17 +198,17 @@ def _trie(paths: list[tuple[Path, bool]]) -> dict[str, Any]:
     return root
 
 
-def _keep(key: str, trie: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    if key in trie:
-        return trie[key]  # type: ignore[no-any-return]
-    stripped = key[1:] if key.startswith("_") else key
-    for name in trie:  # value[x] choice elements and primitive extensions (_name)
-        if stripped == name or (stripped.startswith(name) and stripped[len(name) : len(name) + 1].isupper()):
-            return trie[name]  # type: ignore[no-any-return]
-    return None
+def _base_name(key: str) -> str:
+    """The element a JSON key belongs to: ``_status`` -> status, ``valueRange`` -> value (choice types)."""
+    if key.startswith("_"):
+        key = key[1:]
+    for index in range(1, len(key)):
+        if key[index].isupper():
+            return key[:index]
+    return key
 
 
-def restrict(data: Any, trie: Mapping[str, Any]) -> Any:
+def restrict(data: Any, trie: Trie) -> Any:
     """Keep only the parts of ``data`` the trie names (all of it below a ``*``)."""
     if trie.get("*"):
         return data
@@ -215,7 +217,12 @@ def restrict(data: Any, trie: Mapping[str, Any]) -> Any:
     if isinstance(data, dict):
         out = {}
         for key, value in data.items():
-            sub = {} if key == "resourceType" else _keep(key, trie)
+            if key == "resourceType":
+                out[key] = value
+                continue
+            sub = trie.get(key)
+            if sub is None and (key.startswith("_") or not key.islower()):
+                sub = trie.get(_base_name(key))
             if sub is not None:
                 out[key] = restrict(value, sub)
         return out
@@ -236,31 +243,60 @@ def _present(data: Any, path: Path) -> bool:
     return True
 
 
-def cache_key(reads: Reads, focus: Any, variables: Mapping[str, Any], index_token: int) -> str | None:
-    """The memo key of one evaluation: focus and variables cut to what can be read; None if opaque."""
-    if reads.opaque:
-        return None
-    roots: dict[str, Any] = {"": focus, **{f"%{k}": v for k, v in variables.items()}}
-    active: dict[str, list[tuple[Path, bool]]] = {}
-    for path, guard, whole in reads.paths:
-        if guard is not None and not _present(roots.get(guard[0]), guard):
-            continue  # an iterating function over nothing reads nothing
-        if path[0] not in roots:
+class Plan:
+    """How to build the memo key of one expression, prepared once from its Reads."""
+
+    def __init__(self, reads: Reads) -> None:
+        self.reads = reads
+        self.entries = sorted(reads.paths, key=lambda e: (e[0], e[1] or (), e[2]))
+        self.guarded = any(guard is not None for _, guard, _ in self.entries)
+        self._tries: dict[tuple[frozenset[int], tuple[tuple[str, str], ...]], list[tuple[str, Trie]]] = {}
+
+    def _tries_for(
+        self, active: frozenset[int], aliases: tuple[tuple[str, str], ...]
+    ) -> list[tuple[str, Trie]]:
+        key = (active, aliases)
+        if key not in self._tries:
+            alias = dict(aliases)
+            by_root: dict[str, list[tuple[Path, bool]]] = {}
+            for index, (path, _, whole) in enumerate(self.entries):
+                if index in active:
+                    by_root.setdefault(alias.get(path[0], path[0]), []).append((path, whole))
+            self._tries[key] = [(root, _trie(paths)) for root, paths in sorted(by_root.items())]
+        return self._tries[key]
+
+    def key(self, focus: Any, variables: Mapping[str, Any], index_token: int) -> str | None:
+        """The memo key of one evaluation: focus and variables cut to what can be read; None if opaque."""
+        reads = self.reads
+        if reads.opaque:
             return None
-        active.setdefault(path[0], []).append((path, whole))
-    key: list[Any] = []
-    canonical: dict[int, str] = {}
-    for root in sorted(active):
-        value = roots[root]
-        first = canonical.setdefault(id(value), root)
-        if first != root:  # the same object under two names (%resource and %rootResource)
-            key.append([root, "=", first])
-            active[first] = active[first] + active[root]
-    for root in sorted(active):
-        if canonical.get(id(roots[root])) == root:
-            key.append([root, restrict(roots[root], _trie(active[root]))])
-    for left, right in sorted(reads.aliased_comparisons):
-        key.append([left, right, roots.get(left) is roots.get(right)])
-    if reads.uses_index:
-        key.append(index_token)
-    return json.dumps(key, sort_keys=True, default=str, separators=(",", ":"))
+
+        def value_of(root: str) -> Any:
+            return focus if root == "" else variables.get(root[1:])
+
+        roots = {path[0] for path, _, _ in self.entries}
+        if any(root and root[1:] not in variables for root in roots):
+            return None
+        if self.guarded:
+            active = frozenset(
+                i
+                for i, (_, guard, _) in enumerate(self.entries)
+                if guard is None or _present(value_of(guard[0]), guard)
+            )
+        else:
+            active = frozenset(range(len(self.entries)))
+        seen: dict[int, str] = {}
+        aliases = []
+        for root in sorted(roots):
+            first = seen.setdefault(id(value_of(root)), root)
+            if first != root:  # the same object under two names (%resource and %rootResource)
+                aliases.append((root, first))
+        parts: list[Any] = [[a, "=", b] for a, b in aliases]
+        parts.extend(
+            [root, restrict(value_of(root), trie)] for root, trie in self._tries_for(active, tuple(aliases))
+        )
+        for left, right in sorted(reads.aliased_comparisons):
+            parts.append([left, right, value_of(left) is value_of(right)])
+        if reads.uses_index:
+            parts.append(index_token)
+        return json.dumps(parts, default=str, separators=(",", ":"))

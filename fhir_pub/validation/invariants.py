@@ -10,7 +10,7 @@ https://hl7.org/fhir/R5/conformance-rules.html#constraints
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -19,7 +19,7 @@ from fhirpathpy.engine.nodes import ResourceNode
 
 from fhir_pub.conformance import Conformance
 from fhir_pub.definitions import Node, element_at, is_backbone, walk_json
-from fhir_pub.validation.dependencies import Reads, analyze, cache_key
+from fhir_pub.validation.dependencies import Plan, analyze
 from fhir_pub.validation.fhirpath import Compiled, compile_expression, resolvable
 from fhir_pub.validation.issues import Issue, Severity
 
@@ -39,13 +39,13 @@ class Invariant:
     context: str
     profile: str
     compiled: Compiled = field(repr=False, compare=False)
-    reads: Reads = field(repr=False, compare=False)
+    plan: Plan = field(repr=False, compare=False)
 
 
 @cache
-def _compiled(expression: str) -> tuple[Compiled, Reads]:
+def _compiled(expression: str) -> tuple[Compiled, Plan]:
     compiled = compile_expression(expression)
-    return compiled, analyze(getattr(compiled, "parsedPath", {}))
+    return compiled, Plan(analyze(getattr(compiled, "parsedPath", {})))
 
 
 def _on_element(path: str, expression: str) -> tuple[str, str]:
@@ -96,7 +96,7 @@ class InvariantSet:
         if constraint["key"] in NATIVE or not expression:
             return
         try:
-            compiled, reads = _compiled(expression)
+            compiled, plan = _compiled(expression)
         except Exception as exc:  # fhirpathpy raises bare Exceptions for grammar errors
             self.failures.append(f"{constraint['key']} in {profile}: cannot compile ({exc})")
             return
@@ -109,7 +109,7 @@ class InvariantSet:
                 context,
                 profile,
                 compiled,
-                reads,
+                plan,
             )
         )
 
@@ -119,12 +119,13 @@ class InvariantSet:
         profiles: list[str],
         environment: Mapping[str, Any],
         source: str | None,
+        nodes: Sequence[Node] | None = None,
     ) -> list[Issue]:
         """Evaluate every applicable invariant on ``resource`` and return the failures."""
         variables = {**ENVIRONMENT_DEFAULTS, **environment, "resource": resource, "rootResource": resource}
         found: list[Issue] = list(ele_1(resource, source))
         by_path = [self.by_profile.get(url, {}) for url in profiles]
-        for node in walk_json(resource):
+        for node in nodes if nodes is not None else walk_json(resource):
             candidates = [*self.by_type.get(node.type_name, ())]
             for paths in by_path:
                 candidates.extend(paths.get(node.path, ()))
@@ -139,7 +140,7 @@ class InvariantSet:
         type_path = _type_path(node)
         index_token = id(resolvable())
         for invariant in candidates:
-            key = cache_key(invariant.reads, node.value, variables, index_token)
+            key = invariant.plan.key(node.value, variables, index_token)
             memo_key = f"{invariant.expression}\x00{type_path}\x00{key}" if key is not None else None
             if memo_key is not None and memo_key in self._memo:
                 passed = self._memo[memo_key]

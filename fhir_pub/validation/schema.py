@@ -92,17 +92,19 @@ class ProfileCompiler:
     def __init__(self, conformance: Conformance) -> None:
         self.conformance = conformance
         self.notes: list[str] = []
+        self._defs: dict[str, Schema] = {}  # datatype definitions do not depend on the resource profile
 
     def compile(self, profile: dict[str, Any]) -> Schema:
         """Return the JSON Schema document for a resource profile."""
-        self._defs: dict[str, Schema] = {}
         self._profile = profile
         type_name = profile["type"]
         root = _tree(profile.get("differential", {}).get("element", []))
         body = self._object(type_name, root, type_name, overlay_only=False)
         body["properties"]["resourceType"] = {"const": type_name}
         defs = _prune_defs(self._defs)
-        body = _prune(body, defs) or {}
+        flattener = _Flattener(defs)
+        body = flattener.flatten(_prune(body, defs) or {})
+        defs = {name: flattener.flatten(defs[name]) for name in sorted(flattener.cyclic)}
         return {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": profile["url"] + ".schema.json",
@@ -380,6 +382,95 @@ def _prune(schema: Schema, defs: dict[str, Schema]) -> Schema | None:
     return out if meaningful else None
 
 
+def _refs(schema: Any) -> set[str]:
+    """The names of the definitions a schema refers to, directly."""
+    if isinstance(schema, dict):
+        found = {schema["$ref"].rsplit("/", 1)[-1]} if "$ref" in schema else set()
+        for value in schema.values():
+            found |= _refs(value)
+        return found
+    if isinstance(schema, list):
+        return set().union(*(_refs(v) for v in schema)) if schema else set()
+    return set()
+
+
+class _Flattener:
+    """Inline ``$ref`` to definitions off any reference cycle, and merge rule-free ``allOf`` branches.
+
+    jsonschema pays for each reference lookup and each subschema it descends into; the flat schema checks
+    the same rules with fewer of both. Every datatype reaches every other through ``extension``, so the
+    cycles are cut at the most-referenced definitions (Extension first), which stay referenced; every other
+    definition is flattened once and shared.
+    """
+
+    def __init__(self, defs: dict[str, Schema]) -> None:
+        self.defs = defs
+        self._edges = {name: _refs(schema) & set(defs) for name, schema in defs.items()}
+        self.cyclic: set[str] = set()
+        while on_cycle := {name for name in defs if name not in self.cyclic and self._reaches(name)}:
+            indegree = {name: sum(name in self._edges[other] for other in on_cycle) for name in on_cycle}
+            self.cyclic.add(max(sorted(on_cycle), key=lambda name: indegree[name]))
+        self._done: dict[str, Schema] = {}
+
+    def _reaches(self, start: str) -> bool:
+        """Whether ``start`` reaches itself without passing through a definition kept as a reference."""
+        seen: set[str] = set()
+        todo = list(self._edges[start])
+        while todo:
+            current = todo.pop()
+            if current == start:
+                return True
+            if current not in seen and current not in self.cyclic:
+                seen.add(current)
+                todo.extend(self._edges[current])
+        return False
+
+    def flatten(self, schema: Any) -> Any:
+        """The flat form of one schema."""
+        if isinstance(schema, list):
+            return [self.flatten(item) for item in schema]
+        if not isinstance(schema, dict):
+            return schema
+        if "$ref" in schema and len(schema) == 1:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            if name in self.cyclic or name not in self.defs:
+                return schema
+            if name not in self._done:
+                self._done[name] = self.flatten(self.defs[name])
+            return self._done[name]
+        out = {k: (v if k in {"x-rule", "const", "enum"} else self.flatten(v)) for k, v in schema.items()}
+        if "allOf" in out:
+            kept = []
+            for branch in out.pop("allOf"):
+                if _mergeable(branch, out):
+                    _merge_into(out, branch)
+                else:
+                    kept.append(branch)
+            if kept:
+                out["allOf"] = kept
+        return out
+
+
+def _mergeable(branch: Any, into: Schema) -> bool:
+    """A branch without its own rule annotation whose keywords the parent can absorb."""
+    if not isinstance(branch, dict) or "x-rule" in branch or "$ref" in branch:
+        return False
+    return all(key in {"properties", "items"} or key not in into for key in branch)
+
+
+def _merge_into(into: Schema, branch: Schema) -> None:
+    for key, value in branch.items():
+        if key == "properties" and "properties" in into:
+            merged = dict(into["properties"])
+            for name, sub in value.items():
+                merged[name] = sub if name not in merged else {"allOf": [merged[name], sub]}
+            into["properties"] = merged
+        elif key == "items" and "items" in into:
+            into["items"] = {"allOf": [into["items"], value]}
+        else:
+            into[key] = value
+
+
 def fhirpath_of(root: str, location: deque[str | int] | list[str | int]) -> str:
     """Turn a JSON location (keys and indexes) into a FHIRPath expression."""
     out = root
@@ -391,8 +482,9 @@ def fhirpath_of(root: str, location: deque[str | int] | list[str | int]) -> str:
 class SchemaValidator:
     """Checks resources against one compiled profile schema and reports issues."""
 
-    def __init__(self, schema: Schema) -> None:
-        jsonschema.Draft202012Validator.check_schema(schema)
+    def __init__(self, schema: Schema, *, check: bool = False) -> None:
+        if check:  # 0.4 s per profile: the tests and ``fhir-pub schemas`` do it, not every start-up
+            jsonschema.Draft202012Validator.check_schema(schema)
         self.schema = schema
         self._validator = jsonschema.Draft202012Validator(schema)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fhir_pub.definitions import elements, walk_json
+from fhir_pub.definitions import Node, elements, walk_json
 from fhir_pub.graph import ANNOTATION_TYPES, ROOT_TYPES, Graph, key_of
 from fhir_pub.model import parse
 from fhir_pub.validation.issues import Issue
@@ -21,7 +21,9 @@ PYDANTIC_CODES = {
 }
 
 
-def structure_issues(resource: Mapping[str, Any], source: str | None) -> list[Issue]:
+def structure_issues(
+    resource: Mapping[str, Any], source: str | None, nodes: Sequence[Node] | None = None
+) -> list[Issue]:
     """Parse with fhir.resources and turn each error into an issue at its element."""
     root = str(resource.get("resourceType"))
     try:
@@ -66,7 +68,7 @@ def structure_issues(resource: Mapping[str, Any], source: str | None) -> list[Is
                 "structure",
             )
         ]
-    return list(json_type_issues(resource, source))
+    return list(json_type_issues(resource, source, nodes))
 
 
 def graph_issues(
@@ -114,17 +116,20 @@ JSON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def json_type_issues(resource: Mapping[str, Any], source: str | None) -> Iterator[Issue]:
+def json_type_issues(
+    resource: Mapping[str, Any], source: str | None, nodes: Sequence[Node] | None = None
+) -> Iterator[Issue]:
     """Primitive values must have their JSON type: ``true``, not ``"yes"`` (fhir.resources coerces both).
 
     https://hl7.org/fhir/R5/json.html#primitive: booleans and numbers are JSON booleans and numbers;
     every other primitive is a JSON string.
     """
-    for node in walk_json(resource):
-        for name, info in elements(node.type_name).items():
-            if not info.is_primitive or name not in node.value:
+    for node in nodes if nodes is not None else walk_json(resource):
+        known = elements(node.type_name)
+        for name, value in node.value.items():
+            info = known.get(name)
+            if info is None or not info.is_primitive:
                 continue
-            value = node.value[name]
             values = value if isinstance(value, list) and info.is_list else [value]
             expected = JSON_TYPES.get(info.type_name, (str,))
             for index, item in enumerate(values):

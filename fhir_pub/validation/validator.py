@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_pub.conformance import Conformance, load_conformance
-from fhir_pub.definitions import is_resource_type
+from fhir_pub.definitions import Node, is_resource_type, walk_json
 from fhir_pub.graph import build_graph, key_of
 from fhir_pub.validation.fhirpath import RESOLVABLE
 from fhir_pub.validation.invariants import InvariantSet
@@ -34,11 +34,15 @@ MAX_DEPTH = 64
 
 @dataclass
 class Candidate:
-    """One resource to validate (or what is left of it), where it came from, and what reading it found."""
+    """One resource to validate (or what is left of it), where it came from, and what reading it found.
+
+    ``checked`` says the input checks already ran (candidates built by this module's readers).
+    """
 
     source: str
     resource: dict[str, Any] | None
     issues: list[Issue] = field(default_factory=list)
+    checked: bool = False
 
 
 def _depth(value: Any) -> int:
@@ -97,7 +101,7 @@ def shape_issues(value: Any, source: str) -> list[Issue]:
 def candidate_from_value(value: Any, source: str) -> Candidate:
     """A candidate from parsed JSON, or its fatal shape issue."""
     issues = shape_issues(value, source)
-    return Candidate(source, None, issues) if issues else Candidate(source, value)
+    return Candidate(source, None, issues, checked=True) if issues else Candidate(source, value, checked=True)
 
 
 def candidate_from_file(path: Path, max_bytes: int = MAX_BYTES) -> Candidate:
@@ -119,7 +123,7 @@ def candidate_from_file(path: Path, max_bytes: int = MAX_BYTES) -> Candidate:
 
 
 def _shape_checked(candidate: Candidate) -> Candidate:
-    if candidate.resource is None:
+    if candidate.resource is None or candidate.checked:
         return candidate
     problems = shape_issues(candidate.resource, candidate.source)
     return replace(candidate, resource=None, issues=candidate.issues + problems) if problems else candidate
@@ -192,10 +196,11 @@ class Validator:
         by_key = {key_of(r): r for r in context}
         by_key.update({key_of(r): r for r in resources})
         source_of = {key_of(c.resource): c.source for c in present if c.resource is not None}
-        graph = self._guard(lambda: build_graph([*context, *resources]), "graph", None)
+        walks = {id(r): list(walk_json(r)) for r in resources}  # shared by the layers
+        graph = self._guard(lambda: build_graph([*context, *resources], walks), "graph", None)
         for candidate in present:
             assert candidate.resource is not None
-            issues.extend(self._resource(candidate.resource, candidate.source))
+            issues.extend(self._resource(candidate.resource, candidate.source, walks[id(candidate.resource)]))
         if graph is not None:
             found = self._guard(lambda: list(graph_issues(resources, graph, by_key)), "graph", None) or []
             issues.extend(replace(i, source=source_of.get(i.source or "", i.source)) for i in found)
@@ -208,7 +213,7 @@ class Validator:
                 profiles = [url for url in declared_profiles(resource) if url in self._schema_validators]
                 found = self._guard(
                     lambda r=resource, p=profiles, e=environment, s=candidate.source: self.invariants.issues(
-                        r, p, e, s
+                        r, p, e, s, walks[id(r)]
                     ),
                     "invariant",
                     candidate.source,
@@ -227,9 +232,9 @@ class Validator:
         """Validate every ``*.json`` file below the given files and folders as one set."""
         return self.validate([candidate_from_file(p, max_bytes) for p in gather(paths)])
 
-    def _resource(self, resource: dict[str, Any], source: str) -> list[Issue]:
+    def _resource(self, resource: dict[str, Any], source: str, nodes: list[Node]) -> list[Issue]:
         kind = str(resource["resourceType"])
-        issues = self._guard(lambda: structure_issues(resource, source), "structure", source) or []
+        issues = self._guard(lambda: structure_issues(resource, source, nodes), "structure", source) or []
         declared = declared_profiles(resource)
         known = []
         for index, url in enumerate(declared):

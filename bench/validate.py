@@ -1,0 +1,111 @@
+"""Validation throughput: the publication, and a generated corpus of >= 10,000 resources of the same shape.
+
+The corpus copies the publication with every id (and every reference and narrative link to it) renamed
+per copy, so the reference graph stays closed and no two copies share references or narratives.
+Runs on one core (pinned where the OS allows), from files on disk, all four layers.
+
+    .venv/bin/python bench/validate.py [--resources 10000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fhir_pub.graph import key_of
+from fhir_pub.publication import load
+from fhir_pub.validation import Validator, candidate_from_file
+from fhir_pub.validation.invariants import InvariantSet
+from fhir_pub.validation.structure import structure_issues
+from fhir_pub.validation.validator import gather
+
+
+def renamed(resource: dict[str, Any], suffix: str, keys: set[str]) -> dict[str, Any]:
+    """A copy of ``resource`` whose id and every reference to a publication resource carry ``suffix``."""
+    text = json.dumps(resource)
+    text = re.sub(r'"([A-Za-z]+/[a-z0-9-]+)"', lambda m: f'"{m.group(1)}{suffix}"' if m.group(1) in keys else m.group(0), text)
+    text = re.sub(r'href=\\\\"([A-Za-z]+/[a-z0-9-]+)\\\\"', lambda m: f'href=\\\\"{m.group(1)}{suffix}\\\\"' if m.group(1) in keys else m.group(0), text)
+    out: dict[str, Any] = json.loads(text)
+    out["id"] = f"{resource['id']}{suffix}"
+    return out
+
+
+def corpus(size: int, folder: Path) -> int:
+    """Write at least ``size`` resources (whole copies of the publication) below ``folder``."""
+    publication = [copy.deepcopy(e.resource) for e in load()]
+    keys = {key_of(r) for r in publication}
+    copies = -(-size // len(publication))
+    for index in range(copies):
+        for resource in publication:
+            new = renamed(resource, f"-c{index}", keys)
+            path = folder / new["resourceType"] / f"{new['id']}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(new), encoding="utf-8")
+    return copies * len(publication)
+
+
+def timed(runs: int, work: Any, setup: Any = None) -> list[float]:
+    """Seconds per run; the first (warm-up) run is not counted; ``setup`` runs untimed before each."""
+    argument = setup() if setup else None
+    work(argument)
+    out = []
+    for _ in range(runs):
+        argument = setup() if setup else None
+        start = time.perf_counter()
+        work(argument)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def main() -> None:
+    """Measure and print resources/s (median of the runs) for each corpus and per layer."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resources", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    validator = Validator()
+    print(f"python {sys.version.split()[0]}, one core; median of {args.runs} runs after a warm-up run, cold memo each run")
+    print(f"{'corpus':<34}{'resources':>10}{'seconds':>10}{'resources/s':>13}")
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / "corpus"
+        count = corpus(args.resources, big)
+        for label, folder in (("publication (bundled)", load().root), (f"generated x{count // 138}", big)):
+            files = gather([folder])
+            report = validator.validate_paths([folder])
+            assert report.ok, [i.message for i in report.issues][:5]
+            # A fresh validator per run: its invariant memo starts cold, as when a corpus is validated once.
+            seconds = statistics.median(timed(args.runs, lambda v, f=folder: v.validate_paths([f]), Validator))
+            print(f"{label:<34}{len(files):>10}{seconds:>10.2f}{len(files) / seconds:>13,.0f}")
+        # Where the time goes, per layer, on the generated corpus (resources already read).
+        candidates = [candidate_from_file(p) for p in gather([big])]
+        resources = [c.resource for c in candidates if c.resource is not None]
+        schemas = validator._schema_validators
+        graph_only = Validator.__new__(Validator)
+        layers = {
+            "read + JSON parse": lambda _: [candidate_from_file(p) for p in gather([big])],
+            "1 structure (fhir.resources)": lambda _: [structure_issues(r, None) for r in resources],
+            "2 profile (jsonschema)": lambda _: [schemas[r["meta"]["profile"][0]].issues(r, None) for r in resources],
+            "3 invariants, cold memo": lambda _: [fresh.issues(r, r["meta"]["profile"], {}, None) for fresh in [InvariantSet(validator.conformance)] for r in resources],
+            "3 invariants, no memo": lambda _: [InvariantSet(validator.conformance).issues(r, r["meta"]["profile"], {}, None) for r in resources[:1000]],
+        }
+        del graph_only
+        print(f"\nper layer on the generated corpus ({len(resources)} resources):")
+        for label, work in layers.items():
+            n = 1000 if "no memo" in label else len(resources)
+            seconds = statistics.median(timed(max(1, args.runs // 2), work))
+            print(f"  {label:<32}{n / seconds:>13,.0f} resources/s")
+
+
+if __name__ == "__main__":
+    main()
