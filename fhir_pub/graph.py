@@ -70,8 +70,18 @@ class Graph:
     sources: dict[str, list[str]] = field(default_factory=dict)
 
     def environment(self, key: str) -> dict[str, list[str]]:
-        """The FHIRPath environment our invariants read for one resource (``%referencedBy``, ``%sources``)."""
-        return {"referencedBy": self.referenced_by.get(key, []), "sources": self.sources.get(key, [])}
+        """The FHIRPath environment our invariants read for one resource.
+
+        ``%referencedBy``: who refers to it; ``%referrerTypes``: their types, each once, sorted (a value
+        many resources share, so invariants on it are cheap to memoize); ``%sources``: the DocumentReferences
+        its Provenance names as sources.
+        """
+        referrers = self.referenced_by.get(key, [])
+        return {
+            "referencedBy": referrers,
+            "referrerTypes": sorted({r.split("/", 1)[0] for r in referrers}),
+            "sources": self.sources.get(key, []),
+        }
 
 
 def build_graph(

@@ -19,6 +19,17 @@ from typing import Any
 Path = tuple[str, ...]  # first item: "" for the focus, or "%name" for an environment variable
 
 ITERATING = {"where", "select", "all", "exists", "repeat", "aggregate", "any", "iif"}
+PRESENCE = {"exists", "empty", "count"}
+# fhirpathpy evaluates these functions' parameters on the current $this (or the focus), not on their input.
+AT_ROOT = {
+    "union",
+    "exclude",
+    "subsetOf",
+    "supersetOf",
+    "intersect",
+    "combine",
+    "comparable",
+}  # without arguments, these look only at how many items there are
 SUBSETTING = {"where", "first", "last", "tail", "skip", "take", "distinct", "single", "trace", "ofType", "as"}
 WHOLE = {"descendants", "children", "repeat", "aggregate", "toString", "toJson", "encode"}
 COMPARISONS = {"EqualityExpression", "MembershipExpression"}
@@ -32,9 +43,14 @@ TRANSPARENT = {
 
 @dataclass
 class Reads:
-    """The paths an expression reads: ``(path, guard, whole)``; ``opaque`` when analysis gave up."""
+    """The paths an expression reads: ``(path, guard, whole)``; ``opaque`` when analysis gave up.
+
+    ``values`` are the paths whose values matter; a read path not in it is only tested for presence
+    (``exists()``, ``empty()``, ``count()``) or navigated through, so its value need not be in a key.
+    """
 
     paths: set[tuple[Path, Path | None, bool]] = field(default_factory=set)
+    values: set[Path] = field(default_factory=set)
     uses_index: bool = False
     opaque: bool = False
     aliased_comparisons: set[tuple[str, str]] = field(default_factory=set)
@@ -49,10 +65,16 @@ def analyze(parsed: Mapping[str, Any]) -> Reads:
     reads = Reads()
     try:
         for child in parsed.get("children", []):
-            _visit(child, ("",), None, reads)
+            _use(_visit(child, ("",), None, reads), reads)  # the result itself is a value
     except _Opaque:
         reads.opaque = True
     return reads
+
+
+def _use(path: Path | None, reads: Reads) -> None:
+    """Record that the value at ``path`` (not just its presence) decides the result."""
+    if path is not None:
+        reads.values.add(path)
 
 
 def _text(node: Mapping[str, Any]) -> str:
@@ -108,16 +130,17 @@ def _visit(node: Mapping[str, Any], context: Path | None, guard: Path | None, re
         if invocation.get("type") == "MemberInvocation":
             return _member(left, _identifier(invocation), guard, reads)
         if invocation.get("type") == "FunctionInvocation":
-            return _function(invocation, left, guard, reads)
+            return _function(invocation, left, context, guard, reads)
         return _visit(invocation, left, guard, reads)
     if kind == "FunctionInvocation":
-        return _function(node, context, guard, reads)
+        return _function(node, context, context, guard, reads)
     if kind == "IndexerExpression":
         left = _visit(children[0], context, guard, reads)
-        _visit(children[1], context, guard, reads)
+        _use(_visit(children[1], context, guard, reads), reads)
         return left
     if kind == "TypeExpression":
         left = _visit(children[0], context, guard, reads)
+        _use(left, reads)
         if left is not None:
             reads.paths.add(((*left, "resourceType"), guard, False))
         return None
@@ -129,12 +152,13 @@ def _visit(node: Mapping[str, Any], context: Path | None, guard: Path | None, re
             reads.aliased_comparisons.add((sides[0][0], sides[1][0]))  # type: ignore[index]
             return None
         for side in sides:
+            _use(side, reads)
             if side is not None:
                 reads.paths.add((side, guard, True))
         return None
     if kind and kind.endswith("Expression"):
         for child in children:
-            _visit(child, context, guard, reads)
+            _use(_visit(child, context, guard, reads), reads)
         return None
     raise _Opaque(kind)
 
@@ -150,7 +174,9 @@ def _member(base: Path | None, name: str, guard: Path | None, reads: Reads) -> P
     return path
 
 
-def _function(node: Mapping[str, Any], base: Path | None, guard: Path | None, reads: Reads) -> Path | None:
+def _function(
+    node: Mapping[str, Any], base: Path | None, context: Path | None, guard: Path | None, reads: Reads
+) -> Path | None:
     name = _identifier(node)
     params = [
         c
@@ -159,11 +185,12 @@ def _function(node: Mapping[str, Any], base: Path | None, guard: Path | None, re
         if c.get("type") == "ParamList"
     ]
     arguments = [arg for plist in params for arg in plist.get("children", []) or []]
-    if base is None:  # a function of a computed value: its arguments may still read the focus
+    if base is None:  # a function of a computed value: root parameters may still read the focus
         for argument in arguments:
-            _visit(argument, None, guard, reads)
-            _visit(argument, ("",), guard, reads)
+            _use(_visit(argument, context if name in AT_ROOT else None, guard, reads), reads)
         return None
+    if not (name in PRESENCE and not arguments) and name not in SUBSETTING:
+        _use(base, reads)
     if name in WHOLE:
         reads.paths.add((base, guard, True))
     if name == "resolve":
@@ -175,26 +202,37 @@ def _function(node: Mapping[str, Any], base: Path | None, guard: Path | None, re
         reads.paths.add(((*base, "resourceType"), guard, False))
     for argument in arguments:
         if name in ITERATING:  # evaluated once per input item, so only when there are items
-            _visit(argument, base, base, reads)
-        else:  # parameters are evaluated on the input or, for some functions, on the focus
-            _visit(argument, base, guard, reads)
-            _visit(argument, ("",), guard, reads)
+            _use(_visit(argument, base, base, reads), reads)
+        elif name in AT_ROOT:
+            _use(_visit(argument, context, guard, reads), reads)
+        else:  # evaluated on the function's input
+            _use(_visit(argument, base, guard, reads), reads)
     return base if name in SUBSETTING else None
 
 
 # -- keys ----------------------------------------------------------------------------------------
 
-Trie = dict[str, Any]
+
+@dataclass
+class Trie:
+    """Read paths as a tree: ``whole`` keeps a subtree entire, ``value`` keeps a value, else presence only.
+
+    (A class, not a dict with marker keys: a resource may use any string as a JSON key.)
+    """
+
+    children: dict[str, Trie] = field(default_factory=dict)
+    whole: bool = False
+    value: bool = False
 
 
-def _trie(paths: list[tuple[Path, bool]]) -> Trie:
-    root: Trie = {}
-    for path, whole in paths:
+def _trie(paths: list[tuple[Path, bool, bool]]) -> Trie:
+    root = Trie()
+    for path, whole, value in paths:
         node = root
         for name in path[1:]:
-            node = node.setdefault(name, {})
-        if whole:
-            node["*"] = True
+            node = node.children.setdefault(name, Trie())
+        node.whole = node.whole or whole
+        node.value = node.value or value
     return root
 
 
@@ -208,21 +246,29 @@ def _base_name(key: str) -> str:
     return key
 
 
+# What FHIRPath may count as absent or empty: a presence placeholder must keep these as they are.
+_EMPTYISH = (None, "", 0, False)
+
+
 def restrict(data: Any, trie: Trie) -> Any:
-    """Keep only the parts of ``data`` the trie names (all of it below a ``*``)."""
-    if trie.get("*"):
+    """Keep only the parts of ``data`` the trie names; presence-only leaves become ``True``."""
+    if trie.whole:
         return data
     if isinstance(data, list):
         return [restrict(item, trie) for item in data]
+    if not trie.value and not trie.children:
+        if isinstance(data, (dict, list)):
+            return True if data else data
+        return data if any(data is e or (type(data) is type(e) and data == e) for e in _EMPTYISH) else True
     if isinstance(data, dict):
         out = {}
         for key, value in data.items():
             if key == "resourceType":
                 out[key] = value
                 continue
-            sub = trie.get(key)
+            sub = trie.children.get(key)
             if sub is None and (key.startswith("_") or not key.islower()):
-                sub = trie.get(_base_name(key))
+                sub = trie.children.get(_base_name(key))
             if sub is not None:
                 out[key] = restrict(value, sub)
         return out
@@ -258,10 +304,11 @@ class Plan:
         key = (active, aliases)
         if key not in self._tries:
             alias = dict(aliases)
-            by_root: dict[str, list[tuple[Path, bool]]] = {}
+            by_root: dict[str, list[tuple[Path, bool, bool]]] = {}
             for index, (path, _, whole) in enumerate(self.entries):
                 if index in active:
-                    by_root.setdefault(alias.get(path[0], path[0]), []).append((path, whole))
+                    value = path in self.reads.values
+                    by_root.setdefault(alias.get(path[0], path[0]), []).append((path, whole, value))
             self._tries[key] = [(root, _trie(paths)) for root, paths in sorted(by_root.items())]
         return self._tries[key]
 

@@ -25,7 +25,40 @@ from fhir_pub.validation.issues import Issue, Severity
 
 NATIVE = {"ele-1"}
 MEMO_LIMIT = 200_000
-ENVIRONMENT_DEFAULTS: dict[str, list[str]] = {"referencedBy": [], "sources": []}
+ENVIRONMENT_DEFAULTS: dict[str, list[str]] = {"referencedBy": [], "referrerTypes": [], "sources": []}
+REF_1 = (
+    "reference.exists()  implies (reference.startsWith('#').not() or (reference.substring(1).trace('url') in "
+    "%rootResource.contained.id.trace('ids')) or (reference='#' and %rootResource!=%resource))"
+)
+
+
+def ref_1(focus: Mapping[str, Any], variables: Mapping[str, Any]) -> bool | None:
+    """ref-1 in Python, for the hottest invariant (every Reference, memo-unfriendly: every value differs).
+
+    Equal to fhirpathpy on :data:`REF_1` (a property test compares them); None where the input is
+    unusual enough that fhirpathpy should decide.
+    """
+    reference = focus.get("reference")
+    if reference is None:
+        return True
+    if not isinstance(reference, str):
+        return None
+    if not reference.startswith("#") or reference == "#":
+        # For "#", substring(1) is empty, so the membership term is empty and so is the whole expression
+        # unless the last term holds: either way it does not evaluate to false.
+        return True
+    root = variables.get("rootResource")
+    contained = root.get("contained", []) if isinstance(root, dict) else None
+    if not isinstance(contained, list) or not all(isinstance(c, dict) for c in contained):
+        return None
+    ids = [c.get("id") for c in contained]
+    if not all(isinstance(i, str) and i for i in ids):
+        return None
+    return reference[1:] in ids
+
+
+# Expressions evaluated in Python, by (key, exact R5 text): a changed expression falls back to FHIRPath.
+NATIVE_EXPRESSIONS = {("ref-1", REF_1): ref_1}
 
 
 @dataclass(frozen=True)
@@ -40,6 +73,7 @@ class Invariant:
     profile: str
     compiled: Compiled = field(repr=False, compare=False)
     plan: Plan = field(repr=False, compare=False)
+    native: Any = field(default=None, repr=False, compare=False)
 
 
 @cache
@@ -110,6 +144,7 @@ class InvariantSet:
                 profile,
                 compiled,
                 plan,
+                NATIVE_EXPRESSIONS.get((constraint["key"], expression)),
             )
         )
 
@@ -140,6 +175,16 @@ class InvariantSet:
         type_path = _type_path(node)
         index_token = id(resolvable())
         for invariant in candidates:
+            if invariant.native is not None and isinstance(node.value, dict):
+                passed = invariant.native(node.value, variables)
+                if passed is not None:
+                    if not passed:
+                        level: Severity = "warning" if invariant.severity == "warning" else "error"
+                        message = f"{invariant.key}: {invariant.human}"
+                        yield Issue(
+                            level, "invariant", message, node.expression, source, invariant.key, "invariant"
+                        )
+                    continue
             key = invariant.plan.key(node.value, variables, index_token)
             memo_key = f"{invariant.expression}\x00{type_path}\x00{key}" if key is not None else None
             if memo_key is not None and memo_key in self._memo:

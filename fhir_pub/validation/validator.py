@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from fhir_pub.conformance import Conformance, load_conformance
 from fhir_pub.definitions import Node, is_resource_type, walk_json
 from fhir_pub.graph import build_graph, key_of
@@ -68,15 +70,15 @@ def candidate_from_bytes(data: bytes, source: str, max_bytes: int = MAX_BYTES) -
             "too-long", f"{len(data):,} bytes is more than the limit of {max_bytes:,} bytes for one resource"
         )
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return fail("structure", f"not UTF-8 text (byte {exc.start})")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
+        value = orjson.loads(data)  # strict RFC 8259: no NaN, no invalid UTF-8, nesting limited
+    except orjson.JSONDecodeError as exc:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return fail("structure", f"not UTF-8 text (byte {bad.start})")
+        if "depth limit" in str(exc).lower() or "recursion" in str(exc).lower():
+            return fail("too-costly", f"JSON nested deeper than this validator reads (limit {MAX_DEPTH})")
         return fail("structure", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
-    except RecursionError:
-        return fail("too-costly", f"JSON nested deeper than this validator reads (limit {MAX_DEPTH})")
     return candidate_from_value(value, source)
 
 
