@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -193,3 +194,17 @@ class TestSchemas:
             assert list(schemas[profile].iter_errors(entry.resource)) == []
         broken = dict(publication.get("ClinicalUseDefinition/effect-rash") or {}, type="side-effect")
         assert list(schemas[broken["meta"]["profile"][0]].iter_errors(broken))
+
+
+class TestDocumentation:
+    """Everything the CLI offers is documented in the README."""
+
+    def test_every_command_in_readme(self) -> None:
+        """Each command appears in the README's Commands table with each of its options."""
+        readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+        for name, command in main.commands.items():
+            row = next((line for line in readme.splitlines() if line.startswith(f"| `fhir-pub {name}")), None)
+            assert row is not None, f"fhir-pub {name} is not in the README"
+            for param in command.params:
+                if isinstance(param, click.Option) and "--help" not in param.opts:
+                    assert any(opt in row for opt in param.opts), f"{name} {param.opts} not documented"
