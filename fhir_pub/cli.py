@@ -20,26 +20,23 @@ from fhir_pub.validation import Report, Validator
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def resources_option(func: F) -> F:
-    """Add ``--resources PATH``: the publication folder, by default the bundled one."""
+def _folder_option(name: str, help_text: str) -> Callable[[F], F]:
+    """A ``--NAME PATH`` option for an existing folder, passed as ``NAME_dir`` (default None: bundled)."""
     return click.option(
-        "--resources",
-        "resources_dir",
+        f"--{name}",
+        f"{name}_dir",
         type=click.Path(exists=True, file_okay=False, path_type=Path),
         default=None,
-        help="Folder of <Type>/<id>.json resources (default: the bundled publication).",
-    )(func)
+        help=help_text,
+    )
 
 
-def profiles_option(func: F) -> F:
-    """Add ``--profiles PATH``: the conformance folder, by default the bundled one."""
-    return click.option(
-        "--profiles",
-        "profiles_dir",
-        type=click.Path(exists=True, file_okay=False, path_type=Path),
-        default=None,
-        help="Folder of StructureDefinitions and ValueSets (default: the bundled profiles).",
-    )(func)
+resources_option = _folder_option(
+    "resources", "Folder of <Type>/<id>.json resources (default: the bundled publication)."
+)
+profiles_option = _folder_option(
+    "profiles", "Folder of StructureDefinitions and ValueSets (default: the bundled profiles)."
+)
 
 
 def _validator(profiles_dir: Path | None) -> Validator:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_pub.errors import PublicationError
-from fhir_pub.publication import bundled_dir, resource_files
+from fhir_pub.publication import bundled_dir, read_json, resource_files
 
 Resource = dict[str, Any]
 CANONICAL_BASE = "http://fhir-pub.org/fhir"
@@ -100,10 +99,7 @@ def load_conformance(root: Path | None = None) -> Conformance:
     root = root if root is not None else bundled_dir("profiles")
     by_url: dict[str, Resource] = {}
     for path in resource_files(root):
-        try:
-            resource = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PublicationError(f"{path}: not readable JSON ({exc})") from exc
+        resource = read_json(path)
         url = resource.get("url") if isinstance(resource, dict) else None
         if not url:
             raise PublicationError(f"{path}: a conformance resource needs a canonical url")

@@ -76,6 +76,14 @@ class Publication:
         return dict(sorted(Counter(e.resource["resourceType"] for e in self).items()))
 
 
+def read_json(path: Path) -> Any:
+    """Read one JSON file; a PublicationError names the file when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PublicationError(f"{path}: not readable JSON ({exc})") from exc
+
+
 def resource_files(root: Path) -> list[Path]:
     """Return the ``*.json`` files below ``root`` in a stable order."""
     return sorted(p for p in root.rglob("*.json") if p.is_file())
@@ -92,10 +100,7 @@ def load(root: Path | None = None) -> Publication:
         raise PublicationError(f"{root} is not a folder")
     entries: dict[str, Entry] = {}
     for path in resource_files(root):
-        try:
-            resource = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PublicationError(f"{path}: not readable JSON ({exc})") from exc
+        resource = read_json(path)
         if not isinstance(resource, dict) or not resource.get("resourceType") or not resource.get("id"):
             raise PublicationError(f"{path}: not a FHIR resource (needs resourceType and id)")
         entry = Entry(path, resource)

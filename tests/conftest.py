@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +46,33 @@ def source_sets(publication: Publication) -> dict[str, set[str]]:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Element:
+    """One populated element of a parsed resource.
+
+    ``path`` is a FHIRPath-style location (``ClinicalUseDefinition.subject[0]``); ``meta`` is the
+    element's R5 metadata as fhir.resources generated it (``enum_values`` for required codes,
+    ``enum_reference_types`` for references).
+    """
+
+    path: str
+    value: Any
+    meta: Mapping[str, Any]
+
+
+def walk(model: FHIRAbstractModel, path: str | None = None) -> Iterator[Element]:
+    """Yield every populated element below ``model``, depth first, in model field order."""
+    base = path if path is not None else model.get_resource_type()
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name, None)
+        if value is None or name in {"fhir_comments"}:
+            continue
+        meta: Mapping[str, Any] = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            item_path = f"{base}.{name}[{index}]" if isinstance(value, list) else f"{base}.{name}"
+            yield Element(item_path, item, meta)
+            if isinstance(item, FHIRAbstractModel):
+                yield from walk(item, item_path)

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import source_sets
+from conftest import source_sets, walk
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 
 from fhir_pub.graph import links
-from fhir_pub.model import parse, walk
+from fhir_pub.model import parse
 from fhir_pub.narrative import XHTML_NS, render
 from fhir_pub.publication import Publication, bundled_dir
 

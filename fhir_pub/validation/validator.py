@@ -10,7 +10,6 @@ and a failure inside a layer becomes an issue, never an exception.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -224,11 +223,6 @@ class Validator:
         finally:
             RESOLVABLE.reset(token)
         return Report(tuple(issues), len(checked))
-
-    def validate_resources(self, resources: Sequence[Mapping[str, Any]]) -> Report:
-        """Validate resources given as dicts (each still passes the input checks)."""
-        candidates = [candidate_from_bytes(json.dumps(r).encode(), key_of(r)) for r in resources]
-        return self.validate(candidates)
 
     def validate_paths(self, paths: Iterable[Path], max_bytes: int = MAX_BYTES) -> Report:
         """Validate every ``*.json`` file below the given files and folders as one set."""
