@@ -15,6 +15,8 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER fhirpub
 WORKDIR /home/fhirpub
+# Build the bundled publication into the image, so a container starts serving at once.
+RUN fhir-pub build --out /home/fhirpub/publication.sqlite
+EXPOSE 8080
 ENTRYPOINT ["fhir-pub"]
-# Until `fhir-pub serve` exists (the REST endpoint issue), the image reports the publication it carries.
-CMD ["info"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--publication", "/home/fhirpub/publication.sqlite"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,10 +12,12 @@ import click
 import jsonschema
 
 from fhir_pub import __version__
+from fhir_pub.build import BuildError, build, bundled_publication
 from fhir_pub.conformance import load_conformance
 from fhir_pub.errors import FhirPubError
 from fhir_pub.narrative import with_narrative
 from fhir_pub.publication import Publication, bundled_dir, load
+from fhir_pub.settings import Settings
 from fhir_pub.validation import Report, Validator
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -160,3 +163,62 @@ def schemas(out: Path, profiles_dir: Path | None) -> None:
         click.echo(f"wrote {path}")
     for note in validator.notes:
         click.echo(f"note: {note}", err=True)
+
+
+@main.command("build")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("publication.sqlite"),
+    show_default=True,
+    help="The publication file to write.",
+)
+@resources_option
+@profiles_option
+def build_command(out: Path, resources_dir: Path | None, profiles_dir: Path | None) -> None:
+    """Validate and compile the publication into one immutable file for serving.
+
+    Refuses to build on any validation error (exit 1, with the report); the file appears only when complete.
+    """
+    try:
+        built = build(out, resources_dir, profiles_dir)
+    except BuildError as exc:
+        _print_report(exc.report)
+        raise click.ClickException(exc.diagnostics) from exc
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
+    click.echo(f"built {built.path}: {built.resources} resources (sources {built.digest[:12]})")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."
+)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option(
+    "--publication",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A built publication (default: build the bundled one if needed).",
+)
+def serve(host: str, port: int, workers: int, publication: Path | None) -> None:
+    """Serve the publication read-only over FHIR R5 at http://HOST:PORT/fhir (granian)."""
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    settings = Settings()
+    path = publication if publication is not None else bundled_publication(settings.cache_dir)
+    os.environ["FHIR_PUB_PUBLICATION"] = str(path.resolve())  # handed to the worker processes' Settings
+    click.echo(f"serving {path} at http://{host}:{port}/fhir")
+    # The store answers from memory-mapped SQLite pages: a few threads per worker keep both cores busy.
+    Granian(
+        "fhir_pub.wsgi:app",
+        address=host,
+        port=port,
+        workers=workers,
+        interface=Interfaces.WSGI,
+        blocking_threads=4,
+        backpressure=64,
+    ).serve()

@@ -24,3 +24,31 @@ class PublicationError(FhirPubError):
 
     code = "structure"
     status = 422
+
+
+class NotFound(FhirPubError):
+    """No resource, version or route at this address."""
+
+    code = "not-found"
+    status = 404
+
+
+class NotSupported(FhirPubError):
+    """A resource type, interaction or operation this publication does not offer."""
+
+    code = "not-supported"
+    status = 404
+
+
+class MethodNotAllowed(FhirPubError):
+    """A write to a read-only publication."""
+
+    code = "not-supported"
+    status = 405
+
+
+class NotAcceptable(FhirPubError):
+    """A format this server cannot produce."""
+
+    code = "not-supported"
+    status = 406

@@ -208,3 +208,11 @@ class TestDocumentation:
             for param in command.params:
                 if isinstance(param, click.Option) and "--help" not in param.opts:
                     assert any(opt in row for opt in param.opts), f"{name} {param.opts} not documented"
+
+    def test_every_setting_in_readme(self) -> None:
+        """Each FHIR_PUB_* setting appears in the README's settings table."""
+        from fhir_pub.settings import Settings
+
+        readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+        for name in Settings.model_fields:
+            assert f"| `FHIR_PUB_{name.upper()}` |" in readme, name

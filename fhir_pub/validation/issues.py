@@ -34,15 +34,9 @@ class Issue:
             "code": self.code,
             "details": {"text": self.message},
         }
-        diagnostics = " ".join(
-            part
-            for part in (
-                self.source and f"{self.source}:",
-                f"[{self.layer}{'/' + self.rule if self.rule else ''}]",
-            )
-            if part
-        )
-        issue["diagnostics"] = diagnostics
+        if self.source or self.rule:  # where a finding came from, for people tracing it
+            where = f"{self.source}: " if self.source else ""
+            issue["diagnostics"] = f"{where}[{self.layer}{'/' + self.rule if self.rule else ''}]"
         if self.expression:
             issue["expression"] = [self.expression]
         return issue

@@ -1,0 +1,127 @@
+"""Build: validate the publication and compile it into one immutable SQLite file that serving opens read-only.
+
+Everything serving needs is precomputed here: each resource's canonical JSON bytes, its version and
+last-modified time, and the CapabilityStatement. The file appears under its final name only when
+complete (written beside it, then renamed), so a failed or interrupted build never leaves a file the
+server would open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from fhir_pub import __version__
+from fhir_pub.capability import capability_statement
+from fhir_pub.conformance import load_conformance
+from fhir_pub.errors import FhirPubError
+from fhir_pub.publication import bundled_dir, load, resource_files
+from fhir_pub.validation import Report, Validator
+
+SCHEMA = """
+CREATE TABLE resource (
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    last_updated TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (type, id)
+) WITHOUT ROWID;
+CREATE TABLE info (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+"""
+
+
+class BuildError(FhirPubError):
+    """The publication does not validate, so nothing was built."""
+
+    code = "invalid"
+    status = 422
+
+    def __init__(self, report: Report) -> None:
+        super().__init__(f"the publication has {report.errors} errors; nothing was built")
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a build produced."""
+
+    path: Path
+    resources: int
+    digest: str
+
+
+def source_digest(resources_dir: Path, profiles_dir: Path) -> str:
+    """A digest of every source file (and this fhir-pub version): equal digests build equal publications."""
+    digest = hashlib.sha256(__version__.encode())
+    for root in (resources_dir, profiles_dir):
+        for path in resource_files(root):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def build(out: Path, resources_dir: Path | None = None, profiles_dir: Path | None = None) -> Built:
+    """Validate, then write the publication to ``out`` atomically; BuildError on any validation error."""
+    resources_dir = resources_dir or bundled_dir("resources")
+    profiles_dir = profiles_dir or bundled_dir("profiles")
+    report = Validator(load_conformance(profiles_dir)).validate_paths([resources_dir])
+    if not report.ok:
+        raise BuildError(report)
+    publication = load(resources_dir)
+    digest = source_digest(resources_dir, profiles_dir)
+    built_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    types: dict[str, set[str]] = {}
+    for entry in publication:
+        types.setdefault(entry.resource["resourceType"], set()).update(
+            entry.resource["meta"].get("profile", [])
+        )
+    capability = capability_statement({t: sorted(p) for t, p in types.items()}, built_at)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    partial.unlink(missing_ok=True)
+    try:
+        with sqlite3.connect(partial) as db:
+            db.executescript(SCHEMA)
+            db.executemany(
+                "INSERT INTO resource VALUES (?, ?, ?, ?, ?)",
+                (
+                    (
+                        r["resourceType"],
+                        r["id"],
+                        r["meta"]["versionId"],
+                        r["meta"]["lastUpdated"],
+                        orjson.dumps(r),
+                    )
+                    for r in (entry.resource for entry in publication)
+                ),
+            )
+            info = {
+                "capability": orjson.dumps(capability),
+                "digest": digest.encode(),
+                "built_at": built_at.encode(),
+                "fhir_pub_version": __version__.encode(),
+            }
+            db.executemany("INSERT INTO info VALUES (?, ?)", info.items())
+        db.close()
+        with partial.open("rb") as handle:
+            os.fsync(handle.fileno())
+        partial.replace(out)  # atomic: readers see the old file or the whole new one
+    finally:
+        partial.unlink(missing_ok=True)
+    return Built(out, len(publication), digest)
+
+
+def bundled_publication(cache_dir: Path) -> Path:
+    """The built bundled publication in ``cache_dir``, building it if its sources changed."""
+    digest = source_digest(bundled_dir("resources"), bundled_dir("profiles"))
+    path = cache_dir / f"bundled-{digest[:16]}.sqlite"
+    if not path.exists():
+        build(path)
+    return path

@@ -1,0 +1,59 @@
+"""What the server offers, declared once: the routes serve it and the CapabilityStatement describes it.
+
+https://hl7.org/fhir/R5/capabilitystatement.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fhir_pub import __version__
+
+FHIR_VERSION = "5.0.0"
+# Interactions every published type supports (https://hl7.org/fhir/R5/http.html).
+TYPE_INTERACTIONS = ("read", "vread")
+FORMATS = ("json",)
+
+
+def capability_statement(types: Mapping[str, list[str]], built_at: str) -> dict[str, Any]:
+    """The CapabilityStatement for a publication: ``types`` maps each resource type to its profiles."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": "fhir-pub",
+        "text": {
+            "status": "generated",
+            "div": '<div xmlns="http://www.w3.org/1999/xhtml"><p>fhir-pub: a read-only FHIR R5 '
+            f"publication of {len(types)} resource types.</p></div>",
+        },
+        "name": "FhirPubServer",
+        "title": "fhir-pub read-only publication server",
+        "status": "active",
+        "experimental": False,
+        "date": built_at,
+        "publisher": "fhir-pub",
+        "description": "A read-only FHIR R5 endpoint serving one immutable, validated publication.",
+        "kind": "instance",
+        "software": {"name": "fhir-pub", "version": __version__},
+        "implementation": {"description": "fhir-pub publication"},
+        "fhirVersion": FHIR_VERSION,
+        "format": list(FORMATS),
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [
+                    {
+                        "type": resource_type,
+                        **({"profile": profiles[0]} if len(profiles) == 1 else {}),
+                        **({"supportedProfile": profiles} if profiles else {}),
+                        "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+                        "versioning": "versioned",
+                        "readHistory": False,
+                        "updateCreate": False,
+                        "conditionalRead": "full-support",
+                    }
+                    for resource_type, profiles in sorted(types.items())
+                ],
+            }
+        ],
+    }

@@ -1,0 +1,20 @@
+"""Configuration: one object, read from ``FHIR_PUB_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. Nothing else in fhir-pub reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FHIR_PUB_", frozen=True)
+
+    publication: Path | None = None
+    """The built publication (``fhir-pub build``); None: build the bundled one into ``cache_dir``."""
+    cache_dir: Path = Path.home() / ".cache" / "fhir-pub"
+    """Where the bundled publication is built when no ``publication`` is given."""
+    base_url: str | None = None
+    """The public FHIR base URL (``https://example.org/fhir``) when behind a proxy; None: from the request."""

@@ -1,0 +1,61 @@
+"""Read access to a built publication: one SQLite file, opened read-only and immutable."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from fhir_pub.errors import PublicationError
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One resource as served: its canonical JSON bytes and what HTTP caching needs."""
+
+    body: bytes
+    version: str
+    last_updated: str
+
+
+class Store:
+    """The publication's resources and precomputed documents; safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise PublicationError(f"{path}: no built publication here (run fhir-pub build)")
+        self.path = path
+        self._local = threading.local()
+        try:
+            self.types = frozenset(row[0] for row in self._db().execute("SELECT DISTINCT type FROM resource"))
+            self.capability = self.info("capability")
+        except sqlite3.DatabaseError as exc:
+            raise PublicationError(f"{path}: not a fhir-pub publication ({exc})") from exc
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            # immutable=1: the file never changes while served, so SQLite takes no locks at all.
+            db = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+            self._local.db = db
+        return db
+
+    def info(self, key: str) -> bytes:
+        """A document the build stored (``capability``, ``digest`` ...)."""
+        row = self._db().execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise PublicationError(f"{self.path}: the build stored no {key}")
+        return bytes(row[0])
+
+    def read(self, resource_type: str, resource_id: str) -> Stored | None:
+        """The current version of one resource, or None."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT body, version, last_updated FROM resource WHERE type = ? AND id = ?",
+                (resource_type, resource_id),
+            )
+            .fetchone()
+        )
+        return None if row is None else Stored(bytes(row[0]), row[1], row[2])

@@ -1,0 +1,24 @@
+"""The Flask application: ``create_app`` is the only way an app is made (also for ``fhir_pub.wsgi``)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from fhir_pub.build import bundled_publication
+from fhir_pub.settings import Settings
+from fhir_pub.store import Store
+from fhir_pub.web import errors, fhir
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Make the app serving one built publication (the bundled one unless settings name another)."""
+    settings = settings if settings is not None else Settings()
+    app = Flask("fhir_pub")
+    path = (
+        settings.publication if settings.publication is not None else bundled_publication(settings.cache_dir)
+    )
+    app.extensions["fhir_pub"] = {"settings": settings, "store": Store(path)}
+    app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
+    app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
+    errors.register(app)
+    return app

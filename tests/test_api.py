@@ -1,0 +1,164 @@
+"""The FHIR REST API through Flask's test client: read, vread, conditional requests, metadata, and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fhir.resources.capabilitystatement import CapabilityStatement
+from flask.testing import FlaskClient
+
+from fhir_pub.build import build
+from fhir_pub.capability import TYPE_INTERACTIONS
+from fhir_pub.publication import Publication
+from fhir_pub.settings import Settings
+from fhir_pub.web import create_app
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> FlaskClient:
+    """A test client of an app serving a fresh build of the bundled publication."""
+    path = build(tmp_path_factory.mktemp("built") / "p.sqlite").path
+    return create_app(Settings(publication=path)).test_client()
+
+
+def assert_outcome(response: object, status: int, code: str) -> None:
+    """The one error shape: OperationOutcome, FHIR JSON, one issue with severity, code and text."""
+    assert response.status_code == status  # type: ignore[attr-defined]
+    assert response.content_type == FHIR_JSON  # type: ignore[attr-defined]
+    body = response.json  # type: ignore[attr-defined]
+    assert body["resourceType"] == "OperationOutcome"
+    (issue,) = body["issue"]
+    assert (issue["severity"], issue["code"]) == ("error", code)
+    assert issue["details"]["text"]
+
+
+class TestRead:
+    """read and vread return the published bytes with caching headers."""
+
+    def test_every_resource(self, client: FlaskClient, publication: Publication) -> None:
+        """Each resource reads back equal to its file, with ETag, Last-Modified and Content-Location."""
+        for entry in publication:
+            response = client.get(f"/fhir/{entry.key}")
+            assert response.status_code == 200, entry.key
+            assert response.content_type == FHIR_JSON
+            assert response.json == entry.resource
+            assert response.headers["ETag"] == 'W/"1"'
+            assert response.headers["Last-Modified"] == "Sun, 22 Nov 2026 00:00:00 GMT"
+            assert response.headers["Content-Location"].endswith(f"/fhir/{entry.key}")
+
+    def test_vread(self, client: FlaskClient) -> None:
+        """The published version reads; any other is 404."""
+        assert client.get("/fhir/Organization/fda/_history/1").json["id"] == "fda"
+        assert_outcome(client.get("/fhir/Organization/fda/_history/2"), 404, "not-found")
+
+    def test_head(self, client: FlaskClient) -> None:
+        """HEAD answers the headers of GET without a body."""
+        response = client.head("/fhir/Organization/fda")
+        assert response.status_code == 200
+        assert response.data == b""
+        assert response.headers["ETag"] == 'W/"1"'
+
+    @pytest.mark.parametrize(
+        ("headers", "status"),
+        [
+            ({"If-None-Match": 'W/"1"'}, 304),
+            ({"If-None-Match": '"1"'}, 304),
+            ({"If-None-Match": 'W/"2"'}, 200),
+            ({"If-Modified-Since": "Sun, 22 Nov 2026 00:00:00 GMT"}, 304),
+            ({"If-Modified-Since": "Sat, 21 Nov 2026 00:00:00 GMT"}, 200),
+        ],
+    )
+    def test_conditional(self, client: FlaskClient, headers: dict[str, str], status: int) -> None:
+        """If-None-Match and If-Modified-Since give 304 when the client's copy is current."""
+        response = client.get("/fhir/Organization/fda", headers=headers)
+        assert response.status_code == status
+        assert (response.data == b"") == (status == 304)
+
+    @pytest.mark.parametrize(
+        ("query", "headers"),
+        [
+            ("", {}),
+            ("?_format=json", {}),
+            ("?_format=application/fhir+json", {}),
+            ("", {"Accept": "application/json"}),
+            ("", {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}),
+        ],
+    )
+    def test_json_negotiated(self, client: FlaskClient, query: str, headers: dict[str, str]) -> None:
+        """JSON is produced for JSON requests and for browsers that accept anything."""
+        assert client.get(f"/fhir/Organization/fda{query}", headers=headers).status_code == 200
+
+
+class TestMetadata:
+    """The CapabilityStatement describes exactly what the routes serve."""
+
+    def test_valid_r5(self, client: FlaskClient) -> None:
+        """It parses as an R5 CapabilityStatement and declares JSON and FHIR 5.0.0."""
+        body = client.get("/fhir/metadata").json
+        CapabilityStatement.model_validate(body)
+        assert (body["fhirVersion"], body["format"], body["kind"]) == ("5.0.0", ["json"], "instance")
+
+    def test_agrees_with_routes(self, client: FlaskClient, publication: Publication) -> None:
+        """Every type it lists is published, and every interaction it declares answers for that type."""
+        resources = client.get("/fhir/metadata").json["rest"][0]["resource"]
+        assert {r["type"] for r in resources} == set(publication.counts())
+        for declared in resources:
+            sample = publication.of_type(declared["type"])[0]
+            assert [i["code"] for i in declared["interaction"]] == list(TYPE_INTERACTIONS)
+            urls = {
+                "read": f"/fhir/{declared['type']}/{sample['id']}",
+                "vread": f"/fhir/{declared['type']}/{sample['id']}/_history/1",
+            }
+            for interaction in declared["interaction"]:
+                assert client.get(urls[interaction["code"]]).status_code == 200
+            assert declared["supportedProfile"] == sorted(
+                {p for r in publication.of_type(declared["type"]) for p in r["meta"]["profile"]}
+            )
+
+
+class TestErrors:
+    """Every error, of any status, is an OperationOutcome."""
+
+    @pytest.mark.parametrize(
+        ("method", "path", "headers", "status", "code"),
+        [
+            ("GET", "/fhir/Patient/1", {}, 404, "not-supported"),
+            ("GET", "/fhir/Nonsense/1", {}, 404, "not-supported"),
+            ("GET", "/fhir/Organization/nope", {}, 404, "not-found"),
+            ("GET", "/fhir/Organization/fda/_history/x", {}, 404, "not-found"),
+            ("GET", "/fhir/Organization/fda?_format=xml", {}, 406, "not-supported"),
+            ("GET", "/fhir/Organization/fda", {"Accept": "application/fhir+xml"}, 406, "not-supported"),
+            ("GET", "/fhir/metadata?_format=text/turtle", {}, 406, "not-supported"),
+            ("GET", "/not/a/route", {}, 404, "not-found"),
+            ("POST", "/fhir/Organization", {}, 405, "not-supported"),
+            ("POST", "/fhir", {}, 405, "not-supported"),
+            ("PUT", "/fhir/Organization/fda", {}, 405, "not-supported"),
+            ("PATCH", "/fhir/Organization/fda", {}, 405, "not-supported"),
+            ("DELETE", "/fhir/Organization/fda", {}, 405, "not-supported"),
+            ("DELETE", "/fhir/Organization/nope", {}, 405, "not-supported"),
+        ],
+    )
+    def test_shape(
+        self, client: FlaskClient, method: str, path: str, headers: dict[str, str], status: int, code: str
+    ) -> None:
+        """Each request fails with its status and an OperationOutcome issue code."""
+        assert_outcome(client.open(path, method=method, headers=headers), status, code)
+
+    def test_unknown_type_points_at_it(self, client: FlaskClient) -> None:
+        """The issue's expression names the unknown type."""
+        assert client.get("/fhir/Nonsense/1").json["issue"][0]["expression"] == ["Nonsense"]
+
+    def test_health(self, client: FlaskClient) -> None:
+        """/healthz answers for orchestrators."""
+        assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Settings come from FHIR_PUB_* variables."""
+    monkeypatch.setenv("FHIR_PUB_PUBLICATION", str(tmp_path / "x.sqlite"))
+    monkeypatch.setenv("FHIR_PUB_BASE_URL", "https://example.org/fhir")
+    settings = Settings()
+    assert (settings.publication, settings.base_url) == (tmp_path / "x.sqlite", "https://example.org/fhir")

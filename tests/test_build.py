@@ -1,0 +1,86 @@
+"""``fhir-pub build``: validated, complete and atomic, or nothing at all."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from fhir_pub.build import BuildError, build, source_digest
+from fhir_pub.cli import main
+from fhir_pub.publication import Publication, bundled_dir
+from fhir_pub.store import Store
+
+
+@pytest.fixture
+def broken(publication: Publication, tmp_path: Path) -> Path:
+    """A copy of the publication with one invalid resource (a subject R5 does not allow)."""
+    target = tmp_path / "resources"
+    shutil.copytree(publication.root, target)
+    path = target / "ClinicalUseDefinition" / "effect-rash.json"
+    resource = json.loads(path.read_text(encoding="utf-8"))
+    resource["subject"][0]["reference"] = "MedicationKnowledge/besponsa"
+    path.write_text(json.dumps(resource), encoding="utf-8")
+    return target
+
+
+class TestBuild:
+    """A build holds every resource, byte for byte, and what serving needs."""
+
+    def test_contents(self, tmp_path: Path, publication: Publication) -> None:
+        """Every resource is stored as canonical JSON with its version and lastUpdated; metadata too."""
+        built = build(tmp_path / "p.sqlite")
+        assert built.resources == len(publication)
+        store = Store(built.path)
+        for entry in publication:
+            stored = store.read(entry.resource["resourceType"], entry.resource["id"])
+            assert stored is not None
+            assert stored.body == orjson.dumps(entry.resource)
+            assert (stored.version, stored.last_updated) == ("1", entry.resource["meta"]["lastUpdated"])
+        assert json.loads(store.capability)["resourceType"] == "CapabilityStatement"
+        assert store.types == set(publication.counts())
+
+    def test_refuses_invalid(self, tmp_path: Path, broken: Path) -> None:
+        """An invalid publication builds nothing, and an earlier build stays as it was."""
+        out = tmp_path / "p.sqlite"
+        build(out)
+        before = out.read_bytes()
+        with pytest.raises(BuildError) as failure:
+            build(out, resources_dir=broken)
+        assert failure.value.report.errors == 2  # the profile's target rule and R5's allowed types
+        assert out.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["p.sqlite", "resources"]
+
+    def test_digest_follows_sources(self, tmp_path: Path, publication: Publication) -> None:
+        """The source digest changes when any source file changes (so a cached build is rebuilt)."""
+        copy = tmp_path / "resources"
+        shutil.copytree(publication.root, copy)
+        profiles = bundled_dir("profiles")
+        first = source_digest(copy, profiles)
+        assert source_digest(copy, profiles) == first
+        path = copy / "Organization" / "fda.json"
+        path.write_text(path.read_text(encoding="utf-8").replace("FDA", "F.D.A."), encoding="utf-8")
+        assert source_digest(copy, profiles) != first
+
+
+class TestBuildCommand:
+    """The CLI reports the build, or the reason it refused."""
+
+    def test_success(self, tmp_path: Path, publication: Publication) -> None:
+        """Exit 0 and a one-line summary."""
+        result = CliRunner().invoke(main, ["build", "--out", str(tmp_path / "p.sqlite")])
+        assert result.exit_code == 0, result.output
+        assert f"{len(publication)} resources" in result.output
+
+    def test_refusal(self, tmp_path: Path, broken: Path) -> None:
+        """Exit 1 with the validation report and no file."""
+        out = tmp_path / "p.sqlite"
+        result = CliRunner().invoke(main, ["build", "--out", str(out), "--resources", str(broken)])
+        assert result.exit_code == 1
+        assert "effect-rash.json" in result.output
+        assert "nothing was built" in result.output
+        assert not out.exists()
