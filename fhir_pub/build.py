@@ -22,6 +22,8 @@ from fhir_pub.capability import capability_statement
 from fhir_pub.conformance import load_conformance
 from fhir_pub.errors import FhirPubError
 from fhir_pub.publication import bundled_dir, load, resource_files
+from fhir_pub.search.index import INDEX_SCHEMA, INDEXED_TYPES, index
+from fhir_pub.search.parameters import Registry, registry
 from fhir_pub.validation import Report, Validator
 
 SCHEMA = """
@@ -70,10 +72,13 @@ def build(out: Path, resources_dir: Path | None = None, profiles_dir: Path | Non
     """Validate, then write the publication to ``out`` atomically; BuildError on any validation error."""
     resources_dir = resources_dir or bundled_dir("resources")
     profiles_dir = profiles_dir or bundled_dir("profiles")
-    report = Validator(load_conformance(profiles_dir)).validate_paths([resources_dir])
+    conformance = load_conformance(profiles_dir)
+    report = Validator(conformance).validate_paths([resources_dir])
     if not report.ok:
         raise BuildError(report)
     publication = load(resources_dir)
+    params = registry(conformance)
+    rows = index((entry.resource for entry in publication), params)
     digest = source_digest(resources_dir, profiles_dir)
     built_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     types: dict[str, set[str]] = {}
@@ -81,14 +86,22 @@ def build(out: Path, resources_dir: Path | None = None, profiles_dir: Path | Non
         types.setdefault(entry.resource["resourceType"], set()).update(
             entry.resource["meta"].get("profile", [])
         )
-    capability = capability_statement({t: sorted(p) for t, p in types.items()}, built_at)
+    capability = capability_statement(
+        {t: sorted(p) for t, p in types.items()},
+        built_at,
+        *_search_capability(params, set(types), rows.failed),
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
     try:
         with sqlite3.connect(partial) as db:
-            db.executescript(SCHEMA)
+            db.executescript(SCHEMA + INDEX_SCHEMA)
+            for table, table_rows in rows.rows.items():
+                if table_rows:
+                    marks = ",".join("?" * len(table_rows[0]))
+                    db.executemany(f"INSERT INTO {table} VALUES ({marks})", table_rows)
             db.executemany(
                 "INSERT INTO resource VALUES (?, ?, ?, ?, ?)",
                 (
@@ -102,8 +115,10 @@ def build(out: Path, resources_dir: Path | None = None, profiles_dir: Path | Non
                     for r in (entry.resource for entry in publication)
                 ),
             )
+            offered = [p for p in params.all() if p.url not in rows.failed]
             info = {
                 "capability": orjson.dumps(capability),
+                "search_params": orjson.dumps([p.__dict__ for p in offered]),
                 "digest": digest.encode(),
                 "built_at": built_at.encode(),
                 "fhir_pub_version": __version__.encode(),
@@ -116,6 +131,31 @@ def build(out: Path, resources_dir: Path | None = None, profiles_dir: Path | Non
     finally:
         partial.unlink(missing_ok=True)
     return Built(out, len(publication), digest)
+
+
+def _search_capability(
+    params: Registry, types: set[str], failed: dict[str, str]
+) -> tuple[dict[str, list[dict[str, str]]], dict[str, list[str]], dict[str, list[str]]]:
+    """Per type: the parameters the index supports, and the ``_include``/``_revinclude`` values."""
+    search: dict[str, list[dict[str, str]]] = {}
+    includes: dict[str, list[str]] = {}
+    revincludes: dict[str, list[str]] = {}
+    for kind in sorted(types):
+        offered = [
+            p for p in params.for_type(kind).values() if p.type in INDEXED_TYPES and p.url not in failed
+        ]
+        search[kind] = [
+            {"name": p.code, "definition": p.url, "type": p.type}
+            for p in sorted(offered, key=lambda p: p.code)
+        ]
+        references = sorted(p.code for p in offered if p.type == "reference")
+        includes[kind] = ["*", *(f"{kind}:{code}" for code in references)]
+    for kind in sorted(types):
+        for source in sorted(types):
+            for p in sorted(params.for_type(source).values(), key=lambda p: p.code):
+                if p.type == "reference" and p.url not in failed and (not p.targets or kind in p.targets):
+                    revincludes.setdefault(kind, []).append(f"{source}:{p.code}")
+    return search, includes, revincludes
 
 
 def bundled_publication(cache_dir: Path) -> Path:

@@ -12,12 +12,24 @@ from fhir_pub import __version__
 
 FHIR_VERSION = "5.0.0"
 # Interactions every published type supports (https://hl7.org/fhir/R5/http.html).
-TYPE_INTERACTIONS = ("read", "vread")
+TYPE_INTERACTIONS = ("read", "vread", "search-type")
+SYSTEM_INTERACTIONS = ("search-system",)
 FORMATS = ("json",)
 
 
-def capability_statement(types: Mapping[str, list[str]], built_at: str) -> dict[str, Any]:
-    """The CapabilityStatement for a publication: ``types`` maps each resource type to its profiles."""
+def capability_statement(
+    types: Mapping[str, list[str]],
+    built_at: str,
+    search: Mapping[str, list[dict[str, str]]] | None = None,
+    includes: Mapping[str, list[str]] | None = None,
+    revincludes: Mapping[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """The CapabilityStatement for a publication.
+
+    ``types`` maps each resource type to its profiles; ``search`` to its supported parameters (name,
+    definition, type); ``includes`` and ``revincludes`` to the ``_include``/``_revinclude`` values it takes.
+    """
+    search, includes, revincludes = search or {}, includes or {}, revincludes or {}
     return {
         "resourceType": "CapabilityStatement",
         "id": "fhir-pub",
@@ -51,9 +63,17 @@ def capability_statement(types: Mapping[str, list[str]], built_at: str) -> dict[
                         "readHistory": False,
                         "updateCreate": False,
                         "conditionalRead": "full-support",
+                        **({"searchInclude": includes[resource_type]} if includes.get(resource_type) else {}),
+                        **(
+                            {"searchRevInclude": revincludes[resource_type]}
+                            if revincludes.get(resource_type)
+                            else {}
+                        ),
+                        **({"searchParam": search[resource_type]} if search.get(resource_type) else {}),
                     }
                     for resource_type, profiles in sorted(types.items())
                 ],
+                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
             }
         ],
     }

@@ -7,7 +7,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from fhir_pub.errors import PublicationError
+from fhir_pub.search.parameters import Registry, SearchParam
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,22 @@ class Store:
         self.path = path
         self._local = threading.local()
         try:
-            self.types = frozenset(row[0] for row in self._db().execute("SELECT DISTINCT type FROM resource"))
+            self.types = frozenset(
+                row[0] for row in self.connection().execute("SELECT DISTINCT type FROM resource")
+            )
             self.capability = self.info("capability")
+            params = orjson.loads(self.info("search_params"))
         except sqlite3.DatabaseError as exc:
             raise PublicationError(f"{path}: not a fhir-pub publication ({exc})") from exc
+        self.registry = Registry(
+            SearchParam(
+                p["code"], p["type"], p["expression"], p["url"], tuple(p["base"]), tuple(p["targets"])
+            )
+            for p in params
+        )
 
-    def _db(self) -> sqlite3.Connection:
+    def connection(self) -> sqlite3.Connection:
+        """The read-only connection of the calling thread."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             # immutable=1: the file never changes while served, so SQLite takes no locks at all.
@@ -43,7 +56,7 @@ class Store:
 
     def info(self, key: str) -> bytes:
         """A document the build stored (``capability``, ``digest`` ...)."""
-        row = self._db().execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
+        row = self.connection().execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
         if row is None:
             raise PublicationError(f"{self.path}: the build stored no {key}")
         return bytes(row[0])
@@ -51,7 +64,7 @@ class Store:
     def read(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version of one resource, or None."""
         row = (
-            self._db()
+            self.connection()
             .execute(
                 "SELECT body, version, last_updated FROM resource WHERE type = ? AND id = ?",
                 (resource_type, resource_id),

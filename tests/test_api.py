@@ -111,9 +111,12 @@ class TestMetadata:
             urls = {
                 "read": f"/fhir/{declared['type']}/{sample['id']}",
                 "vread": f"/fhir/{declared['type']}/{sample['id']}/_history/1",
+                "search-type": f"/fhir/{declared['type']}?_id={sample['id']}",
             }
             for interaction in declared["interaction"]:
                 assert client.get(urls[interaction["code"]]).status_code == 200
+            for param in declared["searchParam"]:  # every declared parameter is accepted, even unmatched
+                assert client.get(f"/fhir/{declared['type']}?{param['name']}:missing=true").status_code == 200
             assert declared["supportedProfile"] == sorted(
                 {p for r in publication.of_type(declared["type"]) for p in r["meta"]["profile"]}
             )

@@ -5,13 +5,22 @@ https://hl7.org/fhir/R5/http.html
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
+import orjson
 from flask import Blueprint, Response, current_app, request
 
-from fhir_pub.errors import MethodNotAllowed, NotAcceptable, NotFound, NotSupported
+from fhir_pub.errors import FhirPubError, MethodNotAllowed, NotAcceptable, NotFound, NotSupported
+from fhir_pub.search.bundle import entry, searchset, subset
+from fhir_pub.search.dates import EPOCH
+from fhir_pub.search.engine import Engine
+from fhir_pub.search.request import SearchRequest, parse
+from fhir_pub.settings import Settings
 from fhir_pub.store import Store, Stored
+from fhir_pub.validation.issues import Issue, operation_outcome
 
 blueprint = Blueprint("fhir", __name__)
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -87,6 +96,109 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
             f"{resource_type}/{resource_id} has no version {version_id!r} (current: {stored.version})"
         )
     return _resource_response(stored)
+
+
+class UnsupportedMediaType(FhirPubError):
+    """A request body in a format this server does not read."""
+
+    code = "not-supported"
+    status = 415
+
+
+def _base() -> str:
+    """The public FHIR base URL: configured, or this request's."""
+    settings: Settings = current_app.extensions["fhir_pub"]["settings"]
+    return settings.base_url.rstrip("/") if settings.base_url else request.url_root.rstrip("/") + "/fhir"
+
+
+def _strict() -> bool:
+    # https://hl7.org/fhir/R5/search.html#errors: Prefer: handling=strict turns ignored parameters into errors
+    return "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
+
+
+def _links(
+    path: str, pairs: Sequence[tuple[str, str]], req: SearchRequest, total: int
+) -> list[tuple[str, str]]:
+    """Self shows only what was applied; first/previous/next/last page through the same search."""
+    ignored = {key for key, _ in req.ignored}
+    dropped = {"_count", "_offset", "_format", "_pretty", "_sort"}
+    applied = [(k, v) for k, v in pairs if k not in ignored and k.split(":", 1)[0] not in dropped]
+    if req.sort:
+        applied.append(("_sort", ",".join(("-" if desc else "") + p.code for p, desc in req.sort)))
+
+    def url(offset: int) -> str:
+        query = [*applied, ("_count", str(req.count)), *([("_offset", str(offset))] if offset else [])]
+        return f"{_base()}{path}?{urlencode(query)}"
+
+    links = [("self", url(req.offset))]
+    if req.count > 0 and req.summary != "count":
+        links.append(("first", url(0)))
+        if req.offset > 0:
+            links.append(("previous", url(max(0, req.offset - req.count))))
+        if req.offset + req.count < total:
+            links.append(("next", url(req.offset + req.count)))
+        links.append(("last", url(((total - 1) // req.count) * req.count if total else 0)))
+    return links
+
+
+def _search(types: Sequence[str], path: str, pairs: Sequence[tuple[str, str]]) -> Response:
+    store = _store()
+    req = parse(types, pairs, store.registry, strict=_strict())
+    now = int((datetime.now(UTC) - EPOCH).total_seconds() * 1_000_000)
+    result = Engine(store.connection, _base()).search(req, now)
+    entries: list[bytes] = []
+    if req.summary != "count":
+        for mode, keys in (("match", result.matches), ("include", result.included)):
+            for kind, rid in keys:
+                stored = store.read(kind, rid)
+                if stored is None:
+                    continue
+                body = stored.body
+                if req.elements is not None or req.summary in {"true", "text", "data"}:
+                    body = subset(body, req.summary, req.elements)
+                entries.append(entry(f"{_base()}/{kind}/{rid}", body, mode))
+    warnings = [
+        Issue("warning", "not-supported", f"ignored {key}: {why}", key, layer="search")
+        for key, why in req.ignored
+    ]
+    warnings += [Issue("warning", "too-costly", note, layer="search") for note in result.notes]
+    if warnings:
+        entries.append(entry("urn:uuid:outcome", orjson.dumps(operation_outcome(warnings)), "outcome"))
+    total = None if req.total == "none" else result.total
+    return Response(searchset(entries, total, _links(path, pairs, req, result.total)), content_type=FHIR_JSON)
+
+
+@blueprint.get("/<resource_type>")
+def search_type(resource_type: str) -> Response:
+    """Search one type: ``GET [base]/[type]?params``."""
+    _negotiate()
+    _checked_type(resource_type)
+    return _search([resource_type], f"/{resource_type}", list(request.args.items(multi=True)))
+
+
+@blueprint.post("/<resource_type>/_search")
+def search_post(resource_type: str) -> Response:
+    """Search by POST: parameters in a form body (and the query string)."""
+    _negotiate()
+    _checked_type(resource_type)
+    if request.content_length and request.mimetype != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType(
+            f"{request.mimetype}: POST _search takes application/x-www-form-urlencoded"
+        )
+    pairs = [*request.args.items(multi=True), *request.form.items(multi=True)]
+    return _search([resource_type], f"/{resource_type}", pairs)
+
+
+@blueprint.get("")
+@blueprint.get("/")
+def search_system() -> Response:
+    """Search across types: ``GET [base]?_type=A,B&params`` (all types without ``_type``)."""
+    _negotiate()
+    requested = [t for value in request.args.getlist("_type") for t in value.split(",") if t]
+    for kind in requested:
+        _checked_type(kind)
+    types = sorted(set(requested)) if requested else sorted(_store().types)
+    return _search(types, "", list(request.args.items(multi=True)))
 
 
 @blueprint.route("", methods=WRITES)  # transaction and batch too

@@ -1,0 +1,1 @@
+"""FHIR search: parameters from SearchParameter resources, request parsing, indexing and matching."""

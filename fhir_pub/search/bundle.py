@@ -1,0 +1,59 @@
+"""Assemble a searchset Bundle from stored resource bytes (no parse, no re-serialization of the resources).
+
+https://hl7.org/fhir/R5/search.html#searchset, https://hl7.org/fhir/R5/bundle.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from fhir_pub.definitions import elements
+
+# https://hl7.org/fhir/R5/search.html#summary: a subsetted resource is tagged so
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+ALWAYS = frozenset({"resourceType", "id", "meta"})
+
+
+def entry(full_url: str, resource: bytes, mode: str) -> bytes:
+    """One entry: its absolute ``fullUrl``, the resource, and ``search.mode`` (match, include, outcome)."""
+    return (
+        b'{"fullUrl":'
+        + orjson.dumps(full_url)
+        + b',"resource":'
+        + resource
+        + b',"search":{"mode":"'
+        + mode.encode()
+        + b'"}}'
+    )
+
+
+def searchset(entries: Sequence[bytes], total: int | None, links: Sequence[tuple[str, str]]) -> bytes:
+    """The Bundle: type searchset, total (unless asked not to), links, entries."""
+    head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        head["total"] = total
+    head["link"] = [{"relation": relation, "url": url} for relation, url in links]
+    return orjson.dumps(head)[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+
+
+def subset(body: bytes, summary: str | None, wanted: Sequence[str] | None) -> bytes:
+    """The resource reduced per ``_summary`` (true, text, data) or ``_elements``, tagged SUBSETTED."""
+    resource: dict[str, Any] = orjson.loads(body)
+    known = elements(str(resource["resourceType"]))
+    required = {name for name, info in known.items() if info.meta.get("element_required")}
+    if summary == "data":
+        keep: set[str] | frozenset[str] = set(resource) - {"text"}
+    elif summary == "text":
+        keep = ALWAYS | {"text"} | required
+    elif summary == "true":
+        keep = ALWAYS | required | {n for n, i in known.items() if i.meta.get("summary_element_property")}
+    else:
+        keep = ALWAYS | required | set(wanted or ())
+    reduced = {key: value for key, value in resource.items() if key in keep}
+    meta = dict(reduced.get("meta", {}))
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    reduced["meta"] = meta
+    return orjson.dumps(reduced)

@@ -1,0 +1,117 @@
+"""Date search semantics: every date is a range, and prefixes compare ranges.
+
+A partial date stands for the whole interval it names (``2024`` is 2024-01-01T00:00:00 up to the start of
+2025); a search value does too. https://hl7.org/fhir/R5/search.html#date
+Ranges are half-open ``[low, high)`` in microseconds since the epoch (UTC); a value without a time zone is
+taken as UTC (the spec leaves it to the server).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+
+from fhir_pub.errors import FhirPubError
+
+# https://hl7.org/fhir/R5/datatypes.html#dateTime, plus instant's fractional seconds
+_DATE = re.compile(
+    r"^(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
+    r"(T(?P<hour>\d{2}):(?P<minute>\d{2})(:(?P<second>\d{2})(?P<fraction>\.\d{1,9})?)?"
+    r"(?P<zone>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class InvalidDate(FhirPubError):
+    """A date search value or element that is not a FHIR date, dateTime or instant."""
+
+    code = "invalid"
+    status = 400
+
+
+@dataclass(frozen=True)
+class Range:
+    """A half-open interval ``[low, high)`` of microseconds since the epoch."""
+
+    low: int
+    high: int
+
+    def overlaps(self, other: Range) -> bool:
+        """Whether the two intervals share any instant."""
+        return self.low < other.high and other.low < self.high
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def parse_range(text: str) -> Range:
+    """The interval a FHIR date, dateTime or instant stands for, at its own precision."""
+    match = _DATE.match(text)
+    if match is None:
+        raise InvalidDate(f"{text!r} is not a FHIR date, dateTime or instant")
+    parts = match.groupdict()
+    try:
+        year = int(parts["year"])
+        month = int(parts["month"] or 1)
+        day = int(parts["day"] or 1)
+        hour, minute = int(parts["hour"] or 0), int(parts["minute"] or 0)
+        second = int(parts["second"] or 0)
+        fraction = parts["fraction"] or ""
+        micro = int((fraction[1:] + "000000")[:6]) if fraction else 0
+        zone = parts["zone"]
+        tz: tzinfo = UTC
+        if zone and zone != "Z":
+            offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+            tz = timezone(offset if zone[0] == "+" else -offset)
+        start = datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
+    except ValueError as exc:
+        raise InvalidDate(f"{text!r} is not a valid date ({exc})") from exc
+    if parts["month"] is None:
+        end = start.replace(year=year + 1)
+    elif parts["day"] is None:
+        end = start.replace(year=year + 1, month=1) if month == 12 else start.replace(month=month + 1)
+    elif parts["hour"] is None:
+        end = start + timedelta(days=1)
+    elif parts["second"] is None:
+        end = start + timedelta(minutes=1)
+    elif not fraction:
+        end = start + timedelta(seconds=1)
+    else:
+        digits = len(fraction) - 1
+        end = start + timedelta(microseconds=max(1, 10 ** max(0, 6 - digits)))
+    return Range(_micros(start), _micros(end))
+
+
+def matches(prefix: str, value: Range, target: Range) -> bool:
+    """Whether a resource's ``target`` range satisfies ``prefix`` with the search ``value`` range.
+
+    https://hl7.org/fhir/R5/search.html#prefix: eq, the target lies within the value; ne, it does not;
+    gt/lt, some of the target lies after/before the value; ge/le, the same or equal; sa/eb, the whole
+    target starts after / ends before the value; ap, the ranges overlap once the value is widened by
+    10% of its distance from now (at least a day).
+    """
+    if prefix == "eq":
+        return value.low <= target.low and target.high <= value.high
+    if prefix == "ne":
+        return not (value.low <= target.low and target.high <= value.high)
+    if prefix == "gt":
+        return target.high > value.high
+    if prefix == "lt":
+        return target.low < value.low
+    if prefix == "ge":
+        return target.high > value.high or (value.low <= target.low and target.high <= value.high)
+    if prefix == "le":
+        return target.low < value.low or (value.low <= target.low and target.high <= value.high)
+    if prefix == "sa":
+        return target.low >= value.high
+    if prefix == "eb":
+        return target.high <= value.low
+    if prefix == "ap":
+        now = _micros(datetime.now(UTC))
+        slack = max(86_400_000_000, abs(now - value.low) // 10)
+        return Range(value.low - slack, value.high + slack).overlaps(target)
+    raise ValueError(f"unknown prefix {prefix!r}")

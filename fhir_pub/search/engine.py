@@ -1,0 +1,250 @@
+"""Run a SearchRequest against the built index: SQL per filter, ANDed; sort, page, include."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_pub.search.dates import Range
+from fhir_pub.search.index import TABLES, normalize, words
+from fhir_pub.search.request import Filter, Include, SearchRequest, Value
+
+MAX_INCLUDES = 1000
+MAX_ITERATE = 4
+DAY = 86_400_000_000
+
+Key = tuple[str, str]  # (type, id)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a search found: the total, this page's matches, and what the includes added."""
+
+    total: int
+    matches: list[Key]
+    included: list[Key]
+    notes: list[str]
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def date_condition(prefix: str, value: Range, now: int) -> tuple[str, list[Any]]:
+    """SQL over ``low``/``high`` for one date prefix: the same rules as ``dates.matches``."""
+    inside = "(low >= ? AND high <= ?)"
+    if prefix == "eq":
+        return inside, [value.low, value.high]
+    if prefix == "ne":
+        return f"NOT {inside}", [value.low, value.high]
+    if prefix == "gt":
+        return "high > ?", [value.high]
+    if prefix == "lt":
+        return "low < ?", [value.low]
+    if prefix == "ge":
+        return f"(high > ? OR {inside})", [value.high, value.low, value.high]
+    if prefix == "le":
+        return f"(low < ? OR {inside})", [value.low, value.low, value.high]
+    if prefix == "sa":
+        return "low >= ?", [value.high]
+    if prefix == "eb":
+        return "high <= ?", [value.low]
+    slack = max(DAY, abs(now - value.low) // 10)  # ap: https://hl7.org/fhir/R5/search.html#prefix
+    return "(low < ? AND high > ?)", [value.high + slack, value.low - slack]
+
+
+def _value_condition(f: Filter, value: Value, base_url: str, now: int) -> tuple[str, list[Any]]:
+    kind = f.param.type
+    if kind == "token":
+        if f.modifier == "text":
+            word = _like(words(value.code))
+            return "(text LIKE ? ESCAPE '\\' OR text LIKE ? ESCAPE '\\')", [f"{word}%", f"% {word}%"]
+        if f.modifier == "code-text":
+            return "code LIKE ? ESCAPE '\\'", [f"{_like(value.code)}%"]
+        if value.system is None:
+            return "code = ?", [value.code]
+        if value.system == "":
+            return "(system IS NULL AND code = ?)", [value.code]
+        if value.code == "":
+            return "system = ?", [value.system]
+        return "(system = ? AND code = ?)", [value.system, value.code]
+    if kind == "string":
+        if f.modifier == "exact":
+            return "value = ?", [value.code]
+        pattern = _like(normalize(value.code))
+        return "norm LIKE ? ESCAPE '\\'", [f"%{pattern}%" if f.modifier == "contains" else f"{pattern}%"]
+    if kind == "reference":
+        reference = value.code
+        if base_url and reference.startswith(base_url.rstrip("/") + "/"):
+            reference = reference[len(base_url.rstrip("/")) + 1 :]
+        parts = reference.split("/")
+        if len(parts) == 2 and parts[0][:1].isupper() and "://" not in reference:
+            return "(target_type = ? AND target_id = ?)", parts
+        if "/" not in reference and ":" not in reference:
+            if f.target_type:
+                return "(target_type = ? AND target_id = ?)", [f.target_type, reference]
+            return "target_id = ?", [reference]
+        return "url = ?", [reference.split("|", 1)[0]]
+    if kind == "date" and value.range is not None:
+        return date_condition(value.prefix or "eq", value.range, now)
+    if kind == "uri":
+        if f.modifier == "above":
+            return "? LIKE value || '%'", [value.code]
+        if f.modifier == "below":
+            return "value LIKE ? ESCAPE '\\'", [f"{_like(value.code)}%"]
+        return "value = ?", [value.code]
+    raise ValueError(f"no index for {kind} parameters")
+
+
+def filter_sql(resource_type: str, f: Filter, base_url: str, now: int) -> tuple[str, list[Any]]:
+    """``r.id IN (...)`` (or NOT IN) for one filter occurrence: its values ORed."""
+    if f.modifier == "missing":
+        present = "SELECT id FROM search_present WHERE type = ? AND param = ?"
+        operator = "NOT IN" if f.values[0].code == "true" else "IN"
+        return f"r.id {operator} ({present})", [resource_type, f.param.code]
+    table = TABLES[f.param.type]
+    conditions, args = [], [resource_type, f.param.code]
+    for value in f.values:
+        sql, value_args = _value_condition(f, value, base_url, now)
+        conditions.append(sql)
+        args.extend(value_args)
+    matching = f"SELECT id FROM {table} WHERE type = ? AND param = ? AND ({' OR '.join(conditions)})"
+    operator = "NOT IN" if f.modifier == "not" else "IN"
+    return f"r.id {operator} ({matching})", args
+
+
+SORT_COLUMN = {"token": "code", "string": "norm", "date": "low", "uri": "value", "reference": "target_id"}
+
+
+class Engine:
+    """Searches one built publication."""
+
+    def __init__(self, db: Callable[[], sqlite3.Connection], base_url: str = "") -> None:
+        self._db = db
+        self.base_url = base_url
+
+    def search(self, request: SearchRequest, now: int) -> Result:
+        """Run the request: matches for this page, the total, and included resources."""
+        matches: list[Key] = []
+        total = 0
+        skip, take = request.offset, request.count
+        for resource_type in request.types:
+            where, args = self._where(resource_type, request, now)
+            count = self._db().execute(f"SELECT COUNT(*) FROM resource r WHERE {where}", args).fetchone()[0]
+            if take > 0 and skip < count:
+                order, joins, join_args = self._order(resource_type, request)
+                rows = (
+                    self._db()
+                    .execute(
+                        f"SELECT r.id FROM resource r {joins} WHERE {where} "
+                        f"ORDER BY {order} LIMIT ? OFFSET ?",
+                        [*join_args, *args, take, skip],
+                    )
+                    .fetchall()
+                )
+                matches.extend((resource_type, row[0]) for row in rows)
+                take -= len(rows)
+            skip = max(0, skip - count)
+            total += count
+        included, notes = self._includes(request.includes, matches)
+        return Result(total, matches, included, notes)
+
+    def _where(self, resource_type: str, request: SearchRequest, now: int) -> tuple[str, list[Any]]:
+        clauses, args = ["r.type = ?"], [resource_type]
+        for f in request.filters:
+            sql, more = filter_sql(resource_type, f, self.base_url, now)
+            clauses.append(sql)
+            args.extend(more)
+        return " AND ".join(clauses), args
+
+    @staticmethod
+    def _order(resource_type: str, request: SearchRequest) -> tuple[str, str, list[Any]]:
+        order, joins, args = [], [], []
+        for index, (param, descending) in enumerate(request.sort):
+            column = SORT_COLUMN.get(param.type)
+            if column is None:
+                continue
+            table = TABLES[param.type]
+            pick = "MAX" if descending else "MIN"
+            if param.type == "date" and descending:
+                column = "high"
+            joins.append(
+                f"LEFT JOIN (SELECT id, {pick}({column}) AS k FROM {table} "
+                f"WHERE type = ? AND param = ? GROUP BY id) s{index} ON s{index}.id = r.id"
+            )
+            args.extend([resource_type, param.code])
+            order.append(f"(s{index}.k IS NULL), s{index}.k {'DESC' if descending else 'ASC'}")
+        order.append("r.id")
+        return ", ".join(order), " ".join(joins), args
+
+    def _includes(self, includes: Sequence[Include], matches: list[Key]) -> tuple[list[Key], list[str]]:
+        seen = set(matches)
+        found: list[Key] = []
+        notes: list[str] = []
+        frontier = list(matches)
+        for round_number in range(1 + MAX_ITERATE):
+            active = [i for i in includes if round_number == 0 or i.iterate]
+            if not active or not frontier:
+                break
+            new: list[Key] = []
+            for include in active:
+                for key in self._follow(include, frontier):
+                    if key not in seen:
+                        seen.add(key)
+                        new.append(key)
+            if len(found) + len(new) > MAX_INCLUDES:
+                new = new[: MAX_INCLUDES - len(found)]
+                notes.append(f"includes stopped at {MAX_INCLUDES} resources")
+                found.extend(new)
+                break
+            found.extend(new)
+            frontier = new
+        existing = self._existing(found)
+        return [k for k in found if k in existing], notes
+
+    def _follow(self, include: Include, frontier: list[Key]) -> list[Key]:
+        out: list[Key] = []
+        by_type: dict[str, list[str]] = {}
+        for kind, rid in frontier:
+            by_type.setdefault(kind, []).append(rid)
+        for kind, ids in by_type.items():
+            marks = ",".join("?" * len(ids))
+            if not include.reverse:
+                if include.source_type not in {"*", kind}:
+                    continue
+                sql = (
+                    f"SELECT target_type, target_id FROM search_reference WHERE type = ? AND id IN ({marks})"
+                )
+                args: list[Any] = [kind, *ids]
+            else:
+                sql = (
+                    f"SELECT type, id FROM search_reference WHERE target_type = ? AND target_id IN ({marks})"
+                )
+                args = [kind, *ids]
+                if include.source_type != "*":
+                    sql += " AND type = ?"
+                    args.append(include.source_type)
+            if include.param != "*":
+                sql += " AND param = ?"
+                args.append(include.param)
+            if include.target_type and not include.reverse:
+                sql += " AND target_type = ?"
+                args.append(include.target_type)
+            rows = self._db().execute(sql, args)
+            out.extend((row[0], row[1]) for row in rows if row[0] and row[1])
+        return out
+
+    def _existing(self, keys: list[Key]) -> set[Key]:
+        existing: set[Key] = set()
+        for start in range(0, len(keys), 400):
+            chunk = keys[start : start + 400]
+            sql = " OR ".join("(type = ? AND id = ?)" for _ in chunk)
+            args = [part for key in chunk for part in key]
+            if chunk:
+                existing.update(
+                    (r[0], r[1])
+                    for r in self._db().execute(f"SELECT type, id FROM resource WHERE {sql}", args)
+                )
+        return existing

@@ -1,0 +1,180 @@
+"""Build-time search index: each SearchParameter's FHIRPath evaluated once per resource, stored as rows.
+
+Rows are typed by parameter type (https://hl7.org/fhir/R5/search.html#ptypes): tokens keep system, code
+and human text; strings a normalized form for the default starts-with match; references the target type,
+id or URL; dates their range; URIs their value. A parameter whose expression cannot be evaluated on some
+resource is reported, and the server then does not claim to support it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_pub.search.dates import InvalidDate, parse_range
+from fhir_pub.search.parameters import Registry, SearchParam
+from fhir_pub.validation.fhirpath import RESOLVABLE, compile_expression
+
+INDEX_SCHEMA = """
+CREATE TABLE search_token (type TEXT, id TEXT, param TEXT, system TEXT, code TEXT, text TEXT);
+CREATE TABLE search_string (type TEXT, id TEXT, param TEXT, norm TEXT, value TEXT);
+CREATE TABLE search_reference (type TEXT, id TEXT, param TEXT, target_type TEXT, target_id TEXT, url TEXT);
+CREATE TABLE search_date (type TEXT, id TEXT, param TEXT, low INTEGER, high INTEGER);
+CREATE TABLE search_uri (type TEXT, id TEXT, param TEXT, value TEXT);
+CREATE TABLE search_present (type TEXT, id TEXT, param TEXT, PRIMARY KEY (type, param, id)) WITHOUT ROWID;
+CREATE INDEX search_token_code ON search_token (type, param, code, system);
+CREATE INDEX search_string_norm ON search_string (type, param, norm);
+CREATE INDEX search_reference_target ON search_reference (type, param, target_id, target_type);
+CREATE INDEX search_reference_source ON search_reference (type, id, param);
+CREATE INDEX search_date_low ON search_date (type, param, low, high);
+CREATE INDEX search_uri_value ON search_uri (type, param, value);
+"""
+TABLES = {
+    "token": "search_token",
+    "string": "search_string",
+    "reference": "search_reference",
+    "date": "search_date",
+    "uri": "search_uri",
+}
+INDEXED_TYPES = frozenset(TABLES)
+MIN_TIME, MAX_TIME = -(2**62), 2**62
+
+
+def normalize(text: str) -> str:
+    """Case- and accent-insensitive form for string search: NFKD without combining marks, casefolded."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).casefold().split())
+
+
+def words(text: str) -> str:
+    """Normalized text with punctuation as spaces, for word matches (token ``:text``)."""
+    return " ".join(re.sub(r"[^\w]+", " ", normalize(text)).split())
+
+
+_ANY_RESOURCE = re.compile(r"\b(?:Resource|DomainResource)\.")
+
+
+def for_type(expression: str, resource_type: str) -> str:
+    """``Resource.id`` as ``ClinicalUseDefinition.id``: fhirpathpy matches a leading type name exactly."""
+    return _ANY_RESOURCE.sub(f"{resource_type}.", expression)
+
+
+def _tokens(value: Any) -> Iterator[tuple[str | None, str | None, str | None]]:
+    if isinstance(value, (bool, str, int, float)):
+        yield None, str(value).lower() if isinstance(value, bool) else str(value), None
+    elif isinstance(value, dict):
+        if "concept" in value or ("reference" in value and "coding" not in value and "system" not in value):
+            if isinstance(value.get("concept"), dict):
+                yield from _tokens(value["concept"])
+        elif "coding" in value or ("text" in value and "value" not in value):
+            text = value.get("text")
+            codings = [c for c in value.get("coding", []) if isinstance(c, dict)]
+            for coding in codings:
+                yield coding.get("system"), coding.get("code"), text or coding.get("display")
+            if not codings and isinstance(text, str):
+                yield None, None, text
+        elif "code" in value or "system" in value:
+            yield value.get("system"), value.get("code"), value.get("display")
+        elif "value" in value:  # Identifier, ContactPoint
+            kind = value.get("type", {}).get("text") if isinstance(value.get("type"), dict) else None
+            yield value.get("system"), str(value["value"]), kind
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):  # HumanName, Address: every string part
+        for part in value.values():
+            yield from _strings(part)
+    elif isinstance(value, list):
+        for part in value:
+            yield from _strings(part)
+
+
+def _references(value: Any) -> Iterator[tuple[str | None, str | None, str | None]]:
+    if isinstance(value, str):  # canonical or uri
+        yield None, None, value.split("|", 1)[0]
+    elif isinstance(value, dict):
+        if isinstance(value.get("reference"), dict):  # CodeableReference
+            yield from _references(value["reference"])
+        elif isinstance(value.get("reference"), str):
+            ref = value["reference"]
+            parts = ref.split("/")
+            relative = len(parts) == 2 or (len(parts) == 4 and parts[2] == "_history")  # Type/id[/_history/v]
+            if relative and parts[0][:1].isupper():
+                yield parts[0], parts[1], None
+            else:
+                yield None, None, ref
+
+
+def _dates(value: Any) -> Iterator[tuple[int, int]]:
+    if isinstance(value, str):
+        try:
+            span = parse_range(value)
+        except InvalidDate:
+            return
+        yield span.low, span.high
+    elif isinstance(value, dict) and ("start" in value or "end" in value):  # Period
+        low = parse_range(value["start"]).low if isinstance(value.get("start"), str) else MIN_TIME
+        high = parse_range(value["end"]).high if isinstance(value.get("end"), str) else MAX_TIME
+        yield low, high
+
+
+@dataclass
+class IndexRows:
+    """Rows for the index tables, and the parameters that could not be evaluated somewhere."""
+
+    rows: dict[str, list[tuple[Any, ...]]] = field(
+        default_factory=lambda: {t: [] for t in [*TABLES.values(), "search_present"]}
+    )
+    failed: dict[str, str] = field(default_factory=dict)  # param url -> why
+
+
+def index(resources: Iterable[Mapping[str, Any]], registry: Registry) -> IndexRows:
+    """Evaluate every applicable parameter on every resource (``resolve()`` reaches the whole set)."""
+    resources = list(resources)
+    out = IndexRows()
+    compiled: dict[str, Any] = {}
+    token = RESOLVABLE.set({f"{r['resourceType']}/{r['id']}": r for r in resources})
+    try:
+        for resource in resources:
+            kind, rid = resource["resourceType"], resource["id"]
+            for param in registry.for_type(kind).values():
+                if param.type not in INDEXED_TYPES or param.url in out.failed:
+                    continue
+                try:
+                    expression = for_type(param.expression, kind)
+                    if expression not in compiled:
+                        compiled[expression] = compile_expression(expression)
+                    function = compiled[expression]
+                    values = function(resource, {"resource": resource, "rootResource": resource})
+                except Exception as exc:  # an expression fhirpathpy cannot run: the parameter is not offered
+                    out.failed[param.url] = f"{type(exc).__name__}: {exc}"[:200]
+                    continue
+                _add(out, kind, rid, param, values)
+    finally:
+        RESOLVABLE.reset(token)
+    return out
+
+
+def _add(out: IndexRows, kind: str, rid: str, param: SearchParam, values: list[Any]) -> None:
+    table = TABLES[param.type]
+    before = len(out.rows[table])
+    for value in values:
+        if param.type == "token":
+            out.rows[table].extend(
+                (kind, rid, param.code, s, c, words(t) if t else None) for s, c, t in _tokens(value)
+            )
+        elif param.type == "string":
+            out.rows[table].extend((kind, rid, param.code, normalize(s), s) for s in _strings(value))
+        elif param.type == "reference":
+            out.rows[table].extend((kind, rid, param.code, t, i, u) for t, i, u in _references(value))
+        elif param.type == "date":
+            out.rows[table].extend((kind, rid, param.code, low, high) for low, high in _dates(value))
+        elif param.type == "uri" and isinstance(value, str):
+            out.rows[table].append((kind, rid, param.code, value))
+    if len(out.rows[table]) > before:
+        out.rows["search_present"].append((kind, rid, param.code))

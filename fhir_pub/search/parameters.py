@@ -1,0 +1,80 @@
+"""Search parameters: read from the SearchParameter resources in ``profiles/`` (one source of truth).
+
+The same definitions drive query parsing, indexing at build time, and the CapabilityStatement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_pub.conformance import Conformance
+
+# https://hl7.org/fhir/R5/search.html#modifiers: what each parameter type accepts here.
+MODIFIERS = {
+    "token": frozenset({"missing", "not", "text", "code-text"}),
+    "string": frozenset({"missing", "exact", "contains"}),
+    "reference": frozenset({"missing"}),  # plus a resource type, checked separately
+    "date": frozenset({"missing"}),
+    "uri": frozenset({"missing", "above", "below"}),
+    "quantity": frozenset({"missing"}),
+    "number": frozenset({"missing"}),
+}
+SORTABLE = frozenset({"token", "string", "date", "uri", "number", "quantity", "reference"})
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One search parameter for one resource type."""
+
+    code: str
+    type: str
+    expression: str
+    url: str
+    base: tuple[str, ...]
+    targets: tuple[str, ...] = ()
+
+    @property
+    def modifiers(self) -> frozenset[str]:
+        """The modifiers this server accepts on the parameter."""
+        return MODIFIERS.get(self.type, frozenset({"missing"}))
+
+
+class Registry:
+    """Every search parameter, by resource type and code (``Resource`` for the common ones)."""
+
+    def __init__(self, params: Iterable[SearchParam]) -> None:
+        self.by_type: dict[str, dict[str, SearchParam]] = {}
+        for param in params:
+            for base in param.base:
+                self.by_type.setdefault(base, {})[param.code] = param
+
+    def all(self) -> list[SearchParam]:
+        """Every parameter once."""
+        return list({p.url: p for by_code in self.by_type.values() for p in by_code.values()}.values())
+
+    def get(self, resource_type: str, code: str) -> SearchParam | None:
+        """The parameter ``code`` of a type, its own or common to every resource."""
+        own = self.by_type.get(resource_type, {}).get(code)
+        return own if own is not None else self.by_type.get("Resource", {}).get(code)
+
+    def for_type(self, resource_type: str) -> dict[str, SearchParam]:
+        """All parameters that apply to a type, common ones included."""
+        return {**self.by_type.get("Resource", {}), **self.by_type.get(resource_type, {})}
+
+
+def _from_resource(resource: Mapping[str, Any]) -> SearchParam:
+    return SearchParam(
+        code=str(resource["code"]),
+        type=str(resource["type"]),
+        expression=str(resource.get("expression", "")),
+        url=str(resource["url"]),
+        base=tuple(resource.get("base", [])),
+        targets=tuple(resource.get("target", [])),
+    )
+
+
+def registry(conformance: Conformance) -> Registry:
+    """The registry of every SearchParameter in a Conformance registry."""
+    return Registry(_from_resource(r) for r in conformance.of_type("SearchParameter"))

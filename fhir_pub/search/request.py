@@ -1,0 +1,258 @@
+"""Parse a search query into a typed SearchRequest before anything runs (https://hl7.org/fhir/R5/search.html)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from fhir_pub.errors import FhirPubError
+from fhir_pub.search.dates import PREFIXES, Range, parse_range
+from fhir_pub.search.parameters import SORTABLE, Registry, SearchParam
+
+DEFAULT_COUNT = 20
+MAX_COUNT = 500
+SUMMARY = ("true", "text", "data", "count", "false")
+TOTAL = ("none", "estimate", "accurate")
+# Parameters the web layer handles (format negotiation) or that change nothing here.
+IGNORED_HERE = frozenset({"_format", "_pretty"})
+RESULT = frozenset(
+    {"_sort", "_count", "_offset", "_include", "_revinclude", "_summary", "_elements", "_total"}
+)
+
+
+class InvalidSearch(FhirPubError):
+    """A search request this server cannot run as asked: 400 with the offending parameter."""
+
+    code = "invalid"
+    status = 400
+
+
+class UnsupportedSearch(InvalidSearch):
+    """A parameter or modifier this server does not support (rejected under ``handling=strict``)."""
+
+    code = "not-supported"
+
+
+@dataclass(frozen=True)
+class Value:
+    """One OR-alternative of a parameter value: its prefix (dates, numbers) and unescaped parts."""
+
+    raw: str
+    prefix: str | None = None
+    system: str | None = None  # token: text before an unescaped "|", "" for "|code"; None without "|"
+    code: str = ""  # token: the code; other types: the whole value
+    range: Range | None = None  # dates
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One parameter occurrence: its definition, modifier and OR-values (occurrences are ANDed)."""
+
+    name: str
+    param: SearchParam
+    modifier: str | None
+    values: tuple[Value, ...]
+    target_type: str | None = None  # reference: Type from ``subject:Medication=...`` or ``Type/id``
+
+
+@dataclass(frozen=True)
+class Include:
+    """``_include`` / ``_revinclude``: ``source_type:param[:target_type]``, or ``*``."""
+
+    source_type: str
+    param: str
+    target_type: str | None
+    iterate: bool
+    reverse: bool
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """Everything a search asks, checked and typed."""
+
+    types: tuple[str, ...]
+    filters: tuple[Filter, ...] = ()
+    sort: tuple[tuple[SearchParam, bool], ...] = ()  # (param, descending)
+    count: int = DEFAULT_COUNT
+    offset: int = 0
+    includes: tuple[Include, ...] = ()
+    summary: str | None = None
+    elements: tuple[str, ...] | None = None
+    total: str = "accurate"
+    ignored: tuple[tuple[str, str], ...] = field(default=())  # (parameter, why) under lenient handling
+
+
+def split_unescaped(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` where it is not escaped by a backslash (https://hl7.org/fhir/R5/search.html#escaping)."""
+    parts, start = [], 0
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char == sep:
+            parts.append(text[start:index])
+            start = index + 1
+        index += 1
+    parts.append(text[start:])
+    return parts
+
+
+def unescape(text: str) -> str:
+    r"""Remove search escapes: ``\\,`` ``\\$`` ``\\|`` ``\\\\``; a lone trailing backslash is an error."""
+    out, index = [], 0
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            if index + 1 >= len(text) or text[index + 1] not in ",$|\\":
+                raise InvalidSearch(f"{text!r}: a backslash must escape one of , $ | \\")
+            out.append(text[index + 1])
+            index += 2
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def _value(param: SearchParam, raw: str, name: str) -> Value:
+    if raw == "":
+        raise InvalidSearch(f"{name}: empty value in {raw!r}", expression=name)
+    prefix, rest = None, raw
+    if param.type in {"date", "number", "quantity"} and raw[:2] in PREFIXES and len(raw) > 2:
+        prefix, rest = raw[:2], raw[2:]  # https://hl7.org/fhir/R5/search.html#prefix
+    if param.type == "token":
+        pieces = split_unescaped(rest, "|")
+        if len(pieces) > 2:
+            raise InvalidSearch(f"{name}={raw!r}: a token is [system]|[code]", expression=name)
+        if len(pieces) == 2:
+            return Value(raw, None, unescape(pieces[0]), unescape(pieces[1]))
+        return Value(raw, None, None, unescape(rest))
+    if param.type == "date":
+        # An unescaped "+" (a time zone offset) arrives as a space; dates hold no spaces otherwise.
+        text = unescape(rest).replace(" ", "+")
+        return Value(raw, prefix or "eq", None, text, parse_range(text))
+    return Value(raw, prefix, None, unescape(rest))
+
+
+def _filter(
+    resource_type: str, registry: Registry, key: str, value: str, ignored: list[tuple[str, str]], strict: bool
+) -> Filter | None:
+    name, _, modifier = key.partition(":")
+    param = registry.get(resource_type, name)
+    if param is None:
+        reason = f"{name} is not a search parameter of {resource_type} here"
+        if strict:
+            raise UnsupportedSearch(reason, expression=key)
+        ignored.append((key, reason))
+        return None
+    target_type = None
+    mod: str | None = modifier or None
+    if mod and param.type == "reference" and mod[:1].isupper():
+        if param.targets and mod not in param.targets:
+            raise InvalidSearch(f"{key}: {name} cannot refer to {mod}", expression=key)
+        target_type, mod = mod, None
+    elif mod and mod not in param.modifiers:
+        # https://hl7.org/fhir/R5/search.html#modifiers: an unsupported modifier SHALL be rejected
+        raise UnsupportedSearch(
+            f"{key}: modifier :{mod} is not supported on {param.type} parameters", expression=key
+        )
+    if mod == "missing":
+        if value not in {"true", "false"}:
+            raise InvalidSearch(f"{key}={value!r}: :missing takes true or false", expression=key)
+        return Filter(name, param, mod, (Value(value, code=value),))
+    raws = split_unescaped(value, ",")
+    return Filter(name, param, mod, tuple(_value(param, raw, key) for raw in raws), target_type)
+
+
+def _int(name: str, value: str, low: int) -> int:
+    if not re.fullmatch(r"-?\d{1,9}", value) or int(value) < low:
+        raise InvalidSearch(f"{name}={value!r}: expected a whole number of at least {low}", expression=name)
+    return int(value)
+
+
+def _includes(key: str, value: str, types: Sequence[str], reverse: bool) -> Include:
+    iterate = key.endswith(":iterate")
+    if value == "*":
+        return Include("*", "*", None, iterate, reverse)
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise InvalidSearch(f"{key}={value!r}: expected SourceType:parameter[:TargetType]", expression=key)
+    return Include(parts[0], parts[1], parts[2] if len(parts) == 3 else None, iterate, reverse)
+
+
+def parse(
+    types: Sequence[str], query: Sequence[tuple[str, str]], registry: Registry, *, strict: bool = False
+) -> SearchRequest:
+    """Turn ``(name, value)`` pairs into a SearchRequest for ``types`` (one, or several with ``_type``)."""
+    ignored: list[tuple[str, str]] = []
+    filters: list[Filter] = []
+    sort: list[tuple[SearchParam, bool]] = []
+    includes: list[Include] = []
+    count, offset, summary, elements, total = DEFAULT_COUNT, 0, None, None, "accurate"
+    search_type = types[0] if len(types) == 1 else "Resource"
+    for key, value in query:
+        name = key.split(":", 1)[0]
+        if name in IGNORED_HERE or name == "_type":
+            continue
+        if name == "_count":
+            count = min(_int(key, value, 0), MAX_COUNT)
+        elif name == "_offset":
+            offset = _int(key, value, 0)
+        elif name == "_summary":
+            if value not in SUMMARY:
+                raise InvalidSearch(
+                    f"_summary={value!r}: expected one of {', '.join(SUMMARY)}", expression=key
+                )
+            summary = None if value == "false" else value
+        elif name == "_total":
+            if value not in TOTAL:
+                raise InvalidSearch(f"_total={value!r}: expected one of {', '.join(TOTAL)}", expression=key)
+            total = value
+        elif name == "_elements":
+            elements = tuple(e.strip() for e in value.split(",") if e.strip())
+        elif name in {"_include", "_revinclude"}:
+            if key not in {name, f"{name}:iterate"}:
+                raise UnsupportedSearch(f"{key}: only :iterate is supported", expression=key)
+            includes.append(_includes(key, value, types, reverse=name == "_revinclude"))
+        elif name == "_sort":
+            for item in value.split(","):
+                descending = item.startswith("-")
+                code = item[1:] if descending else item
+                param = registry.get(search_type, code)
+                if param is None or param.type not in SORTABLE:
+                    reason = f"_sort: {code!r} is not a sortable parameter of {search_type}"
+                    if strict:
+                        raise UnsupportedSearch(reason, expression=key)
+                    ignored.append((f"_sort={item}", reason))
+                    continue
+                sort.append((param, descending))
+        elif name.startswith("_") and name not in {
+            "_id",
+            "_lastUpdated",
+            "_profile",
+            "_tag",
+            "_security",
+            "_source",
+        }:
+            reason = f"{name} is not supported by this server"
+            if strict:
+                raise UnsupportedSearch(reason, expression=key)
+            ignored.append((key, reason))
+        else:
+            found = _filter(search_type, registry, key, value, ignored, strict)
+            if found is not None:
+                filters.append(found)
+    return SearchRequest(
+        tuple(types),
+        tuple(filters),
+        tuple(sort),
+        count,
+        offset,
+        tuple(includes),
+        summary,
+        elements,
+        total,
+        tuple(ignored),
+    )

@@ -1,0 +1,422 @@
+"""Search: query -> expected ids for every parameter type, modifier and prefix; paging; includes; errors."""
+
+from __future__ import annotations
+
+import sqlite3
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fhir_pub.build import build
+from fhir_pub.publication import Publication
+from fhir_pub.search.dates import Range, matches, parse_range
+from fhir_pub.search.engine import date_condition
+from fhir_pub.search.request import InvalidSearch, split_unescaped, unescape
+from fhir_pub.settings import Settings
+from fhir_pub.web import create_app
+
+CUD = "ClinicalUseDefinition"
+DOCS = {
+    "msk": "msk-inotuzumab-ozogamicin",
+    "mlp": "medlineplus-a617041",
+    "pfz": "pfizer-besponsa-patient-counseling",
+}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> FlaskClient:
+    """A test client of an app serving a fresh build of the bundled publication."""
+    path = build(tmp_path_factory.mktemp("built") / "p.sqlite").path
+    return create_app(Settings(publication=path)).test_client()
+
+
+def ids(client: FlaskClient, query: str) -> set[str]:
+    """The ids of every match, following next links to the end."""
+    found: set[str] = set()
+    query = query if query.startswith("/") else f"/fhir/{query}"
+    url: str | None = query + ("&" if "?" in query else "?") + "_count=500"
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200, response.json
+        bundle = response.json
+        found |= {e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"}
+        nxt = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
+        url = urlsplit(nxt[0]).path + "?" + urlsplit(nxt[0]).query if nxt else None
+    return found
+
+
+def of_type(publication: Publication, kind: str, **fields: str) -> set[str]:
+    return {r["id"] for r in publication.of_type(kind) if all(r.get(k) == v for k, v in fields.items())}
+
+
+class TestTokens:
+    """Token parameters: [system]|[code], :text, :code-text, :not, :missing, comma = OR."""
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            (f"{CUD}?type=indication", {"indication-acute-lymphoblastic-leukemia"}),
+            (f"{CUD}?type=interaction", {"interaction-qt-prolonging-medicines"}),
+            (f"{CUD}?effect=111975006", {"effect-qt-prolongation"}),
+            (f"{CUD}?effect=http://snomed.info/sct|111975006", {"effect-qt-prolongation"}),
+            (f"{CUD}?effect=http://loinc.org|111975006", set()),
+            (f"{CUD}?effect=|111975006", set()),
+            (f"{CUD}?effect=111975006,25064002", {"effect-qt-prolongation", "effect-headache"}),
+            (f"{CUD}?effect:text=nausea", {"effect-nausea"}),
+            (f"{CUD}?effect:text=upset", {"effect-nausea"}),
+            (f"{CUD}?effect:text=NAUSEA", {"effect-nausea"}),
+            (f"{CUD}?effect:code-text=422", {"effect-nausea", "effect-vomiting"}),
+            (
+                f"{CUD}?effect=http://terminology.hl7.org/CodeSystem/mdr|10051792",
+                {"effect-infusion-related-reaction"},
+            ),
+            (
+                f"{CUD}?indication=http://snomed.info/sct|91857003",
+                {"indication-acute-lymphoblastic-leukemia"},
+            ),
+            (f"{CUD}?interaction:text=medicine", {"interaction-qt-prolonging-medicines"}),
+            (f"{CUD}?interaction:text=food", set()),
+            (f"{CUD}?_id=warning-bleeding,effect-rash", {"warning-bleeding", "effect-rash"}),
+            ("MedicationKnowledge?code=0008-0100-01", {"besponsa"}),
+            ("MedicationKnowledge?classification=http://www.whocc.no/atc|L01FB01", {"besponsa"}),
+            ("MedicationKnowledge?classification:text=monoclonal", {"besponsa"}),
+            ("MedicationKnowledge?doseform:text=powder", {"besponsa"}),
+            ("MedicationKnowledge?status=active", {"besponsa"}),
+            ("MedicationKnowledge?status=inactive", set()),
+            ("Medication?code=http://hl7.org/fhir/sid/ndc|0008-0100-01", {"besponsa-vial"}),
+            ("DocumentReference?type=http://loinc.org|88436-1", {DOCS["pfz"]}),
+            ("DocumentReference?category=34076-0", {DOCS["msk"], DOCS["mlp"]}),
+            ("DocumentReference?identifier=a617041", {DOCS["mlp"]}),
+            ("DocumentReference?language=en-US", set(DOCS.values())),
+            ("Organization?active=true", {"fda", "msk", "nlm", "pfizer", "uptodate", "fhir-pub"}),
+            ("Group?type=person", {"patients-1-year-and-older"}),
+        ],
+    )
+    def test_query(self, client: FlaskClient, query: str, expected: set[str]) -> None:
+        """Each query matches exactly the expected resources."""
+        assert ids(client, query) == expected
+
+    def test_or_and_not(self, client: FlaskClient, publication: Publication) -> None:
+        """Comma is OR, a repeated parameter is AND, :not is the complement."""
+        warnings = of_type(publication, CUD, type="warning")
+        assert ids(client, f"{CUD}?type=warning") == warnings
+        assert ids(client, f"{CUD}?type=warning,interaction") == warnings | {
+            "interaction-qt-prolonging-medicines"
+        }
+        assert ids(client, f"{CUD}?type=warning&type=interaction") == set()
+        assert ids(client, f"{CUD}?type:not=warning") == of_type(publication, CUD) - warnings
+
+    def test_missing(self, client: FlaskClient, publication: Publication) -> None:
+        """:missing=true finds resources without the element, :missing=false those with it."""
+        effects = of_type(publication, CUD, type="undesirable-effect")
+        assert ids(client, f"{CUD}?effect:missing=false") == effects
+        assert ids(client, f"{CUD}?effect:missing=true") == of_type(publication, CUD) - effects
+
+
+class TestStrings:
+    """String parameters: case- and accent-insensitive starts-with; :exact; :contains."""
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            ("Organization?name=u.s.", {"fda", "nlm"}),
+            ("Organization?name=U.S. NATIONAL", {"nlm"}),
+            ("Organization?name=mem", {"msk"}),
+            ("Organization?name=food", set()),
+            ("Organization?name:contains=library", {"nlm"}),
+            ("Organization?name:contains=FOOD", {"fda"}),
+            ("Organization?name:exact=FDA", {"fda"}),
+            ("Organization?name:exact=fda", set()),
+            ("Organization?name:exact=UpToDate\\, Inc.", {"uptodate"}),
+            ("Organization?name:exact=UpToDate, Inc.", set()),
+            ("DocumentReference?description=medlineplus drug", {DOCS["mlp"]}),
+        ],
+    )
+    def test_query(self, client: FlaskClient, query: str, expected: set[str]) -> None:
+        """Each query matches exactly the expected resources (a backslash escapes a comma)."""
+        assert ids(client, query) == expected
+
+
+class TestReferences:
+    """Reference parameters: Type/id, id, :Type, absolute URLs on this server."""
+
+    @pytest.mark.parametrize(
+        "value",
+        ["Medication/besponsa-vial", "besponsa-vial", "http://localhost/fhir/Medication/besponsa-vial"],
+    )
+    def test_forms(self, client: FlaskClient, publication: Publication, value: str) -> None:
+        """Every form of the same reference finds every ClinicalUseDefinition about the Medication."""
+        assert ids(client, f"{CUD}?subject={value}") == of_type(publication, CUD)
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            (f"{CUD}?subject:Medication=besponsa-vial", None),
+            (f"{CUD}?subject=Medication/other", set()),
+            ("Provenance?target=ClinicalUseDefinition/warning-bleeding", {"warning-bleeding"}),
+            ("DocumentReference?author=Organization/uptodate", {DOCS["msk"]}),
+            ("DocumentReference?custodian=Organization/nlm", {DOCS["mlp"]}),
+            ("MedicationKnowledge?monograph=DocumentReference/msk-inotuzumab-ozogamicin", {"besponsa"}),
+            ("DocumentReference?subject=MedicationKnowledge/besponsa", set(DOCS.values())),
+        ],
+    )
+    def test_query(
+        self, client: FlaskClient, publication: Publication, query: str, expected: set[str] | None
+    ) -> None:
+        """Each query matches exactly the expected resources."""
+        assert ids(client, query) == (expected if expected is not None else of_type(publication, CUD))
+
+    def test_provenance_agent_and_entity(self, client: FlaskClient, publication: Publication) -> None:
+        """Provenance by agent and by source entity."""
+        traced_to_pfizer = {
+            p["id"]
+            for p in publication.of_type("Provenance")
+            if any(e["what"]["reference"].endswith(DOCS["pfz"]) for e in p["entity"])
+        }
+        assert ids(client, "Provenance?agent=Organization/fhir-pub") == of_type(publication, "Provenance")
+        assert ids(client, f"Provenance?entity=DocumentReference/{DOCS['pfz']}") == traced_to_pfizer
+
+
+class TestDates:
+    """Dates are ranges; prefixes compare ranges; partial dates stand for their whole span."""
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            ("2024-05-20", {"mlp"}),
+            ("2024-05", {"mlp"}),
+            ("2024", {"mlp"}),
+            ("eq2024", {"mlp"}),
+            ("gt2023", {"mlp"}),
+            ("lt2023", {"msk"}),
+            ("ge2022-12-12", {"msk", "mlp"}),
+            ("le2022-12-12", {"msk"}),
+            ("sa2022-12-12", {"mlp"}),
+            ("eb2024-05-20", {"msk"}),
+            ("ne2024-05-20", {"msk"}),
+            ("ap2024-05-19", {"mlp"}),
+            ("2024-05-20T00:00:00Z", set()),
+            ("gt2024-05-20T12:00:00+02:00", {"mlp"}),  # the whole day extends past 10:00Z; "+" sent unescaped
+            ("gt2024-05-20T23:59:59%2B00:00", set()),
+        ],
+    )
+    def test_creation(self, client: FlaskClient, value: str, expected: set[str]) -> None:
+        """Attachment creation dates: 2022-12-12 (MSK), 2024-05-20 (MedlinePlus), none (Pfizer)."""
+        assert ids(client, f"DocumentReference?creation={value}") == {DOCS[k] for k in expected}
+
+    def test_missing_and_instants(self, client: FlaskClient, publication: Publication) -> None:
+        """:missing on dates; _lastUpdated as an instant range."""
+        assert ids(client, "DocumentReference?creation:missing=true") == {DOCS["pfz"]}
+        assert ids(client, f"{CUD}?_lastUpdated=2026-11-22") == of_type(publication, CUD)
+        assert ids(client, f"{CUD}?_lastUpdated=lt2026-11-22") == set()
+        assert ids(client, f"{CUD}?_lastUpdated=ge2026-11-22T00:00:00Z") == of_type(publication, CUD)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.sampled_from(["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]),
+        st.tuples(st.integers(0, 100), st.integers(1, 50)),
+        st.tuples(st.integers(0, 100), st.integers(1, 50)),
+    )
+    def test_sql_equals_rules(self, prefix: str, value: tuple[int, int], target: tuple[int, int]) -> None:
+        """The SQL the engine runs decides every prefix exactly as the range rules do."""
+        day = 86_400_000_000
+        search = Range(value[0] * day, (value[0] + value[1]) * day)
+        stored = Range(target[0] * day, (target[0] + target[1]) * day)
+        now = 50 * day
+        sql, args = date_condition(prefix, search, now)
+        db = sqlite3.connect(":memory:")
+        row = db.execute(
+            f"SELECT {sql} FROM (SELECT ? AS low, ? AS high)", [*args, stored.low, stored.high]
+        ).fetchone()
+        expected = matches(prefix, search, stored) if prefix != "ap" else None
+        if expected is not None:
+            assert bool(row[0]) == expected
+
+
+class TestResultParameters:
+    """Paging, sorting, totals, includes, summaries."""
+
+    def test_paging_walk(self, client: FlaskClient, publication: Publication) -> None:
+        """Pages of 7 walk every match once; self/first/previous/next/last are truthful."""
+        seen: list[str] = []
+        url = f"/fhir/{CUD}?_count=7"
+        pages = 0
+        while url:
+            bundle = client.get(url).json
+            pages += 1
+            relations = {link["relation"]: link["url"] for link in bundle["link"]}
+            assert bundle["total"] == 59
+            assert ("previous" in relations) == (pages > 1)
+            seen += [e["resource"]["id"] for e in bundle["entry"]]
+            url = (
+                urlsplit(relations["next"]).path + "?" + urlsplit(relations["next"]).query
+                if "next" in relations
+                else ""
+            )
+        assert pages == 9
+        assert len(seen) == len(set(seen)) == 59
+        assert "next" not in relations
+        assert dict(parse_qsl(urlsplit(relations["last"]).query))["_offset"] == "56"
+
+    def test_sort(self, client: FlaskClient) -> None:
+        """_sort by date descending puts missing values last; by id ascending by default."""
+        bundle = client.get("/fhir/DocumentReference?_sort=-creation").json
+        assert [e["resource"]["id"] for e in bundle["entry"]] == [DOCS["mlp"], DOCS["msk"], DOCS["pfz"]]
+        bundle = client.get("/fhir/DocumentReference?_sort=creation").json
+        assert [e["resource"]["id"] for e in bundle["entry"]] == [DOCS["msk"], DOCS["mlp"], DOCS["pfz"]]
+
+    def test_includes(self, client: FlaskClient) -> None:
+        """_include follows references; _revinclude finds referrers; :iterate goes on from included ones."""
+        bundle = client.get("/fhir/MedicationKnowledge?_include=MedicationKnowledge:monograph").json
+        included = {e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == "include"}
+        assert included == set(DOCS.values())
+        query = f"/fhir/{CUD}?_id=warning-bleeding&_revinclude=Provenance:target"
+        query += "&_include:iterate=Provenance:entity"
+        bundle = client.get(query).json
+        modes = {
+            (e["resource"]["resourceType"], e["resource"]["id"]): e["search"]["mode"] for e in bundle["entry"]
+        }
+        assert modes == {
+            (CUD, "warning-bleeding"): "match",
+            ("Provenance", "warning-bleeding"): "include",
+            ("DocumentReference", DOCS["msk"]): "include",
+            ("DocumentReference", DOCS["mlp"]): "include",
+        }
+
+    def test_full_urls_are_absolute(self, client: FlaskClient) -> None:
+        """Each entry has an absolute fullUrl on this server's base."""
+        for bundle_entry in client.get(f"/fhir/{CUD}?_count=3").json["entry"]:
+            assert bundle_entry["fullUrl"] == f"http://localhost/fhir/{CUD}/{bundle_entry['resource']['id']}"
+
+    def test_summary_and_elements(self, client: FlaskClient) -> None:
+        """_summary=count has no entries; _elements and _summary subset resources and tag them SUBSETTED."""
+        count = client.get(f"/fhir/{CUD}?type=warning&_summary=count").json
+        assert (count["total"], count.get("entry")) == (27, [])
+        resource = client.get(f"/fhir/{CUD}?_id=warning-bleeding&_elements=category").json["entry"][0][
+            "resource"
+        ]
+        assert "warning" not in resource
+        assert "category" not in resource or resource["category"]
+        assert {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+            "code": "SUBSETTED",
+        } in resource["meta"]["tag"]
+        data = client.get(f"/fhir/{CUD}?_id=warning-bleeding&_summary=data").json["entry"][0]["resource"]
+        assert "text" not in data
+        assert "warning" in data
+        assert "total" not in client.get(f"/fhir/{CUD}?_total=none").json
+
+    def test_post_search_and_system_search(self, client: FlaskClient) -> None:
+        """POST _search with a form equals GET; system search spans _type; a JSON body is 415."""
+        posted = client.post(f"/fhir/{CUD}/_search", data={"type": "interaction"}).json
+        assert [e["resource"]["id"] for e in posted["entry"]] == ["interaction-qt-prolonging-medicines"]
+        assert client.post(f"/fhir/{CUD}/_search", json={"type": "x"}).status_code == 415
+        system = client.get("/fhir?_type=Organization,Group&_count=100").json
+        assert system["total"] == 7
+        assert {e["resource"]["resourceType"] for e in system["entry"]} == {"Organization", "Group"}
+
+
+class TestUnknownAndInvalid:
+    """Unknown parameters are ignored and reported (or refused when strict); invalid ones are 400."""
+
+    def test_lenient(self, client: FlaskClient) -> None:
+        """An unknown parameter is ignored, reported in an outcome entry, and absent from the self link."""
+        bundle = client.get(f"/fhir/{CUD}?type=interaction&colour=blue").json
+        outcome = [e for e in bundle["entry"] if e["search"]["mode"] == "outcome"]
+        assert len(outcome) == 1
+        assert outcome[0]["resource"]["issue"][0]["expression"] == ["colour"]
+        self_link = next(link["url"] for link in bundle["link"] if link["relation"] == "self")
+        assert "colour" not in self_link
+        assert "type=interaction" in self_link
+
+    @pytest.mark.parametrize(
+        ("query", "headers", "code"),
+        [
+            ("colour=blue", {"Prefer": "handling=strict"}, "not-supported"),
+            ("type:exact=warning", {}, "not-supported"),
+            ("_id:below=x", {}, "not-supported"),
+            ("_lastUpdated=2026-13-01", {}, "invalid"),
+            ("_lastUpdated=gtyesterday", {}, "invalid"),
+            ("type:missing=maybe", {}, "invalid"),
+            ("_count=-1", {}, "invalid"),
+            ("_count=many", {}, "invalid"),
+            ("_summary=everything", {}, "invalid"),
+            ("_total=lots", {}, "invalid"),
+            ("_include=ClinicalUseDefinition", {}, "invalid"),
+            ("type=a\\", {}, "invalid"),
+            ("effect=a|b|c", {}, "invalid"),
+            ("subject:Patient=1", {}, "invalid"),
+        ],
+    )
+    def test_errors(self, client: FlaskClient, query: str, headers: dict[str, str], code: str) -> None:
+        """Each is a 400 OperationOutcome with its issue code and the parameter as expression."""
+        response = client.get(f"/fhir/{CUD}?{query}", headers=headers)
+        assert response.status_code == 400
+        (issue,) = response.json["issue"]
+        assert issue["code"] == code
+        assert issue["details"]["text"]
+
+    def test_unknown_type(self, client: FlaskClient) -> None:
+        """Searching a type the publication lacks is 404; so is one named in _type."""
+        assert client.get("/fhir/Patient?name=x").status_code == 404
+        assert client.get("/fhir?_type=Patient").status_code == 404
+
+
+class TestParsing:
+    """Escaping and date parsing, as pure functions."""
+
+    @pytest.mark.parametrize(
+        ("text", "parts"),
+        [
+            ("a,b", ["a", "b"]),
+            ("a\\,b", ["a\\,b"]),
+            ("a\\\\,b", ["a\\\\", "b"]),
+            ("", [""]),
+            ("a,", ["a", ""]),
+        ],
+    )
+    def test_split(self, text: str, parts: list[str]) -> None:
+        """Commas split unless escaped (an escaped backslash does not escape the comma after it)."""
+        assert split_unescaped(text, ",") == parts
+
+    def test_unescape(self) -> None:
+        """Escapes become their characters; a bare backslash is an error."""
+        assert unescape("a\\,b\\$c\\|d\\\\e") == "a,b$c|d\\e"
+        with pytest.raises(InvalidSearch):
+            unescape("a\\b")
+
+    @pytest.mark.parametrize(
+        ("text", "seconds"),
+        [
+            ("2024", 366 * 86400),
+            ("2023-02", 28 * 86400),
+            ("2024-02", 29 * 86400),
+            ("2024-05-20", 86400),
+            ("2024-05-20T10:00Z", 60),
+            ("2024-05-20T10:00:00Z", 1),
+            ("2024-05-20T10:00:00.5Z", 0.1),
+        ],
+    )
+    def test_partial_date_spans(self, text: str, seconds: float) -> None:
+        """A partial date spans its whole precision (leap years included)."""
+        span = parse_range(text)
+        assert (span.high - span.low) / 1_000_000 == pytest.approx(seconds)
+
+    def test_time_zones(self) -> None:
+        """The same instant in two zones is the same range."""
+        assert parse_range("2024-05-20T12:00:00+02:00") == parse_range("2024-05-20T10:00:00Z")
+
+
+def test_capability_declares_search(client: FlaskClient, publication: Publication) -> None:
+    """Metadata lists search parameters with R5 definitions, includes and system search."""
+    rest = client.get("/fhir/metadata").json["rest"][0]
+    assert rest["interaction"] == [{"code": "search-system"}]
+    cud = next(r for r in rest["resource"] if r["type"] == CUD)
+    names = {p["name"]: p for p in cud["searchParam"]}
+    assert {"type", "subject", "effect", "indication", "interaction", "_id", "_lastUpdated"} <= set(names)
+    assert names["effect"]["definition"] == "http://hl7.org/fhir/SearchParameter/ClinicalUseDefinition-effect"
+    assert f"{CUD}:subject" in cud["searchInclude"]
+    assert "Provenance:target" in cud["searchRevInclude"]
