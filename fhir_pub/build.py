@@ -118,6 +118,7 @@ def build(out: Path, resources_dir: Path | None = None, profiles_dir: Path | Non
             offered = [p for p in params.all() if p.url not in rows.failed]
             info = {
                 "capability": orjson.dumps(capability),
+                "conformance": orjson.dumps(list(conformance.by_url.values())),
                 "search_params": orjson.dumps([p.__dict__ for p in offered]),
                 "digest": digest.encode(),
                 "built_at": built_at.encode(),

@@ -14,6 +14,8 @@ FHIR_VERSION = "5.0.0"
 # Interactions every published type supports (https://hl7.org/fhir/R5/http.html).
 TYPE_INTERACTIONS = ("read", "vread", "search-type")
 SYSTEM_INTERACTIONS = ("search-system",)
+# Operations, with their canonical definitions (https://hl7.org/fhir/R5/operationslist.html).
+VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
 FORMATS = ("json",)
 
 
@@ -70,10 +72,12 @@ def capability_statement(
                             else {}
                         ),
                         **({"searchParam": search[resource_type]} if search.get(resource_type) else {}),
+                        "operation": [VALIDATE],
                     }
                     for resource_type, profiles in sorted(types.items())
                 ],
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+                "operation": [VALIDATE],
             }
         ],
     }

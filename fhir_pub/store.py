@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -60,6 +61,14 @@ class Store:
         if row is None:
             raise PublicationError(f"{self.path}: the build stored no {key}")
         return bytes(row[0])
+
+    def resources(self) -> list[dict[str, Any]]:
+        """Every resource, parsed (for validating a new one in the publication's context)."""
+        return [orjson.loads(row[0]) for row in self.connection().execute("SELECT body FROM resource")]
+
+    def conformance(self) -> list[dict[str, Any]]:
+        """The conformance resources the publication was built and validated with."""
+        return list(orjson.loads(self.info("conformance")))
 
     def read(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version of one resource, or None."""

@@ -186,7 +186,12 @@ class Validator:
         self.invariants = InvariantSet(self.conformance)
         self.notes.extend(self.invariants.failures)
 
-    def validate(self, candidates: Sequence[Candidate], context: Sequence[Mapping[str, Any]] = ()) -> Report:
+    def validate(
+        self,
+        candidates: Sequence[Candidate],
+        context: Sequence[Mapping[str, Any]] = (),
+        profile: str | None = None,
+    ) -> Report:
         """Validate the candidates as one set; ``context`` resources may be referred to, not checked."""
         checked = [
             _shape_checked(c) for c in candidates
@@ -201,7 +206,9 @@ class Validator:
         graph = self._guard(lambda: build_graph([*context, *resources], walks), "graph", None)
         for candidate in present:
             assert candidate.resource is not None
-            issues.extend(self._resource(candidate.resource, candidate.source, walks[id(candidate.resource)]))
+            issues.extend(
+                self._resource(candidate.resource, candidate.source, walks[id(candidate.resource)], profile)
+            )
         if graph is not None:
             found = self._guard(lambda: list(graph_issues(resources, graph, by_key)), "graph", None) or []
             issues.extend(replace(i, source=source_of.get(i.source or "", i.source)) for i in found)
@@ -212,6 +219,8 @@ class Validator:
                 resource = candidate.resource
                 environment = graph.environment(key_of(resource)) if graph is not None else {}
                 profiles = [url for url in declared_profiles(resource) if url in self._schema_validators]
+                if profile in self._schema_validators and profile not in profiles:
+                    profiles.append(profile)
                 found = self._guard(
                     lambda r=resource, p=profiles, e=environment, s=candidate.source: self.invariants.issues(
                         r, p, e, s, walks[id(r)]
@@ -228,10 +237,14 @@ class Validator:
         """Validate every ``*.json`` file below the given files and folders as one set."""
         return self.validate([candidate_from_file(p, max_bytes) for p in gather(paths)])
 
-    def _resource(self, resource: dict[str, Any], source: str, nodes: list[Node]) -> list[Issue]:
+    def _resource(
+        self, resource: dict[str, Any], source: str, nodes: list[Node], extra: str | None
+    ) -> list[Issue]:
         kind = str(resource["resourceType"])
         issues = self._guard(lambda: structure_issues(resource, source, nodes), "structure", source) or []
         declared = declared_profiles(resource)
+        if extra is not None and extra not in declared:
+            declared = [*declared, extra]
         known = []
         for index, url in enumerate(declared):
             profile = self.conformance.resource_profiles.get(url.split("|", 1)[0])

@@ -1,0 +1,114 @@
+"""FHIR operations: ``$validate`` (https://hl7.org/fhir/R5/resource-operation-validate.html)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, current_app, request
+
+from fhir_pub.conformance import Conformance
+from fhir_pub.errors import FhirPubError
+from fhir_pub.graph import key_of
+from fhir_pub.store import Store
+from fhir_pub.validation import Validator, candidate_from_bytes
+from fhir_pub.validation.issues import Issue, operation_outcome
+
+blueprint = Blueprint("operations", __name__)
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+JSON_BODIES = {"application/fhir+json", "application/json"}
+MODES = {"create", "update", "delete", "profile"}
+_lock = threading.Lock()
+
+
+class InvalidRequest(FhirPubError):
+    """A request that cannot be run: validation could not even start."""
+
+    code = "invalid"
+    status = 400
+
+
+class UnreadableBody(FhirPubError):
+    """A body in a format this server does not read."""
+
+    code = "not-supported"
+    status = 415
+
+
+def _validator() -> tuple[Validator, list[dict[str, Any]]]:
+    """The validator for the publication's own profiles, and the publication as context (made once)."""
+    state = current_app.extensions["fhir_pub"]
+    with _lock:
+        if "validator" not in state:
+            store: Store = state["store"]
+            conformance = Conformance(store.path, {r["url"]: r for r in store.conformance()})
+            state["validator"] = Validator(conformance)
+            state["context"] = store.resources()
+    return state["validator"], state["context"]
+
+
+def _arguments(body: Any) -> tuple[dict[str, Any], str, str | None]:
+    """The resource, mode and profile from a raw resource or a Parameters body."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        return body, "create", None
+    resource, mode, profile = None, "create", None
+    for parameter in body.get("parameter", []):
+        name = parameter.get("name") if isinstance(parameter, dict) else None
+        if name == "resource":
+            resource = parameter.get("resource")
+        elif name == "mode":
+            mode = str(parameter.get("valueCode", ""))
+        elif name == "profile":
+            profile = parameter.get("valueCanonical") or parameter.get("valueUri")
+    if resource is None:
+        raise InvalidRequest(
+            "Parameters for $validate need a 'resource' parameter", expression="Parameters.parameter"
+        )
+    if mode not in MODES:
+        raise InvalidRequest(f"mode {mode!r}: expected one of {', '.join(sorted(MODES))}", expression="mode")
+    return resource, mode, profile
+
+
+def _validate(resource_type: str | None) -> Response:
+    if request.mimetype not in JSON_BODIES:
+        raise UnreadableBody(
+            f"{request.mimetype or 'no content type'}: $validate reads application/fhir+json"
+        )
+    data = request.get_data(cache=False)
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc.msg}") from exc
+    resource, mode, profile = _arguments(body)
+    validator, context = _validator()
+    if profile is not None and profile.split("|", 1)[0] not in validator.schemas:
+        raise InvalidRequest(f"profile {profile} is not known to this publisher", expression="profile")
+    if (
+        resource_type is not None
+        and isinstance(resource, dict)
+        and resource.get("resourceType") != resource_type
+    ):
+        raise InvalidRequest(f"the body is a {resource.get('resourceType')!r}, not a {resource_type}")
+    if mode == "delete":
+        issue = Issue(
+            "error", "not-supported", "this publication is read-only: nothing can be deleted", layer="request"
+        )
+        return Response(orjson.dumps(operation_outcome([issue])), content_type=FHIR_JSON)
+    candidate = candidate_from_bytes(orjson.dumps(resource), "resource")
+    key = key_of(resource) if isinstance(resource, dict) else None
+    others = [r for r in context if key_of(r) != key]
+    report = validator.validate([candidate], others, profile.split("|", 1)[0] if profile else None)
+    return Response(orjson.dumps(report.outcome()), content_type=FHIR_JSON)
+
+
+@blueprint.post("/$validate")
+def validate_system() -> Response:
+    """``POST [base]/$validate``: a resource of any type."""
+    return _validate(None)
+
+
+@blueprint.post("/<resource_type>/$validate")
+def validate_type(resource_type: str) -> Response:
+    """``POST [base]/[type]/$validate``: a resource of that type."""
+    return _validate(resource_type)
