@@ -12,8 +12,8 @@ from fhir_pub import __version__
 
 FHIR_VERSION = "5.0.0"
 # Interactions every published type supports (https://hl7.org/fhir/R5/http.html).
-TYPE_INTERACTIONS = ("read", "vread", "search-type")
-SYSTEM_INTERACTIONS = ("search-system",)
+TYPE_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
+SYSTEM_INTERACTIONS = ("history-system", "search-system")
 # Operations, with their canonical definitions (https://hl7.org/fhir/R5/operationslist.html).
 VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
 FORMATS = ("json",)
@@ -62,7 +62,7 @@ def capability_statement(
                         **({"supportedProfile": profiles} if profiles else {}),
                         "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
                         "versioning": "versioned",
-                        "readHistory": False,
+                        "readHistory": True,
                         "updateCreate": False,
                         "conditionalRead": "full-support",
                         **({"searchInclude": includes[resource_type]} if includes.get(resource_type) else {}),

@@ -18,3 +18,7 @@ class Settings(BaseSettings):
     """Where the bundled publication is built when no ``publication`` is given."""
     base_url: str | None = None
     """The public FHIR base URL (``https://example.org/fhir``) when behind a proxy; None: from the request."""
+    trusted_proxies: int = 0
+    """How many reverse proxies in front are trusted to set ``X-Forwarded-For/Proto/Host/Port/Prefix``."""
+    cors_origins: str = "*"
+    """Origins allowed to call from a browser (comma-separated), ``*`` for any; empty: no CORS."""

@@ -70,6 +70,29 @@ class Store:
         """The conformance resources the publication was built and validated with."""
         return list(orjson.loads(self.info("conformance")))
 
+    def history(
+        self, resource_type: str | None, resource_id: str | None, since: str | None, count: int, offset: int
+    ) -> tuple[int, list[tuple[str, str, Stored]]]:
+        """Versions newest first (one per resource here): of everything, of a type, or of one resource."""
+        where, args = ["1 = 1"], []
+        if resource_type is not None:
+            where.append("type = ?")
+            args.append(resource_type)
+        if resource_id is not None:
+            where.append("id = ?")
+            args.append(resource_id)
+        if since is not None:
+            where.append("last_updated > ?")
+            args.append(since)
+        clause = " AND ".join(where)
+        total = self.connection().execute(f"SELECT COUNT(*) FROM resource WHERE {clause}", args).fetchone()[0]
+        rows = self.connection().execute(
+            f"SELECT type, id, body, version, last_updated FROM resource WHERE {clause} "
+            "ORDER BY last_updated DESC, type, id LIMIT ? OFFSET ?",
+            [*args, count, offset],
+        )
+        return total, [(r[0], r[1], Stored(bytes(r[2]), r[3], r[4])) for r in rows]
+
     def read(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version of one resource, or None."""
         row = (

@@ -112,6 +112,8 @@ class TestMetadata:
                 "read": f"/fhir/{declared['type']}/{sample['id']}",
                 "vread": f"/fhir/{declared['type']}/{sample['id']}/_history/1",
                 "search-type": f"/fhir/{declared['type']}?_id={sample['id']}",
+                "history-instance": f"/fhir/{declared['type']}/{sample['id']}/_history",
+                "history-type": f"/fhir/{declared['type']}/_history",
             }
             for interaction in declared["interaction"]:
                 assert client.get(urls[interaction["code"]]).status_code == 200
@@ -165,3 +167,84 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("FHIR_PUB_BASE_URL", "https://example.org/fhir")
     settings = Settings()
     assert (settings.publication, settings.base_url) == (tmp_path / "x.sqlite", "https://example.org/fhir")
+
+
+class TestHistory:
+    """History bundles: one version per published resource, newest first, with request and response."""
+
+    def test_instance(self, client: FlaskClient, publication: Publication) -> None:
+        """The history of one resource holds its one version with method, status, ETag and lastModified."""
+        bundle = client.get("/fhir/Organization/fda/_history").json
+        assert (bundle["type"], bundle["total"]) == ("history", 1)
+        (only,) = bundle["entry"]
+        assert only["resource"] == publication.get("Organization/fda")
+        assert only["request"] == {"method": "PUT", "url": "Organization/fda"}
+        assert only["response"] == {"status": "201", "etag": 'W/"1"', "lastModified": "2026-11-22T00:00:00Z"}
+        assert_outcome(client.get("/fhir/Organization/nope/_history"), 404, "not-found")
+
+    def test_type_and_system(self, client: FlaskClient, publication: Publication) -> None:
+        """Type and system history count every resource and page with _count."""
+        assert client.get("/fhir/Organization/_history").json["total"] == 6
+        system = client.get("/fhir/_history?_count=10").json
+        assert system["total"] == len(publication)
+        assert len(system["entry"]) == 10
+        assert any(link["relation"] == "next" for link in system["link"])
+
+    def test_since(self, client: FlaskClient) -> None:
+        """_since keeps only what changed after the instant; a bad instant is 400."""
+        assert client.get("/fhir/_history?_since=2026-11-21T00:00:00Z").json["total"] > 0
+        assert client.get("/fhir/_history?_since=2026-11-22T00:00:00Z").json["total"] == 0
+        assert_outcome(client.get("/fhir/_history?_since=yesterday"), 400, "invalid")
+        assert_outcome(client.get("/fhir/_history?_since=2026-11-21T00:00:00"), 400, "invalid")
+
+
+class TestHttp:
+    """CORS for browser apps, compression for FHIR media types, base URLs behind proxies."""
+
+    def test_cors(self, client: FlaskClient) -> None:
+        """Any origin may read, and may see the caching headers."""
+        response = client.get("/fhir/Organization/fda", headers={"Origin": "https://app.example"})
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert "ETag" in response.headers["Access-Control-Expose-Headers"]
+        preflight = client.options(
+            "/fhir/Organization",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+
+    def test_gzip_fhir_json(self, client: FlaskClient) -> None:
+        """application/fhir+json is gzipped for clients that accept it."""
+        import gzip
+        import json
+
+        response = client.get("/fhir/MedicationKnowledge/besponsa", headers={"Accept-Encoding": "gzip"})
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert json.loads(gzip.decompress(response.data))["id"] == "besponsa"
+
+    def test_forwarded_headers(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        """With a trusted proxy, fullUrls and links use the public scheme, host and prefix."""
+        path = build(tmp_path_factory.mktemp("proxied") / "p.sqlite").path
+        proxied = create_app(Settings(publication=path, trusted_proxies=1)).test_client()
+        headers = {
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "fhir.example.org",
+            "X-Forwarded-Prefix": "/pub",
+        }
+        bundle = proxied.get("/fhir/Organization?_count=1", headers=headers).json
+        assert bundle["entry"][0]["fullUrl"].startswith("https://fhir.example.org/pub/fhir/Organization/")
+        untrusted = (
+            create_app(Settings(publication=path))
+            .test_client()
+            .get("/fhir/Organization?_count=1", headers=headers)
+        )
+        assert untrusted.json["entry"][0]["fullUrl"].startswith("http://localhost/fhir/")
+
+    def test_configured_base_url(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        """A configured base URL wins over the request's."""
+        path = build(tmp_path_factory.mktemp("based") / "p.sqlite").path
+        based = create_app(Settings(publication=path, base_url="https://pub.example/r5/")).test_client()
+        assert (
+            based.get("/fhir/Group").json["entry"][0]["fullUrl"]
+            == "https://pub.example/r5/Group/patients-1-year-and-older"
+        )

@@ -413,7 +413,7 @@ class TestParsing:
 def test_capability_declares_search(client: FlaskClient, publication: Publication) -> None:
     """Metadata lists search parameters with R5 definitions, includes and system search."""
     rest = client.get("/fhir/metadata").json["rest"][0]
-    assert rest["interaction"] == [{"code": "search-system"}]
+    assert rest["interaction"] == [{"code": "history-system"}, {"code": "search-system"}]
     cud = next(r for r in rest["resource"] if r["type"] == CUD)
     names = {p["name"]: p for p in cud["searchParam"]}
     assert {"type", "subject", "effect", "indication", "interaction", "_id", "_lastUpdated"} <= set(names)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from flask import Flask
+from flask_compress import Compress
+from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from fhir_pub.build import bundled_publication
 from fhir_pub.settings import Settings
@@ -10,6 +13,17 @@ from fhir_pub.store import Store
 from fhir_pub.web import errors, fhir, operations
 
 MAX_BODY = 8 * 1024 * 1024  # bytes: a larger request body is refused with 413
+# flask-compress leaves the FHIR media types alone unless told (https://hl7.org/fhir/R5/http.html#compression)
+COMPRESSED = [
+    "application/fhir+json",
+    "application/fhir+xml",
+    "application/fhir+ndjson",
+    "application/json",
+    "application/xml",
+    "text/html",
+]
+# Headers a browser app may read from responses (CORS).
+EXPOSED = ["ETag", "Last-Modified", "Content-Location", "Location"]
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -17,6 +31,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings if settings is not None else Settings()
     app = Flask("fhir_pub")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["COMPRESS_MIMETYPES"] = COMPRESSED
+    app.config["COMPRESS_ALGORITHM"] = ["gzip", "br"]
+    Compress(app)
+    if settings.cors_origins:
+        origins = (
+            "*" if settings.cors_origins == "*" else [o.strip() for o in settings.cors_origins.split(",")]
+        )
+        # A literal "*" (not an echoed origin) keeps public responses cacheable without Vary: Origin.
+        CORS(app, origins=origins, expose_headers=EXPOSED, send_wildcard=origins == "*")
+    if settings.trusted_proxies:
+        count = settings.trusted_proxies
+        proxied = ProxyFix(
+            app.wsgi_app, x_for=count, x_proto=count, x_host=count, x_port=count, x_prefix=count
+        )
+        app.wsgi_app = proxied  # type: ignore[method-assign]
     path = (
         settings.publication if settings.publication is not None else bundled_publication(settings.cache_dir)
     )

@@ -207,3 +207,99 @@ def search_system() -> Response:
 def write(**_: Any) -> Response:
     """Every write verb: the publication is read-only."""
     raise MethodNotAllowed(f"{request.method} is not allowed: this FHIR endpoint is read-only")
+
+
+def _history(resource_type: str | None, resource_id: str | None) -> Response:
+    """A history Bundle: each version with the request that made it and its response metadata."""
+    # https://hl7.org/fhir/R5/http.html#history: _count, _since (instant) and _at narrow it.
+    since_text = request.args.get("_since")
+    since = None
+    if since_text is not None:
+        try:
+            since = datetime.fromisoformat(since_text.replace(" ", "+").replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidHistory(f"_since={since_text!r}: expected an instant", expression="_since") from exc
+        if since.tzinfo is None:
+            raise InvalidHistory(f"_since={since_text!r}: an instant needs a time zone", expression="_since")
+    count = _bounded(request.args.get("_count", "20"), "_count", 0, 500)
+    offset = _bounded(request.args.get("_offset", "0"), "_offset", 0, 10**9)
+    since_key = since.astimezone(UTC).isoformat().replace("+00:00", "Z") if since else None
+    total, versions = _store().history(resource_type, resource_id, since_key, count, offset)
+    if resource_id is not None and total == 0 and since is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not in this publication")
+    entries = []
+    for kind, rid, stored in versions:
+        body = orjson.dumps(
+            {
+                "fullUrl": f"{_base()}/{kind}/{rid}",
+                "resource": "__resource__",
+                "request": {"method": "PUT", "url": f"{kind}/{rid}"},
+                "response": {
+                    "status": "201",
+                    "etag": f'W/"{stored.version}"',
+                    "lastModified": stored.last_updated,
+                },
+            }
+        )
+        entries.append(body.replace(b'"__resource__"', stored.body, 1))
+    path = "/".join(p for p in ("", resource_type, resource_id, "_history") if p is not None)
+    head = orjson.dumps(
+        {
+            "resourceType": "Bundle",
+            "type": "history",
+            "total": total,
+            "link": _history_links(path, count, offset, total),
+        }
+    )
+    return Response(head[:-1] + b',"entry":[' + b",".join(entries) + b"]}", content_type=FHIR_JSON)
+
+
+class InvalidHistory(FhirPubError):
+    """A history request with a parameter that cannot be read."""
+
+    code = "invalid"
+    status = 400
+
+
+def _bounded(text: str, name: str, low: int, high: int) -> int:
+    if not text.isdigit():
+        raise InvalidHistory(f"{name}={text!r}: expected a whole number", expression=name)
+    return max(low, min(int(text), high))
+
+
+def _history_links(path: str, count: int, offset: int, total: int) -> list[dict[str, str]]:
+    kept = [(k, v) for k, v in request.args.items(multi=True) if k in {"_since", "_at"}]
+
+    def url(at: int) -> str:
+        query = [*kept, ("_count", str(count)), *([("_offset", str(at))] if at else [])]
+        return f"{_base()}{path}?{urlencode(query)}"
+
+    links = [{"relation": "self", "url": url(offset)}]
+    if count and offset + count < total:
+        links.append({"relation": "next", "url": url(offset + count)})
+    if count and offset > 0:
+        links.append({"relation": "previous", "url": url(max(0, offset - count))})
+    return links
+
+
+@blueprint.get("/<resource_type>/<resource_id>/_history")
+def history_instance(resource_type: str, resource_id: str) -> Response:
+    """The history of one resource."""
+    _negotiate()
+    _checked_type(resource_type)
+    return _history(resource_type, resource_id)
+
+
+@blueprint.get("/<resource_type>/_history")
+def history_type(resource_type: str) -> Response:
+    """The history of every resource of a type."""
+    _negotiate()
+    _checked_type(resource_type)
+    return _history(resource_type, None)
+
+
+@blueprint.get("/_history")
+def history_system() -> Response:
+    """The history of the whole publication."""
+    _negotiate()
+    return _history(None, None)
