@@ -16,7 +16,7 @@ TYPE_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "searc
 SYSTEM_INTERACTIONS = ("history-system", "search-system")
 # Operations, with their canonical definitions (https://hl7.org/fhir/R5/operationslist.html).
 VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
-FORMATS = ("json",)
+FORMATS = ("json", "xml")
 
 
 def capability_statement(

@@ -99,7 +99,7 @@ class TestMetadata:
         """It parses as an R5 CapabilityStatement and declares JSON and FHIR 5.0.0."""
         body = client.get("/fhir/metadata").json
         CapabilityStatement.model_validate(body)
-        assert (body["fhirVersion"], body["format"], body["kind"]) == ("5.0.0", ["json"], "instance")
+        assert (body["fhirVersion"], body["format"], body["kind"]) == ("5.0.0", ["json", "xml"], "instance")
 
     def test_agrees_with_routes(self, client: FlaskClient, publication: Publication) -> None:
         """Every type it lists is published, and every interaction it declares answers for that type."""
@@ -134,8 +134,8 @@ class TestErrors:
             ("GET", "/fhir/Nonsense/1", {}, 404, "not-supported"),
             ("GET", "/fhir/Organization/nope", {}, 404, "not-found"),
             ("GET", "/fhir/Organization/fda/_history/x", {}, 404, "not-found"),
-            ("GET", "/fhir/Organization/fda?_format=xml", {}, 406, "not-supported"),
-            ("GET", "/fhir/Organization/fda", {"Accept": "application/fhir+xml"}, 406, "not-supported"),
+            ("GET", "/fhir/Organization/fda?_format=text/csv", {}, 406, "not-supported"),
+            ("GET", "/fhir/Organization/fda", {"Accept": "application/pdf"}, 406, "not-supported"),
             ("GET", "/fhir/metadata?_format=text/turtle", {}, 406, "not-supported"),
             ("GET", "/not/a/route", {}, 404, "not-found"),
             ("POST", "/fhir/Organization", {}, 405, "not-supported"),
@@ -248,3 +248,41 @@ class TestHttp:
             based.get("/fhir/Group").json["entry"][0]["fullUrl"]
             == "https://pub.example/r5/Group/patients-1-year-and-older"
         )
+
+
+class TestFormats:
+    """JSON is stored; XML is rendered from it; _pretty indents; errors follow the format too."""
+
+    @pytest.mark.parametrize(
+        ("query", "headers"),
+        [
+            ("?_format=xml", {}),
+            ("?_format=application/fhir+xml", {}),
+            ("", {"Accept": "application/fhir+xml"}),
+        ],
+    )
+    def test_read_as_xml(
+        self, client: FlaskClient, publication: Publication, query: str, headers: dict[str, str]
+    ) -> None:
+        """The XML form parses back (fhir.resources) to the published resource."""
+        from fhir.resources.organization import Organization
+
+        response = client.get(f"/fhir/Organization/fda{query}", headers=headers)
+        assert response.content_type == "application/fhir+xml; charset=utf-8"
+        assert "Accept" in response.headers["Vary"]
+        parsed = Organization.model_validate_xml(response.data)
+        assert parsed == Organization.model_validate(publication.get("Organization/fda"))
+
+    def test_bundle_and_error_as_xml(self, client: FlaskClient) -> None:
+        """Search bundles and OperationOutcomes come as XML when asked."""
+        bundle = client.get("/fhir/Group?_format=xml")
+        assert bundle.data.startswith(b"<?xml")
+        assert b"<Bundle" in bundle.data
+        missing = client.get("/fhir/Organization/nope?_format=xml")
+        assert missing.status_code == 404
+        assert b"<OperationOutcome" in missing.data
+
+    def test_pretty(self, client: FlaskClient) -> None:
+        """_pretty=true indents JSON."""
+        assert client.get("/fhir/Organization/fda?_pretty=true").data.startswith(b'{\n  "resourceType"')
+        assert client.get("/fhir/Organization/fda").data.startswith(b'{"resourceType"')

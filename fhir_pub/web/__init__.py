@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 from flask_compress import Compress
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from fhir_pub.build import bundled_publication
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
-from fhir_pub.web import errors, fhir, operations
+from fhir_pub.web import errors, fhir, formats, operations
 
 MAX_BODY = 8 * 1024 * 1024  # bytes: a larger request body is refused with 413
 # flask-compress leaves the FHIR media types alone unless told (https://hl7.org/fhir/R5/http.html#compression)
@@ -54,4 +54,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
     app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
     errors.register(app)
+    app.after_request(lambda response: formats.render(response, request))
     return app

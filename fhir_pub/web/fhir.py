@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import orjson
 from flask import Blueprint, Response, current_app, request
 
-from fhir_pub.errors import FhirPubError, MethodNotAllowed, NotAcceptable, NotFound, NotSupported
+from fhir_pub.errors import FhirPubError, MethodNotAllowed, NotFound, NotSupported
 from fhir_pub.search.bundle import entry, searchset, subset
 from fhir_pub.search.dates import EPOCH
 from fhir_pub.search.engine import Engine
@@ -21,12 +21,10 @@ from fhir_pub.search.request import SearchRequest, parse
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store, Stored
 from fhir_pub.validation.issues import Issue, operation_outcome
+from fhir_pub.web import formats
 
 blueprint = Blueprint("fhir", __name__)
 FHIR_JSON = "application/fhir+json; charset=utf-8"
-JSON_TYPES = ("application/fhir+json", "application/json")
-# _format values that mean JSON (https://hl7.org/fhir/R5/http.html#mime-type)
-JSON_FORMATS = {"json", "application/json", "application/fhir+json"}
 WRITES = ["POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -36,17 +34,8 @@ def _store() -> Store:
 
 
 def _negotiate() -> None:
-    """Only JSON is produced; ``_format`` overrides ``Accept``; anything else is 406."""
-    fmt = request.args.get("_format")
-    if fmt is not None:
-        # An unescaped "+" in a query string arrives as a space: "application/fhir json".
-        if fmt.split(";", 1)[0].strip().replace(" ", "+") not in JSON_FORMATS:
-            raise NotAcceptable(f"_format={fmt!r}: this server produces JSON (application/fhir+json) only")
-        return
-    if request.accept_mimetypes and not request.accept_mimetypes.best_match(JSON_TYPES):
-        raise NotAcceptable(
-            f"Accept: {request.headers.get('Accept')}: this server produces application/fhir+json"
-        )
+    """Refuse early (406) what cannot be produced; the app renders the rest (``web.formats``)."""
+    formats.requested(request)
 
 
 def _resource_response(stored: Stored) -> Response:
