@@ -420,3 +420,67 @@ def test_capability_declares_search(client: FlaskClient, publication: Publicatio
     assert names["effect"]["definition"] == "http://hl7.org/fhir/SearchParameter/ClinicalUseDefinition-effect"
     assert f"{CUD}:subject" in cud["searchInclude"]
     assert "Provenance:target" in cud["searchRevInclude"]
+
+
+class TestChaining:
+    """Chained parameters follow references forward; _has follows them back."""
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            (
+                f"{CUD}?subject:Medication.code=0008-0100-01&type=interaction",
+                {"interaction-qt-prolonging-medicines"},
+            ),
+            (
+                f"{CUD}?subject.code=http://hl7.org/fhir/sid/ndc|0008-0100-01&type=indication",
+                {"indication-acute-lymphoblastic-leukemia"},
+            ),
+            (f"{CUD}?subject.code=nope", set()),
+            ("DocumentReference?custodian.name=memorial", {DOCS["msk"]}),
+            ("DocumentReference?custodian:Organization.name:exact=Pfizer", {DOCS["pfz"]}),
+            (
+                "DocumentReference?_has:Provenance:entity:target=ClinicalUseDefinition/warning-tumor-lysis-syndrome",
+                {DOCS["msk"]},
+            ),
+            ("MedicationKnowledge?_has:DocumentReference:subject:custodian=Organization/nlm", {"besponsa"}),
+            (
+                "Medication?_has:ClinicalUseDefinition:subject:_has:Provenance:target:entity=DocumentReference/"
+                + DOCS["pfz"],
+                {"besponsa-vial"},
+            ),
+            ("Organization?_has:DocumentReference:author:type=88436-1", {"pfizer"}),
+        ],
+    )
+    def test_query(self, client: FlaskClient, query: str, expected: set[str]) -> None:
+        """Each chain matches exactly the expected resources."""
+        assert ids(client, query) == expected
+
+    def test_every_effect_traced_to_a_document(self, client: FlaskClient, publication: Publication) -> None:
+        """A reverse chain answers a real question: which side effects has MedlinePlus as a source."""
+        traced = {
+            p["target"][0]["reference"].split("/", 1)[1]
+            for p in publication.of_type("Provenance")
+            if p["target"][0]["reference"].startswith(f"{CUD}/effect-")
+            and any(e["what"]["reference"].endswith(DOCS["mlp"]) for e in p["entity"])
+        }
+        query = f"{CUD}?type=undesirable-effect&_has:Provenance:target:entity=DocumentReference/{DOCS['mlp']}"
+        assert ids(client, query) == traced
+        assert len(traced) > 15
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "Provenance?target.subject=x",
+            "Provenance?_has:Nope:x:y=1",
+            f"{CUD}?_has:Provenance",
+            f"{CUD}?type.code=x",
+            "DocumentReference?custodian:Patient.name=x",
+            "Group?a.b.c.d.e.f=1",
+        ],
+    )
+    def test_invalid(self, client: FlaskClient, query: str) -> None:
+        """Ambiguous, malformed or impossible chains are 400 with a reason."""
+        response = client.get(f"/fhir/{query}")
+        assert response.status_code == 400
+        assert response.json["issue"][0]["details"]["text"]

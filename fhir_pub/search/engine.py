@@ -99,7 +99,9 @@ def _value_condition(f: Filter, value: Value, base_url: str, now: int) -> tuple[
 
 
 def filter_sql(resource_type: str, f: Filter, base_url: str, now: int) -> tuple[str, list[Any]]:
-    """``r.id IN (...)`` (or NOT IN) for one filter occurrence: its values ORed."""
+    """``r.id IN (...)`` (or NOT IN) for one filter occurrence: its values ORed; chains as nested lookups."""
+    if f.hops:
+        return _chain_sql(f, base_url, now)
     if f.modifier == "missing":
         present = "SELECT id FROM search_present WHERE type = ? AND param = ?"
         operator = "NOT IN" if f.values[0].code == "true" else "IN"
@@ -113,6 +115,29 @@ def filter_sql(resource_type: str, f: Filter, base_url: str, now: int) -> tuple[
     matching = f"SELECT id FROM {table} WHERE type = ? AND param = ? AND ({' OR '.join(conditions)})"
     operator = "NOT IN" if f.modifier == "not" else "IN"
     return f"r.id {operator} ({matching})", args
+
+
+def _chain_sql(f: Filter, base_url: str, now: int) -> tuple[str, list[Any]]:
+    """Resolve the chain from its far end: the leaf's matches, then each hop back to the searched type."""
+    last = f.hops[-1]
+    end_type = last.source_type if last.reverse else last.target_type
+    leaf = Filter(f.name, f.param, f.modifier, f.values, f.target_type)
+    leaf_sql, args = filter_sql(end_type, leaf, base_url, now)
+    inner = f"SELECT r.id FROM resource r WHERE r.type = ? AND {leaf_sql}"
+    args = [end_type, *args]
+    for hop in reversed(f.hops):
+        if hop.reverse:  # _has: the targets that resources of source_type refer to
+            inner = (
+                "SELECT target_id FROM search_reference WHERE type = ? AND param = ? AND target_type = ? "
+                f"AND id IN ({inner})"
+            )
+        else:  # chain: the sources that refer to matching targets
+            inner = (
+                "SELECT id FROM search_reference WHERE type = ? AND param = ? AND target_type = ? "
+                f"AND target_id IN ({inner})"
+            )
+        args = [hop.source_type, hop.param.code, hop.target_type, *args]
+    return f"r.id IN ({inner})", args
 
 
 SORT_COLUMN = {"token": "code", "string": "norm", "date": "low", "uri": "value", "reference": "target_id"}

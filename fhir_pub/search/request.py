@@ -46,14 +46,29 @@ class Value:
 
 
 @dataclass(frozen=True)
+class Hop:
+    """One step of a chain: forward along a reference parameter, or back from its source (``_has``)."""
+
+    reverse: bool
+    param: SearchParam  # a reference parameter of the source type
+    source_type: str
+    target_type: str
+
+
+@dataclass(frozen=True)
 class Filter:
-    """One parameter occurrence: its definition, modifier and OR-values (occurrences are ANDed)."""
+    """One parameter occurrence: its definition, modifier and OR-values (occurrences are ANDed).
+
+    With ``hops``, the parameter applies to the resource at the end of the chain
+    (https://hl7.org/fhir/R5/search.html#chaining, #has).
+    """
 
     name: str
     param: SearchParam
     modifier: str | None
     values: tuple[Value, ...]
     target_type: str | None = None  # reference: Type from ``subject:Medication=...`` or ``Type/id``
+    hops: tuple[Hop, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,63 @@ def _value(param: SearchParam, raw: str, name: str) -> Value:
         text = unescape(rest).replace(" ", "+")
         return Value(raw, prefix or "eq", None, text, parse_range(text))
     return Value(raw, prefix, None, unescape(rest))
+
+
+MAX_HOPS = 4
+
+
+def _hop_target(registry: Registry, param: SearchParam, explicit: str | None, leaf: str, key: str) -> str:
+    """The type a chain continues in: given, or the only target type that has the next parameter."""
+    if explicit:
+        if param.targets and explicit not in param.targets:
+            raise InvalidSearch(f"{key}: {param.code} cannot refer to {explicit}", expression=key)
+        return explicit
+    candidates = [
+        t for t in param.targets if registry.get(t, leaf.split(":", 1)[0].split(".", 1)[0]) is not None
+    ]
+    if len(candidates) != 1:
+        choices = ", ".join(candidates) or "none"
+        message = f"{key}: say which type {param.code} refers to ({choices}), e.g. {param.code}:Type"
+        raise InvalidSearch(message, expression=key)
+    return candidates[0]
+
+
+def _chained(
+    resource_type: str, registry: Registry, key: str, value: str, ignored: list[tuple[str, str]], strict: bool
+) -> Filter | None:
+    """A chained (``a:Type.b``) or reverse-chained (``_has:Type:ref:b``) parameter, as hops plus a leaf."""
+    hops: list[Hop] = []
+    current, rest = resource_type, key
+    while len(hops) <= MAX_HOPS:
+        if rest.startswith("_has:"):
+            parts = rest.split(":", 3)
+            if len(parts) < 4 or not all(parts):
+                raise InvalidSearch(f"{key}: expected _has:Type:reference:parameter", expression=key)
+            _, source, via, rest = parts
+            param = registry.get(source, via)
+            if param is None or param.type != "reference":
+                raise InvalidSearch(f"{key}: {via} is not a reference parameter of {source}", expression=key)
+            if param.targets and current not in param.targets:
+                raise InvalidSearch(f"{key}: {source}.{via} cannot refer to {current}", expression=key)
+            hops.append(Hop(True, param, source, current))
+            current = source
+        elif "." in rest:
+            head, rest = rest.split(".", 1)
+            name, _, explicit = head.partition(":")
+            param = registry.get(current, name)
+            if param is None or param.type != "reference":
+                raise InvalidSearch(
+                    f"{key}: {name} is not a reference parameter of {current}", expression=key
+                )
+            target = _hop_target(registry, param, explicit or None, rest, key)
+            hops.append(Hop(False, param, current, target))
+            current = target
+        else:
+            leaf = _filter(current, registry, rest, value, ignored, strict)
+            if leaf is None:
+                return None
+            return Filter(key, leaf.param, leaf.modifier, leaf.values, leaf.target_type, tuple(hops))
+    raise InvalidSearch(f"{key}: chains of more than {MAX_HOPS} steps are not supported", expression=key)
 
 
 def _filter(
@@ -228,6 +300,10 @@ def parse(
                     ignored.append((f"_sort={item}", reason))
                     continue
                 sort.append((param, descending))
+        elif name == "_has" or "." in key:
+            found = _chained(search_type, registry, key, value, ignored, strict)
+            if found is not None:
+                filters.append(found)
         elif name.startswith("_") and name not in {
             "_id",
             "_lastUpdated",
