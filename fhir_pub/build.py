@@ -23,7 +23,7 @@ from fhir_pub.conformance import load_conformance
 from fhir_pub.errors import FhirPubError
 from fhir_pub.publication import bundled_dir, load, resource_files
 from fhir_pub.search.index import INDEX_SCHEMA, INDEXED_TYPES, index
-from fhir_pub.search.parameters import Registry, registry
+from fhir_pub.search.parameters import TEXT_SEARCH, Registry, registry
 from fhir_pub.validation import Report, Validator
 
 SCHEMA = """
@@ -143,7 +143,9 @@ def _search_capability(
     revincludes: dict[str, list[str]] = {}
     for kind in sorted(types):
         offered = [
-            p for p in params.for_type(kind).values() if p.type in INDEXED_TYPES and p.url not in failed
+            p
+            for p in params.for_type(kind).values()
+            if (p.type in INDEXED_TYPES or p.code in TEXT_SEARCH) and p.url not in failed
         ]
         search[kind] = [
             {"name": p.code, "definition": p.url, "type": p.type}

@@ -484,3 +484,30 @@ class TestChaining:
         response = client.get(f"/fhir/{query}")
         assert response.status_code == 400
         assert response.json["issue"][0]["details"]["text"]
+
+
+class TestFullText:
+    """_text searches narratives, _content whole resources; every word must occur; commas are OR."""
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            (f"{CUD}?_text=toothbrush", {"warning-bleeding"}),
+            (f"{CUD}?_text=TOOTHBRUSH razor", {"warning-bleeding"}),
+            (f"{CUD}?_text=toothbrush nausea", set()),
+            (f"{CUD}?_text=sluggish,toothbrush", {"warning-bleeding", "warning-tumor-lysis-syndrome"}),
+            (f"{CUD}?_content=coffee grounds", {"warning-bleeding"}),
+            ("DocumentReference?_content=a617041", {DOCS["mlp"]}),
+            ("Organization?_text=medwatch", {"fda"}),
+            (f"{CUD}?_text=zzzz", set()),
+            (f"{CUD}?_text=%2A%2A%2A", set()),
+        ],
+    )
+    def test_query(self, client: FlaskClient, query: str, expected: set[str]) -> None:
+        """Each query matches exactly the expected resources."""
+        assert ids(client, query) == expected
+
+    def test_no_query_syntax_leaks(self, client: FlaskClient) -> None:
+        """FTS operators in a value are plain words, never syntax (no error, no injection)."""
+        for value in ['"OR NOT *', "NEAR(a b)", "type : x", "a AND", "'; DROP TABLE resource; --"]:
+            assert client.get(f"/fhir/{CUD}", query_string={"_text": value}).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Any
 
 from fhir_pub.search.dates import Range
 from fhir_pub.search.index import TABLES, normalize, words
+from fhir_pub.search.parameters import TEXT_SEARCH
 from fhir_pub.search.request import Filter, Include, SearchRequest, Value
 
 MAX_INCLUDES = 1000
@@ -102,6 +104,8 @@ def filter_sql(resource_type: str, f: Filter, base_url: str, now: int) -> tuple[
     """``r.id IN (...)`` (or NOT IN) for one filter occurrence: its values ORed; chains as nested lookups."""
     if f.hops:
         return _chain_sql(f, base_url, now)
+    if f.param.code in TEXT_SEARCH:
+        return _text_sql(resource_type, f)
     if f.modifier == "missing":
         present = "SELECT id FROM search_present WHERE type = ? AND param = ?"
         operator = "NOT IN" if f.values[0].code == "true" else "IN"
@@ -115,6 +119,23 @@ def filter_sql(resource_type: str, f: Filter, base_url: str, now: int) -> tuple[
     matching = f"SELECT id FROM {table} WHERE type = ? AND param = ? AND ({' OR '.join(conditions)})"
     operator = "NOT IN" if f.modifier == "not" else "IN"
     return f"r.id {operator} ({matching})", args
+
+
+def _text_sql(resource_type: str, f: Filter) -> tuple[str, list[Any]]:
+    """Full text: every word of a value occurs (values ORed); words are quoted, so no FTS syntax leaks in."""
+    column = TEXT_SEARCH[f.param.code]
+    queries = []
+    for value in f.values:
+        terms = re.findall(r"\w+", value.code)
+        if terms:
+            queries.append(" ".join('"' + term.replace('"', '""') + '"' for term in terms))
+    if not queries:
+        return "0", []
+    match = f"{column} : ({' OR '.join(f'({q})' for q in queries)})"
+    return "r.id IN (SELECT id FROM search_text WHERE search_text MATCH ? AND type = ?)", [
+        match,
+        resource_type,
+    ]
 
 
 def _chain_sql(f: Filter, base_url: str, now: int) -> tuple[str, list[Any]]:

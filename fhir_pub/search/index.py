@@ -8,6 +8,7 @@ resource is reported, and the server then does not claim to support it.
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
@@ -25,6 +26,7 @@ CREATE TABLE search_reference (type TEXT, id TEXT, param TEXT, target_type TEXT,
 CREATE TABLE search_date (type TEXT, id TEXT, param TEXT, low INTEGER, high INTEGER);
 CREATE TABLE search_uri (type TEXT, id TEXT, param TEXT, value TEXT);
 CREATE TABLE search_present (type TEXT, id TEXT, param TEXT, PRIMARY KEY (type, param, id)) WITHOUT ROWID;
+CREATE VIRTUAL TABLE search_text USING fts5(type UNINDEXED, id UNINDEXED, narrative, content);
 CREATE INDEX search_token_code ON search_token (type, param, code, system);
 CREATE INDEX search_string_norm ON search_string (type, param, norm);
 CREATE INDEX search_reference_target ON search_reference (type, param, target_id, target_type);
@@ -128,7 +130,7 @@ class IndexRows:
     """Rows for the index tables, and the parameters that could not be evaluated somewhere."""
 
     rows: dict[str, list[tuple[Any, ...]]] = field(
-        default_factory=lambda: {t: [] for t in [*TABLES.values(), "search_present"]}
+        default_factory=lambda: {t: [] for t in [*TABLES.values(), "search_present", "search_text"]}
     )
     failed: dict[str, str] = field(default_factory=dict)  # param url -> why
 
@@ -142,6 +144,9 @@ def index(resources: Iterable[Mapping[str, Any]], registry: Registry) -> IndexRo
     try:
         for resource in resources:
             kind, rid = resource["resourceType"], resource["id"]
+            narrative = narrative_text(resource)
+            content = " ".join([narrative, *(s for key, s in _content_strings(resource) if key != "div")])
+            out.rows["search_text"].append((kind, rid, narrative, content))
             for param in registry.for_type(kind).values():
                 if param.type not in INDEXED_TYPES or param.url in out.failed:
                     continue
@@ -158,6 +163,27 @@ def index(resources: Iterable[Mapping[str, Any]], registry: Registry) -> IndexRo
     finally:
         RESOLVABLE.reset(token)
     return out
+
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def narrative_text(resource: Mapping[str, Any]) -> str:
+    """The words of a resource's narrative (tags removed, entities decoded)."""
+    text = resource.get("text")
+    div = text.get("div") if isinstance(text, dict) else None
+    return " ".join(html.unescape(_TAG.sub(" ", div)).split()) if isinstance(div, str) else ""
+
+
+def _content_strings(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from _content_strings(item, name)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _content_strings(item, key)
 
 
 def _add(out: IndexRows, kind: str, rid: str, param: SearchParam, values: list[Any]) -> None:

@@ -20,7 +20,10 @@ MODIFIERS = {
     "uri": frozenset({"missing", "above", "below"}),
     "quantity": frozenset({"missing"}),
     "number": frozenset({"missing"}),
+    "special": frozenset(),
 }
+# Special parameters this server implements (full text, https://hl7.org/fhir/R5/search.html#_text).
+TEXT_SEARCH = {"_text": "narrative", "_content": "content"}
 SORTABLE = frozenset({"token", "string", "date", "uri", "number", "quantity", "reference"})
 
 
@@ -56,12 +59,19 @@ class Registry:
 
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         """The parameter ``code`` of a type, its own or common to every resource."""
-        own = self.by_type.get(resource_type, {}).get(code)
-        return own if own is not None else self.by_type.get("Resource", {}).get(code)
+        for base in (resource_type, "DomainResource", "Resource"):
+            found = self.by_type.get(base, {}).get(code)
+            if found is not None:
+                return found
+        return None
 
     def for_type(self, resource_type: str) -> dict[str, SearchParam]:
         """All parameters that apply to a type, common ones included."""
-        return {**self.by_type.get("Resource", {}), **self.by_type.get(resource_type, {})}
+        return {
+            **self.by_type.get("Resource", {}),
+            **self.by_type.get("DomainResource", {}),
+            **self.by_type.get(resource_type, {}),
+        }
 
 
 def _from_resource(resource: Mapping[str, Any]) -> SearchParam:

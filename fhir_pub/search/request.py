@@ -144,6 +144,8 @@ def _value(param: SearchParam, raw: str, name: str) -> Value:
         if len(pieces) == 2:
             return Value(raw, None, unescape(pieces[0]), unescape(pieces[1]))
         return Value(raw, None, None, unescape(rest))
+    if param.type == "special":
+        return Value(raw, None, None, unescape(rest))
     if param.type == "date":
         # An unescaped "+" (a time zone offset) arrives as a space; dates hold no spaces otherwise.
         text = unescape(rest).replace(" ", "+")
@@ -304,14 +306,7 @@ def parse(
             found = _chained(search_type, registry, key, value, ignored, strict)
             if found is not None:
                 filters.append(found)
-        elif name.startswith("_") and name not in {
-            "_id",
-            "_lastUpdated",
-            "_profile",
-            "_tag",
-            "_security",
-            "_source",
-        }:
+        elif name.startswith("_") and registry.get(search_type, name) is None:
             reason = f"{name} is not supported by this server"
             if strict:
                 raise UnsupportedSearch(reason, expression=key)
