@@ -118,7 +118,10 @@ class TestMetadata:
             for interaction in declared["interaction"]:
                 assert client.get(urls[interaction["code"]]).status_code == 200
             for param in declared["searchParam"]:  # every declared parameter is accepted, even unmatched
-                assert client.get(f"/fhir/{declared['type']}?{param['name']}:missing=true").status_code == 200
+                probe = (
+                    f"{param['name']}=x" if param["type"] == "special" else f"{param['name']}:missing=true"
+                )
+                assert client.get(f"/fhir/{declared['type']}?{probe}").status_code == 200
             assert declared["supportedProfile"] == sorted(
                 {p for r in publication.of_type(declared["type"]) for p in r["meta"]["profile"]}
             )
