@@ -93,6 +93,31 @@ class Store:
         )
         return total, [(r[0], r[1], Stored(bytes(r[2]), r[3], r[4])) for r in rows]
 
+    def all_of(self, resource_type: str) -> list[dict[str, Any]]:
+        """Every resource of one type, parsed, by id."""
+        rows = self.connection().execute(
+            "SELECT body FROM resource WHERE type = ? ORDER BY id", (resource_type,)
+        )
+        return [orjson.loads(row[0]) for row in rows]
+
+    def references_from(self, resource_type: str, resource_id: str) -> list[tuple[str, str, str]]:
+        """(parameter, type, id) of what a resource refers to, per the search index."""
+        rows = self.connection().execute(
+            "SELECT DISTINCT param, target_type, target_id FROM search_reference "
+            "WHERE type = ? AND id = ? AND target_id IS NOT NULL ORDER BY param, target_type, target_id",
+            (resource_type, resource_id),
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def references_to(self, resource_type: str, resource_id: str) -> list[tuple[str, str, str]]:
+        """(parameter, type, id) of what refers to a resource, per the search index."""
+        rows = self.connection().execute(
+            "SELECT DISTINCT param, type, id FROM search_reference "
+            "WHERE target_type = ? AND target_id = ? ORDER BY type, param, id",
+            (resource_type, resource_id),
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
     def read(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version of one resource, or None."""
         row = (

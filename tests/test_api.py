@@ -289,3 +289,66 @@ class TestFormats:
         """_pretty=true indents JSON."""
         assert client.get("/fhir/Organization/fda?_pretty=true").data.startswith(b'{\n  "resourceType"')
         assert client.get("/fhir/Organization/fda").data.startswith(b'{"resourceType"')
+
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+class TestHtml:
+    """Browsers get readable pages; FHIR clients keep getting FHIR."""
+
+    def test_resource_page(self, client: FlaskClient) -> None:
+        """A resource page: narrative, links both ways, a base for relative links, a strict CSP."""
+        response = client.get("/fhir/ClinicalUseDefinition/warning-bleeding", headers=BROWSER)
+        assert response.content_type == "text/html; charset=utf-8"
+        page = response.get_data(as_text=True)
+        assert "soft toothbrush" in page
+        assert '<base href="http://localhost/fhir/">' in page
+        assert 'href="http://localhost/fhir/Medication/besponsa-vial"' in page
+        assert 'href="http://localhost/fhir/Provenance/warning-bleeding"' in page
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+    def test_search_and_error_pages(self, client: FlaskClient) -> None:
+        """Search results list their entries; errors are readable and keep their status."""
+        page = client.get("/fhir/ClinicalUseDefinition?type=interaction", headers=BROWSER).get_data(
+            as_text=True
+        )
+        assert "Medicines that can prolong the QT interval" in page
+        missing = client.get("/fhir/Organization/nope", headers=BROWSER)
+        assert missing.status_code == 404
+        assert "is not in this publication" in missing.get_data(as_text=True)
+
+    def test_landing(self, client: FlaskClient) -> None:
+        """The landing page lists the drug and the source documents."""
+        page = client.get("/").get_data(as_text=True)
+        assert "Besponsa (inotuzumab ozogamicin)" in page
+        assert "MedlinePlus a617041" in page
+        assert 'href="http://localhost/fhir/metadata"' in page
+
+    def test_unsafe_narrative_is_not_rendered(self, client: FlaskClient) -> None:
+        """A narrative failing the txt-1 check is shown as text, never as markup."""
+        from flask import Flask
+
+        from fhir_pub.web import html
+
+        app: Flask = client.application
+        with app.test_request_context("/"):
+            resource = {
+                "resourceType": "Organization",
+                "id": "x",
+                "text": {
+                    "status": "generated",
+                    "div": '<div xmlns="http://www.w3.org/1999/xhtml"><script>alert(1)</script>Hi</div>',
+                },
+            }
+            page = html.resource_page(resource, "http://localhost/fhir", app.extensions["fhir_pub"]["store"])
+        assert "<script>" not in page
+        assert "Hi" in page
+
+    def test_fhir_clients_unaffected(self, client: FlaskClient) -> None:
+        """*/* and FHIR media types still get FHIR JSON."""
+        assert client.get("/fhir/Organization/fda", headers={"Accept": "*/*"}).content_type.startswith(
+            "application/fhir+json"
+        )

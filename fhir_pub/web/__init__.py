@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_compress import Compress
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from fhir_pub.build import bundled_publication
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
-from fhir_pub.web import errors, fhir, formats, operations
+from fhir_pub.web import errors, fhir, formats, html, operations
 
 MAX_BODY = 8 * 1024 * 1024  # bytes: a larger request body is refused with 413
 # flask-compress leaves the FHIR media types alone unless told (https://hl7.org/fhir/R5/http.html#compression)
@@ -29,7 +29,7 @@ EXPOSED = ["ETag", "Last-Modified", "Content-Location", "Location"]
 def create_app(settings: Settings | None = None) -> Flask:
     """Make the app serving one built publication (the bundled one unless settings name another)."""
     settings = settings if settings is not None else Settings()
-    app = Flask("fhir_pub")
+    app = Flask("fhir_pub", template_folder="web/templates")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["COMPRESS_MIMETYPES"] = COMPRESSED
     app.config["COMPRESS_ALGORITHM"] = ["gzip", "br"]
@@ -53,6 +53,24 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(operations.blueprint, url_prefix="/fhir")
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
     app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
+    app.add_url_rule("/", "landing", lambda: landing_page(app))
     errors.register(app)
-    app.after_request(lambda response: formats.render(response, request))
+    app.after_request(lambda response: security_headers(formats.render(response, request)))
     return app
+
+
+def landing_page(app: Flask) -> Response:
+    """The human landing page."""
+    state = app.extensions["fhir_pub"]
+    body = html.landing(formats.base_url(state["settings"], request), state["store"])
+    return Response(body, content_type=formats.HTML)
+
+
+def security_headers(response: Response) -> Response:
+    """No MIME sniffing anywhere; HTML pages also get a strict CSP and may not be framed."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if response.mimetype == "text/html":
+        response.headers["Content-Security-Policy"] = html.CSP
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+    return response

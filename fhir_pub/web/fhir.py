@@ -18,7 +18,6 @@ from fhir_pub.search.bundle import entry, searchset, subset
 from fhir_pub.search.dates import EPOCH
 from fhir_pub.search.engine import Engine
 from fhir_pub.search.request import SearchRequest, parse
-from fhir_pub.settings import Settings
 from fhir_pub.store import Store, Stored
 from fhir_pub.validation.issues import Issue, operation_outcome
 from fhir_pub.web import formats
@@ -96,8 +95,7 @@ class UnsupportedMediaType(FhirPubError):
 
 def _base() -> str:
     """The public FHIR base URL: configured, or this request's."""
-    settings: Settings = current_app.extensions["fhir_pub"]["settings"]
-    return settings.base_url.rstrip("/") if settings.base_url else request.url_root.rstrip("/") + "/fhir"
+    return formats.base_url(current_app.extensions["fhir_pub"]["settings"], request)
 
 
 def _strict() -> bool:

@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import orjson
 from fhir.resources import get_fhir_model_class
-from flask import Request, Response
+from flask import Request, Response, current_app
 
 from fhir_pub.errors import NotAcceptable
+from fhir_pub.settings import Settings
+from fhir_pub.web import html
+
+
+def base_url(settings: Settings, request: Request) -> str:
+    """The public FHIR base URL: configured, or this request's."""
+    return settings.base_url.rstrip("/") if settings.base_url else request.url_root.rstrip("/") + "/fhir"
+
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 FHIR_XML = "application/fhir+xml; charset=utf-8"
+HTML = "text/html; charset=utf-8"
 # _format values (https://hl7.org/fhir/R5/http.html#parameters); "+" may arrive as a space.
 FORMAT_VALUES = {
     "json": "json",
@@ -22,6 +31,8 @@ FORMAT_VALUES = {
     "text/xml": "xml",
     "application/xml": "xml",
     "application/fhir+xml": "xml",
+    "html": "html",
+    "text/html": "html",
 }
 ACCEPTED = {
     "application/fhir+json": "json",
@@ -29,11 +40,12 @@ ACCEPTED = {
     "application/fhir+xml": "xml",
     "application/xml": "xml",
     "text/xml": "xml",
+    "text/html": "html",  # a browser: it asks for HTML first
 }
 
 
 def requested(request: Request) -> str:
-    """``json`` or ``xml``, as the request asks; NotAcceptable for anything else."""
+    """``json``, ``xml`` or ``html``, as the request asks; NotAcceptable for anything else."""
     fmt = request.args.get("_format")
     if fmt is not None:
         key = fmt.split(";", 1)[0].strip().replace(" ", "+")
@@ -65,7 +77,11 @@ def render(response: Response, request: Request) -> Response:
     if fmt == "json" and not pretty:
         return response
     document = orjson.loads(response.get_data())
-    if fmt == "json":
+    if fmt == "html":
+        state = current_app.extensions["fhir_pub"]
+        response.set_data(html.page(document, base_url(state["settings"], request), request, state["store"]))
+        response.content_type = HTML
+    elif fmt == "json":
         response.set_data(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     else:
         model = get_fhir_model_class(str(document["resourceType"])).model_validate(document)
