@@ -20,5 +20,7 @@ class Settings(BaseSettings):
     """The public FHIR base URL (``https://example.org/fhir``) when behind a proxy; None: from the request."""
     trusted_proxies: int = 0
     """How many reverse proxies in front are trusted to set ``X-Forwarded-For/Proto/Host/Port/Prefix``."""
+    response_cache: int = 10_000
+    """How many GET responses to keep in memory per worker (the publication never changes); 0: none."""
     cors_origins: str = "*"
     """Origins allowed to call from a browser (comma-separated), ``*`` for any; empty: no CORS."""

@@ -352,3 +352,62 @@ class TestHtml:
         assert client.get("/fhir/Organization/fda", headers={"Accept": "*/*"}).content_type.startswith(
             "application/fhir+json"
         )
+
+
+class TestResponseCache:
+    """The cache in front of the app answers exactly what the app would."""
+
+    def test_same_as_uncached(
+        self, tmp_path_factory: pytest.TempPathFactory, publication: Publication
+    ) -> None:
+        """For a spread of requests, the cached app and an app without cache answer alike, twice."""
+        path = build(tmp_path_factory.mktemp("cached") / "p.sqlite").path
+        cached = create_app(Settings(publication=path)).test_client()
+        plain = create_app(Settings(publication=path, response_cache=0)).test_client()
+        requests = [
+            ("/fhir/Organization/fda", {}),
+            ("/fhir/Organization/fda", {"Accept": "application/fhir+xml"}),
+            ("/fhir/Organization/fda", {"Accept-Encoding": "gzip"}),
+            ("/fhir/Organization/fda", {"Origin": "https://a.example"}),
+            ("/fhir/ClinicalUseDefinition?type=warning&_count=5", {}),
+            ("/fhir/ClinicalUseDefinition?colour=blue", {"Prefer": "handling=strict"}),
+            ("/fhir/Organization/nope", {}),
+            ("/fhir/metadata", {}),
+        ]
+        for url, headers in requests * 2:
+            mine, theirs = cached.get(url, headers=headers), plain.get(url, headers=headers)
+            assert (mine.status_code, mine.data) == (theirs.status_code, theirs.data), (url, headers)
+            assert sorted(mine.headers.items()) == sorted(theirs.headers.items()), (url, headers)
+
+    def test_conditional_from_cache(self, client: FlaskClient) -> None:
+        """A cached 200 answers later conditional requests with 304, and other clients still get 200."""
+        first = client.get("/fhir/Group/patients-1-year-and-older")
+        again = client.get(
+            "/fhir/Group/patients-1-year-and-older", headers={"If-None-Match": first.headers["ETag"]}
+        )
+        assert (again.status_code, again.data, again.headers["ETag"]) == (304, b"", first.headers["ETag"])
+        assert "Content-Type" not in again.headers
+        assert client.get("/fhir/Group/patients-1-year-and-older").status_code == 200
+        stale = client.get("/fhir/Group/patients-1-year-and-older", headers={"If-None-Match": 'W/"0"'})
+        assert stale.status_code == 200
+
+    def test_head_and_writes(self, client: FlaskClient) -> None:
+        """HEAD has no body; writes are never cached."""
+        assert client.head("/fhir/Organization/msk").data == b""
+        assert client.get("/fhir/Organization/msk").data
+        assert client.delete("/fhir/Organization/msk").status_code == 405
+        assert client.get("/fhir/Organization/msk").status_code == 200
+
+    def test_bounded(self) -> None:
+        """The cache never holds more than its limit."""
+        from fhir_pub.web.cache import ResponseCache
+
+        def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+            start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
+            return [str(environ["PATH_INFO"]).encode()]
+
+        cache = ResponseCache(app, max_entries=3)
+        for index in range(10):
+            body = cache({"REQUEST_METHOD": "GET", "PATH_INFO": f"/{index}"}, lambda status, headers: None)
+            assert list(body) == [f"/{index}".encode()]
+            assert len(cache._entries) <= 3

@@ -11,6 +11,7 @@ from fhir_pub.build import bundled_publication
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
 from fhir_pub.web import errors, fhir, formats, html, operations
+from fhir_pub.web.cache import ResponseCache
 
 MAX_BODY = 8 * 1024 * 1024  # bytes: a larger request body is refused with 413
 # flask-compress leaves the FHIR media types alone unless told (https://hl7.org/fhir/R5/http.html#compression)
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
     app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
     app.add_url_rule("/", "landing", lambda: landing_page(app))
+    if settings.response_cache:
+        app.wsgi_app = ResponseCache(app.wsgi_app, settings.response_cache)  # type: ignore[method-assign]
     errors.register(app)
     app.after_request(lambda response: security_headers(formats.render(response, request)))
     return app

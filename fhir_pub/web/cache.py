@@ -1,0 +1,136 @@
+"""A response cache in front of the app, answering repeated GET requests from memory.
+
+The publication is immutable, so a GET answer depends only on the request. The key holds every request
+input that can change a response (path, query, Accept, Accept-Encoding, Origin, Prefer, host and scheme,
+forwarded headers). Conditional requests (If-None-Match,
+If-Modified-Since) are answered here from the cached ETag and Last-Modified, so the app always renders
+the full response that is stored. https://hl7.org/fhir/R5/http.html#cread
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+KEY_FIELDS = (
+    "PATH_INFO",
+    "QUERY_STRING",
+    "HTTP_ACCEPT",
+    "HTTP_ACCEPT_ENCODING",
+    "HTTP_ORIGIN",
+    "HTTP_PREFER",
+    "HTTP_HOST",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SCRIPT_NAME",
+    "wsgi.url_scheme",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PORT",
+    "HTTP_X_FORWARDED_PREFIX",
+)
+CONDITIONAL = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE")
+# Headers a 304 repeats from the full response (RFC 9110 section 15.4.5), plus CORS and security ones.
+NOT_MODIFIED_DROP = {"content-length", "content-type", "content-encoding"}
+
+
+class Entry:
+    """One stored response."""
+
+    __slots__ = ("body", "etag", "headers", "last_modified", "not_modified_headers", "status")
+
+    def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        found = {name.lower(): value for name, value in headers}
+        self.etag = found.get("etag")
+        self.last_modified = found.get("last-modified")
+        self.not_modified_headers = [(n, v) for n, v in headers if n.lower() not in NOT_MODIFIED_DROP]
+
+
+def _opaque(tag: str) -> str:
+    tag = tag.strip()
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def not_modified(entry: Entry, environ: Environ) -> bool:
+    """Whether the client's copy is current: If-None-Match (weak comparison) wins over If-Modified-Since."""
+    if entry.etag is None and entry.last_modified is None:
+        return False
+    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+    if if_none_match is not None:
+        if entry.etag is None:
+            return False
+        tags = [t for t in if_none_match.split(",") if t.strip()]
+        return any(t.strip() == "*" or _opaque(t) == _opaque(entry.etag) for t in tags)
+    since = environ.get("HTTP_IF_MODIFIED_SINCE")
+    if since is None or entry.last_modified is None:
+        return False
+    try:
+        return parsedate_to_datetime(entry.last_modified) <= parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return False
+
+
+class ResponseCache:
+    """WSGI middleware: answer repeated GET/HEAD requests from memory (bounded; cleared when full)."""
+
+    def __init__(self, app: WSGIApp, max_entries: int = 10_000, max_body: int = 1 << 20) -> None:
+        self.app = app
+        self.max_entries = max_entries
+        self.max_body = max_body
+        self._entries: dict[tuple[Any, ...], Entry] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """Answer from the cache, filling it on a miss; anything but GET/HEAD goes straight to the app."""
+        method = environ.get("REQUEST_METHOD")
+        if (
+            method not in ("GET", "HEAD")
+            or environ.get("HTTP_IF_MATCH")
+            or environ.get("HTTP_IF_UNMODIFIED_SINCE")
+        ):
+            return self.app(environ, start_response)
+        key = tuple(environ.get(name) for name in KEY_FIELDS)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._render(environ)
+            if entry.status[:1] != "5" and len(entry.body) <= self.max_body:
+                with self._lock:
+                    if len(self._entries) >= self.max_entries:
+                        self._entries.clear()
+                    self._entries[key] = entry
+        if entry.status.startswith("200") and not_modified(entry, environ):
+            start_response("304 Not Modified", entry.not_modified_headers)
+            return [b""]
+        start_response(entry.status, entry.headers)
+        return [b""] if method == "HEAD" else [entry.body]
+
+    def _render(self, environ: Environ) -> Entry:
+        """Run the app for the full GET response (no conditional headers) and keep what it says."""
+        plain = {k: v for k, v in environ.items() if k not in CONDITIONAL}
+        plain["REQUEST_METHOD"] = "GET"
+        captured: dict[str, Any] = {}
+
+        def start(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], None]:
+            captured["status"], captured["headers"] = status, list(headers)
+            return lambda data: None
+
+        result = self.app(plain, start)
+        try:
+            body = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return Entry(captured["status"], captured["headers"], body)
