@@ -8,12 +8,15 @@ server would open.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -21,10 +24,11 @@ from fhir_pub import __version__
 from fhir_pub.capability import capability_statement
 from fhir_pub.conformance import load_conformance
 from fhir_pub.errors import FhirPubError
+from fhir_pub.graph import key_of
 from fhir_pub.publication import bundled_dir, load, resource_files
 from fhir_pub.search.index import INDEX_SCHEMA, INDEXED_TYPES, index
 from fhir_pub.search.parameters import TEXT_SEARCH, Registry, registry
-from fhir_pub.validation import Report, Validator
+from fhir_pub.validation import Candidate, Report, Validator
 
 SCHEMA = """
 CREATE TABLE resource (
@@ -57,6 +61,7 @@ class Built:
     path: Path
     resources: int
     digest: str
+    attached: list[str]
 
 
 def source_digest(resources_dir: Path, profiles_dir: Path) -> str:
@@ -68,24 +73,64 @@ def source_digest(resources_dir: Path, profiles_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def build(out: Path, resources_dir: Path | None = None, profiles_dir: Path | None = None) -> Built:
+def attach(resources: list[dict[str, Any]], folder: Path) -> list[str]:
+    """Embed leaflet copies from ``folder`` into DocumentReference attachments; return what was attached.
+
+    A file matches an attachment when its name is the last segment of the attachment's url, or its stem is
+    the DocumentReference's id. ``data`` is base64, ``size`` an integer64 (a JSON string), ``hash`` the
+    base64 SHA-1 (https://hl7.org/fhir/R5/datatypes.html#Attachment).
+    """
+    files = {p.name: p for p in sorted(folder.iterdir()) if p.is_file()}
+    stems = {p.stem: p for p in files.values()}
+    done = []
+    for resource in resources:
+        if resource.get("resourceType") != "DocumentReference":
+            continue
+        for content in resource.get("content", []):
+            attachment = content.get("attachment", {})
+            name = PurePosixPath(urlsplit(str(attachment.get("url", ""))).path).name
+            found = files.get(name) if name else None
+            found = found or stems.get(str(resource["id"]))
+            if found is None:
+                continue
+            data = found.read_bytes()
+            attachment["data"] = base64.b64encode(data).decode("ascii")
+            attachment["size"] = str(len(data))
+            attachment["hash"] = base64.b64encode(hashlib.sha1(data).digest()).decode("ascii")
+            done.append(f"{found.name} -> DocumentReference/{resource['id']} ({len(data):,} bytes)")
+    return done
+
+
+def build(
+    out: Path,
+    resources_dir: Path | None = None,
+    profiles_dir: Path | None = None,
+    attach_dir: Path | None = None,
+) -> Built:
     """Validate, then write the publication to ``out`` atomically; BuildError on any validation error."""
     resources_dir = resources_dir or bundled_dir("resources")
     profiles_dir = profiles_dir or bundled_dir("profiles")
     conformance = load_conformance(profiles_dir)
-    report = Validator(conformance).validate_paths([resources_dir])
+    validator = Validator(conformance)
+    report = validator.validate_paths([resources_dir])
     if not report.ok:
         raise BuildError(report)
     publication = load(resources_dir)
+    resources = [entry.resource for entry in publication]
+    attached: list[str] = []
+    if attach_dir is not None:
+        resources = [orjson.loads(orjson.dumps(r)) for r in resources]
+        attached = attach(resources, attach_dir)
+        report = validator.validate([Candidate(key_of(r), r) for r in resources])
+        if not report.ok:
+            raise BuildError(report)
     params = registry(conformance)
-    rows = index((entry.resource for entry in publication), params)
+    rows = index(resources, params)
     digest = source_digest(resources_dir, profiles_dir)
     built_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     types: dict[str, set[str]] = {}
-    for entry in publication:
-        types.setdefault(entry.resource["resourceType"], set()).update(
-            entry.resource["meta"].get("profile", [])
-        )
+    for resource in resources:
+        types.setdefault(resource["resourceType"], set()).update(resource["meta"].get("profile", []))
     capability = capability_statement(
         {t: sorted(p) for t, p in types.items()},
         built_at,
@@ -112,7 +157,7 @@ def build(out: Path, resources_dir: Path | None = None, profiles_dir: Path | Non
                         r["meta"]["lastUpdated"],
                         orjson.dumps(r),
                     )
-                    for r in (entry.resource for entry in publication)
+                    for r in resources
                 ),
             )
             offered = [p for p in params.all() if p.url not in rows.failed]
@@ -131,7 +176,7 @@ def build(out: Path, resources_dir: Path | None = None, profiles_dir: Path | Non
         partial.replace(out)  # atomic: readers see the old file or the whole new one
     finally:
         partial.unlink(missing_ok=True)
-    return Built(out, len(publication), digest)
+    return Built(out, len(resources), digest, attached)
 
 
 def _search_capability(

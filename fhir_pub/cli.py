@@ -176,18 +176,29 @@ def schemas(out: Path, profiles_dir: Path | None) -> None:
 )
 @resources_option
 @profiles_option
-def build_command(out: Path, resources_dir: Path | None, profiles_dir: Path | None) -> None:
+@click.option(
+    "--attach",
+    "attach_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of leaflet copies to embed in the DocumentReferences (matched by url file name or id).",
+)
+def build_command(
+    out: Path, resources_dir: Path | None, profiles_dir: Path | None, attach_dir: Path | None
+) -> None:
     """Validate and compile the publication into one immutable file for serving.
 
     Refuses to build on any validation error (exit 1, with the report); the file appears only when complete.
     """
     try:
-        built = build(out, resources_dir, profiles_dir)
+        built = build(out, resources_dir, profiles_dir, attach_dir)
     except BuildError as exc:
         _print_report(exc.report)
         raise click.ClickException(exc.diagnostics) from exc
     except FhirPubError as exc:
         raise click.ClickException(exc.diagnostics) from exc
+    for line in built.attached:
+        click.echo(f"attached {line}")
     click.echo(f"built {built.path}: {built.resources} resources (sources {built.digest[:12]})")
 
 

@@ -84,3 +84,48 @@ class TestBuildCommand:
         assert "effect-rash.json" in result.output
         assert "nothing was built" in result.output
         assert not out.exists()
+
+
+class TestAttach:
+    """--attach embeds operator-supplied leaflet copies, matched by url file name or id."""
+
+    def test_embeds_matches_only(self, tmp_path: Path) -> None:
+        """Matching files become base64 data with integer64 size and SHA-1 hash; others stay links."""
+        import base64
+        import hashlib
+
+        folder = tmp_path / "leaflets"
+        folder.mkdir()
+        by_url = b"<html><body>a stand-in for the MedlinePlus page</body></html>"
+        by_id = b"<html><body>a stand-in for the MSK leaflet</body></html>"
+        (folder / "a617041.html").write_bytes(by_url)
+        (folder / "msk-inotuzumab-ozogamicin.html").write_bytes(by_id)
+        (folder / "unrelated.txt").write_bytes(b"x")
+        built = build(tmp_path / "p.sqlite", attach_dir=folder)
+        assert len(built.attached) == 2
+        store = Store(built.path)
+        for doc_id, data in (("medlineplus-a617041", by_url), ("msk-inotuzumab-ozogamicin", by_id)):
+            stored = store.read("DocumentReference", doc_id)
+            assert stored is not None
+            attachment = json.loads(stored.body)["content"][0]["attachment"]
+            assert base64.b64decode(attachment["data"]) == data
+            assert attachment["size"] == str(len(data))
+            assert attachment["hash"] == base64.b64encode(hashlib.sha1(data).digest()).decode()
+            assert attachment["url"].startswith("https://")
+        pfizer = store.read("DocumentReference", "pfizer-besponsa-patient-counseling")
+        assert pfizer is not None
+        assert "data" not in json.loads(pfizer.body)["content"][0]["attachment"]
+
+    def test_cli(self, tmp_path: Path) -> None:
+        """The CLI reports each attachment."""
+        folder = tmp_path / "leaflets"
+        folder.mkdir()
+        (folder / "patient-counseling").write_bytes(b"<html>stand-in</html>")
+        result = CliRunner().invoke(
+            main, ["build", "--out", str(tmp_path / "p.sqlite"), "--attach", str(folder)]
+        )
+        assert result.exit_code == 0, result.output
+        assert (
+            "attached patient-counseling -> DocumentReference/pfizer-besponsa-patient-counseling"
+            in result.output
+        )
