@@ -17,6 +17,7 @@ SYSTEM_INTERACTIONS = ("history-system", "search-system")
 # Operations, with their canonical definitions (https://hl7.org/fhir/R5/operationslist.html).
 VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
 FORMATS = ("json", "xml")
+PROFILE = "http://fhir-pub.org/fhir/StructureDefinition/fhir-pub-capabilitystatement"
 
 
 def capability_statement(
@@ -35,6 +36,7 @@ def capability_statement(
     return {
         "resourceType": "CapabilityStatement",
         "id": "fhir-pub",
+        "meta": {"profile": [PROFILE]},
         "text": {
             "status": "generated",
             "div": '<div xmlns="http://www.w3.org/1999/xhtml"><p>fhir-pub: a read-only FHIR R5 '

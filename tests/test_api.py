@@ -411,3 +411,15 @@ class TestResponseCache:
             body = cache({"REQUEST_METHOD": "GET", "PATH_INFO": f"/{index}"}, lambda status, headers: None)
             assert list(body) == [f"/{index}".encode()]
             assert len(cache._entries) <= 3
+
+
+def test_capability_statement_passes_its_invariants(client: FlaskClient) -> None:
+    """The served CapabilityStatement passes R5's cpb-*, cnl-* and dom-* invariants and its profile."""
+    from fhir_pub.conformance import load_conformance
+    from fhir_pub.validation import Validator, candidate_from_bytes
+
+    body = client.get("/fhir/metadata").data
+    report = Validator(load_conformance()).validate([candidate_from_bytes(body, "metadata")])
+    checked = [i for i in report.issues if i.layer in {"structure", "profile", "invariant"}]
+    assert checked == []
+    assert [i.rule for i in report.issues] == ["orphan"]  # the graph rule is about publications, not servers
