@@ -183,7 +183,7 @@ class TestSchemas:
         result = CliRunner().invoke(main, ["schemas", "--out", str(tmp_path)])
         assert result.exit_code == 0, result.output
         files = sorted(tmp_path.glob("*.schema.json"))
-        assert len(files) == 11
+        assert len(files) == 12
         schemas = {}
         for path in files:
             schema = json.loads(path.read_text(encoding="utf-8"))

@@ -93,3 +93,34 @@ class TestRealServer:
     def test_metadata(self, server: str) -> None:
         """The CapabilityStatement is served."""
         assert requests.get(f"{server}/metadata", timeout=5).json()["fhirVersion"] == "5.0.0"
+
+    def test_fhirpy_searches(self, server: str) -> None:
+        """Searches with fhirpy: counts, paging through every result by next links, includes."""
+        client = SyncFHIRClient(server)
+        warnings = client.resources("ClinicalUseDefinition").search(
+            subject="Medication/besponsa-vial", type="warning"
+        )
+        assert warnings.count() == 27
+        everything = client.resources("ClinicalUseDefinition").limit(10).fetch_all()
+        assert len(everything) == 59
+        assert len({r["id"] for r in everything}) == 59
+        bundle = (
+            client.resources("MedicationKnowledge").include("MedicationKnowledge", "monograph").fetch_raw()
+        )
+        assert sorted(e["search"]["mode"] for e in bundle["entry"]) == [
+            "include",
+            "include",
+            "include",
+            "match",
+        ]
+
+    def test_gzip_and_cors_over_the_wire(self, server: str) -> None:
+        """A real server compresses FHIR JSON and answers browser origins."""
+        response = requests.get(
+            f"{server}/ClinicalUseDefinition?type=warning",
+            headers={"Accept-Encoding": "gzip", "Origin": "https://app.example"},
+            timeout=5,
+        )
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert response.json()["total"] == 27
