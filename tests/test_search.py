@@ -511,3 +511,93 @@ class TestFullText:
         """FTS operators in a value are plain words, never syntax (no error, no injection)."""
         for value in ['"OR NOT *', "NEAR(a b)", "type : x", "a AND", "'; DROP TABLE resource; --"]:
             assert client.get(f"/fhir/{CUD}", query_string={"_text": value}).status_code == 200
+
+
+NAMES = [
+    "type",
+    "subject",
+    "effect",
+    "_id",
+    "_lastUpdated",
+    "_text",
+    "_content",
+    "_has",
+    "_sort",
+    "_count",
+    "_offset",
+    "_include",
+    "_revinclude",
+    "_summary",
+    "_elements",
+    "_total",
+    "subject.code",
+    "_has:Provenance:target",
+    "x",
+]
+MODIFIERS = [
+    "",
+    ":missing",
+    ":not",
+    ":text",
+    ":exact",
+    ":contains",
+    ":Medication",
+    ":iterate",
+    ":below",
+    ":bogus",
+    ":",
+]
+PIECES = st.sampled_from(
+    [
+        "ge",
+        "le",
+        "2024",
+        "2024-05-20T10:00:00Z",
+        "|",
+        ",",
+        "\\",
+        "\\,",
+        "$",
+        ".",
+        ":",
+        "*",
+        "-",
+        "Medication/besponsa-vial",
+        "http://snomed.info/sct",
+        "%",
+        "_",
+        "'",
+        '"',
+        "warning",
+        "true",
+        "0",
+        "-1",
+        "\u00e9",
+        "\x00",
+    ]
+)
+
+
+class TestNoServerErrors:
+    """Whatever the query, search answers 2xx or 4xx with an OperationOutcome, never 5xx."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(NAMES), st.sampled_from(MODIFIERS), st.lists(PIECES, max_size=5).map("".join)
+            ),
+            max_size=4,
+        ),
+        st.sampled_from(["ClinicalUseDefinition", "DocumentReference", "Provenance", ""]),
+    )
+    def test_fuzzed_queries(self, client: FlaskClient, pairs: list[tuple[str, str, str]], kind: str) -> None:
+        """Random parameters, modifiers and values (escapes, prefixes, chains, SQL and FTS characters)."""
+        query = [(name + modifier, value) for name, modifier, value in pairs]
+        response = client.get(f"/fhir/{kind}", query_string=query)
+        assert response.status_code < 500, response.json
+        body = response.json
+        if response.status_code >= 400:
+            assert body["resourceType"] == "OperationOutcome"
+        else:
+            assert body["resourceType"] == "Bundle"
