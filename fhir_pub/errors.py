@@ -26,6 +26,20 @@ class PublicationError(FhirPubError):
     status = 422
 
 
+class Invalid(FhirPubError):
+    """A request that cannot be run as sent (a bad parameter or body): 400."""
+
+    code = "invalid"
+    status = 400
+
+
+class UnsupportedMediaType(FhirPubError):
+    """A request body in a format this server does not read: 415."""
+
+    code = "not-supported"
+    status = 415
+
+
 class NotFound(FhirPubError):
     """No resource, version or route at this address."""
 

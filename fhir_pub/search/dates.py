@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
-from fhir_pub.errors import FhirPubError
+from fhir_pub.errors import Invalid
 
 # https://hl7.org/fhir/R5/datatypes.html#dateTime, plus instant's fractional seconds
 _DATE = re.compile(
@@ -24,11 +24,8 @@ PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class InvalidDate(FhirPubError):
+class InvalidDate(Invalid):
     """A date search value or element that is not a FHIR date, dateTime or instant."""
-
-    code = "invalid"
-    status = 400
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fhir_pub.errors import FhirPubError
+from fhir_pub.errors import Invalid
 from fhir_pub.search.dates import PREFIXES, Range, parse_range
 from fhir_pub.search.parameters import SORTABLE, Registry, SearchParam
 
@@ -21,11 +21,8 @@ RESULT = frozenset(
 )
 
 
-class InvalidSearch(FhirPubError):
+class InvalidSearch(Invalid):
     """A search request this server cannot run as asked: 400 with the offending parameter."""
-
-    code = "invalid"
-    status = 400
 
 
 class UnsupportedSearch(InvalidSearch):

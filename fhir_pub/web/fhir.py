@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import orjson
 from flask import Blueprint, Response, current_app, request
 
-from fhir_pub.errors import FhirPubError, MethodNotAllowed, NotFound, NotSupported
+from fhir_pub.errors import Invalid, MethodNotAllowed, NotFound, NotSupported, UnsupportedMediaType
 from fhir_pub.search.bundle import entry, searchset, subset
 from fhir_pub.search.dates import EPOCH
 from fhir_pub.search.engine import Engine
@@ -84,13 +84,6 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
             f"{resource_type}/{resource_id} has no version {version_id!r} (current: {stored.version})"
         )
     return _resource_response(stored)
-
-
-class UnsupportedMediaType(FhirPubError):
-    """A request body in a format this server does not read."""
-
-    code = "not-supported"
-    status = 415
 
 
 def _base() -> str:
@@ -205,9 +198,9 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
         try:
             since = datetime.fromisoformat(since_text.replace(" ", "+").replace("Z", "+00:00"))
         except ValueError as exc:
-            raise InvalidHistory(f"_since={since_text!r}: expected an instant", expression="_since") from exc
+            raise Invalid(f"_since={since_text!r}: expected an instant", expression="_since") from exc
         if since.tzinfo is None:
-            raise InvalidHistory(f"_since={since_text!r}: an instant needs a time zone", expression="_since")
+            raise Invalid(f"_since={since_text!r}: an instant needs a time zone", expression="_since")
     count = _bounded(request.args.get("_count", "20"), "_count", 0, 500)
     offset = _bounded(request.args.get("_offset", "0"), "_offset", 0, 10**9)
     since_key = since.astimezone(UTC).isoformat().replace("+00:00", "Z") if since else None
@@ -241,16 +234,9 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
     return Response(head[:-1] + b',"entry":[' + b",".join(entries) + b"]}", content_type=FHIR_JSON)
 
 
-class InvalidHistory(FhirPubError):
-    """A history request with a parameter that cannot be read."""
-
-    code = "invalid"
-    status = 400
-
-
 def _bounded(text: str, name: str, low: int, high: int) -> int:
     if not text.isdigit():
-        raise InvalidHistory(f"{name}={text!r}: expected a whole number", expression=name)
+        raise Invalid(f"{name}={text!r}: expected a whole number", expression=name)
     return max(low, min(int(text), high))
 
 

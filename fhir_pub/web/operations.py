@@ -9,7 +9,7 @@ import orjson
 from flask import Blueprint, Response, current_app, request
 
 from fhir_pub.conformance import Conformance
-from fhir_pub.errors import FhirPubError
+from fhir_pub.errors import Invalid, UnsupportedMediaType
 from fhir_pub.graph import key_of
 from fhir_pub.store import Store
 from fhir_pub.validation import Validator, candidate_from_bytes
@@ -20,20 +20,6 @@ FHIR_JSON = "application/fhir+json; charset=utf-8"
 JSON_BODIES = {"application/fhir+json", "application/json"}
 MODES = {"create", "update", "delete", "profile"}
 _lock = threading.Lock()
-
-
-class InvalidRequest(FhirPubError):
-    """A request that cannot be run: validation could not even start."""
-
-    code = "invalid"
-    status = 400
-
-
-class UnreadableBody(FhirPubError):
-    """A body in a format this server does not read."""
-
-    code = "not-supported"
-    status = 415
 
 
 def _validator() -> tuple[Validator, list[dict[str, Any]]]:
@@ -62,34 +48,34 @@ def _arguments(body: Any) -> tuple[dict[str, Any], str, str | None]:
         elif name == "profile":
             profile = parameter.get("valueCanonical") or parameter.get("valueUri")
     if resource is None:
-        raise InvalidRequest(
+        raise Invalid(
             "Parameters for $validate need a 'resource' parameter", expression="Parameters.parameter"
         )
     if mode not in MODES:
-        raise InvalidRequest(f"mode {mode!r}: expected one of {', '.join(sorted(MODES))}", expression="mode")
+        raise Invalid(f"mode {mode!r}: expected one of {', '.join(sorted(MODES))}", expression="mode")
     return resource, mode, profile
 
 
 def _validate(resource_type: str | None) -> Response:
     if request.mimetype not in JSON_BODIES:
-        raise UnreadableBody(
+        raise UnsupportedMediaType(
             f"{request.mimetype or 'no content type'}: $validate reads application/fhir+json"
         )
     data = request.get_data(cache=False)
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc.msg}") from exc
+        raise Invalid(f"the body is not valid JSON: {exc.msg}") from exc
     resource, mode, profile = _arguments(body)
     validator, context = _validator()
     if profile is not None and profile.split("|", 1)[0] not in validator.schemas:
-        raise InvalidRequest(f"profile {profile} is not known to this publisher", expression="profile")
+        raise Invalid(f"profile {profile} is not known to this publisher", expression="profile")
     if (
         resource_type is not None
         and isinstance(resource, dict)
         and resource.get("resourceType") != resource_type
     ):
-        raise InvalidRequest(f"the body is a {resource.get('resourceType')!r}, not a {resource_type}")
+        raise Invalid(f"the body is a {resource.get('resourceType')!r}, not a {resource_type}")
     if mode == "delete":
         issue = Issue(
             "error", "not-supported", "this publication is read-only: nothing can be deleted", layer="request"
