@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from fhir_pub.conformance import Conformance
 from fhir_pub.errors import PublicationError
 from fhir_pub.search.parameters import Registry, SearchParam
 
@@ -31,6 +32,7 @@ class Store:
             raise PublicationError(f"{path}: no built publication here (run fhir-pub build)")
         self.path = path
         self._local = threading.local()
+        self._value_sets: Conformance | None = None
         try:
             self.types = frozenset(
                 row[0] for row in self.connection().execute("SELECT DISTINCT type FROM resource")
@@ -69,6 +71,12 @@ class Store:
     def conformance(self) -> list[dict[str, Any]]:
         """The conformance resources the publication was built and validated with."""
         return list(orjson.loads(self.info("conformance")))
+
+    def expand(self, url: str) -> frozenset[tuple[str, str]] | None:
+        """The (system, code) pairs of a value set the build stored, or None (for ``:in`` / ``:not-in``)."""
+        if self._value_sets is None:
+            self._value_sets = Conformance(self.path, {r["url"]: r for r in self.conformance()})
+        return self._value_sets.expand(url)
 
     def history(
         self, resource_type: str | None, resource_id: str | None, since: str | None, count: int, offset: int

@@ -247,6 +247,8 @@ class TestHttp:
         """A configured base URL wins over the request's."""
         path = build(tmp_path_factory.mktemp("based") / "p.sqlite").path
         based = create_app(Settings(publication=path, base_url="https://pub.example/r5/")).test_client()
+        read = based.get("/fhir/Group/patients-1-year-and-older")
+        assert read.headers["Content-Location"] == "https://pub.example/r5/Group/patients-1-year-and-older"
         assert (
             based.get("/fhir/Group").json["entry"][0]["fullUrl"]
             == "https://pub.example/r5/Group/patients-1-year-and-older"

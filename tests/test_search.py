@@ -601,3 +601,23 @@ class TestNoServerErrors:
             assert body["resourceType"] == "OperationOutcome"
         else:
             assert body["resourceType"] == "Bundle"
+
+
+class TestValueSetModifiers:
+    """:in and :not-in test membership of the value sets the build stored."""
+
+    def test_in_and_not_in(self, client: FlaskClient, publication: Publication) -> None:
+        """Effects coded from the verified codes, and the text-only ones; unknown value sets are 400."""
+        effects = {r["id"]: r for r in publication.of_type(CUD) if r["type"] == "undesirable-effect"}
+        coded = {
+            i
+            for i, r in effects.items()
+            if r["undesirableEffect"]["symptomConditionEffect"]["concept"].get("coding")
+        }
+        verified = "http://fhir-pub.org/fhir/ValueSet/verified-codes"
+        assert ids(client, f"{CUD}?effect:in={verified}") == coded
+        assert ids(client, f"{CUD}?type=undesirable-effect&effect:not-in={verified}") == set(effects) - coded
+        assert len(coded) == 25
+        status = ids(client, f"{CUD}?status:in=http://hl7.org/fhir/ValueSet/publication-status")
+        assert status == of_type(publication, CUD)
+        assert client.get(f"/fhir/{CUD}?effect:in=http://example.org/unknown").status_code == 400

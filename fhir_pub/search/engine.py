@@ -11,7 +11,7 @@ from typing import Any
 from fhir_pub.search.dates import Range
 from fhir_pub.search.index import TABLES, normalize, words
 from fhir_pub.search.parameters import TEXT_SEARCH
-from fhir_pub.search.request import Filter, Include, SearchRequest, Value
+from fhir_pub.search.request import Filter, Include, InvalidSearch, SearchRequest, Value
 
 MAX_INCLUDES = 1000
 MAX_ITERATE = 4
@@ -57,8 +57,25 @@ def date_condition(prefix: str, value: Range, now: int) -> tuple[str, list[Any]]
     return "(low < ? AND high > ?)", [value.high + slack, value.low - slack]
 
 
-def _value_condition(f: Filter, value: Value, base_url: str, now: int) -> tuple[str, list[Any]]:
+Expand = Callable[[str], "frozenset[tuple[str, str]] | None"]
+
+
+def _value_condition(
+    f: Filter, value: Value, base_url: str, now: int, expand: Expand | None = None
+) -> tuple[str, list[Any]]:
     kind = f.param.type
+    if kind == "token" and f.modifier in {"in", "not-in"}:
+        members = expand(value.code) if expand is not None else None
+        if members is None:
+            raise InvalidSearch(
+                f"{f.name}:{f.modifier}={value.code}: that value set is unknown or cannot be enumerated"
+            )
+        if not members:
+            return "0", []
+        pairs = sorted(members)
+        return f"(system, code) IN (VALUES {','.join(['(?, ?)'] * len(pairs))})", [
+            p for pair in pairs for p in pair
+        ]
     if kind == "token":
         if f.modifier == "text":
             word = _like(words(value.code))
@@ -100,10 +117,12 @@ def _value_condition(f: Filter, value: Value, base_url: str, now: int) -> tuple[
     raise ValueError(f"no index for {kind} parameters")
 
 
-def filter_sql(resource_type: str, f: Filter, base_url: str, now: int) -> tuple[str, list[Any]]:
+def filter_sql(
+    resource_type: str, f: Filter, base_url: str, now: int, expand: Expand | None = None
+) -> tuple[str, list[Any]]:
     """``r.id IN (...)`` (or NOT IN) for one filter occurrence: its values ORed; chains as nested lookups."""
     if f.hops:
-        return _chain_sql(f, base_url, now)
+        return _chain_sql(f, base_url, now, expand)
     if f.param.code in TEXT_SEARCH:
         return _text_sql(resource_type, f)
     if f.modifier == "missing":
@@ -113,11 +132,11 @@ def filter_sql(resource_type: str, f: Filter, base_url: str, now: int) -> tuple[
     table = TABLES[f.param.type]
     conditions, args = [], [resource_type, f.param.code]
     for value in f.values:
-        sql, value_args = _value_condition(f, value, base_url, now)
+        sql, value_args = _value_condition(f, value, base_url, now, expand)
         conditions.append(sql)
         args.extend(value_args)
     matching = f"SELECT id FROM {table} WHERE type = ? AND param = ? AND ({' OR '.join(conditions)})"
-    operator = "NOT IN" if f.modifier == "not" else "IN"
+    operator = "NOT IN" if f.modifier in {"not", "not-in"} else "IN"
     return f"r.id {operator} ({matching})", args
 
 
@@ -138,12 +157,12 @@ def _text_sql(resource_type: str, f: Filter) -> tuple[str, list[Any]]:
     ]
 
 
-def _chain_sql(f: Filter, base_url: str, now: int) -> tuple[str, list[Any]]:
+def _chain_sql(f: Filter, base_url: str, now: int, expand: Expand | None) -> tuple[str, list[Any]]:
     """Resolve the chain from its far end: the leaf's matches, then each hop back to the searched type."""
     last = f.hops[-1]
     end_type = last.source_type if last.reverse else last.target_type
     leaf = Filter(f.name, f.param, f.modifier, f.values, f.target_type)
-    leaf_sql, args = filter_sql(end_type, leaf, base_url, now)
+    leaf_sql, args = filter_sql(end_type, leaf, base_url, now, expand)
     inner = f"SELECT r.id FROM resource r WHERE r.type = ? AND {leaf_sql}"
     args = [end_type, *args]
     for hop in reversed(f.hops):
@@ -167,9 +186,12 @@ SORT_COLUMN = {"token": "code", "string": "norm", "date": "low", "uri": "value",
 class Engine:
     """Searches one built publication."""
 
-    def __init__(self, db: Callable[[], sqlite3.Connection], base_url: str = "") -> None:
+    def __init__(
+        self, db: Callable[[], sqlite3.Connection], base_url: str = "", expand: Expand | None = None
+    ) -> None:
         self._db = db
         self.base_url = base_url
+        self.expand = expand
 
     def search(self, request: SearchRequest, now: int) -> Result:
         """Run the request: matches for this page, the total, and included resources."""
@@ -200,7 +222,7 @@ class Engine:
     def _where(self, resource_type: str, request: SearchRequest, now: int) -> tuple[str, list[Any]]:
         clauses, args = ["r.type = ?"], [resource_type]
         for f in request.filters:
-            sql, more = filter_sql(resource_type, f, self.base_url, now)
+            sql, more = filter_sql(resource_type, f, self.base_url, now, self.expand)
             clauses.append(sql)
             args.extend(more)
         return " AND ".join(clauses), args

@@ -13,7 +13,7 @@ from fhir_pub.conformance import Conformance
 
 # https://hl7.org/fhir/R5/search.html#modifiers: what each parameter type accepts here.
 MODIFIERS = {
-    "token": frozenset({"missing", "not", "text", "code-text"}),
+    "token": frozenset({"missing", "not", "text", "code-text", "in", "not-in"}),
     "string": frozenset({"missing", "exact", "contains"}),
     "reference": frozenset({"missing"}),  # plus a resource type, checked separately
     "date": frozenset({"missing"}),

@@ -41,7 +41,9 @@ def _resource_response(stored: Stored) -> Response:
     response = Response(stored.body, content_type=FHIR_JSON)
     response.set_etag(stored.version, weak=True)
     response.last_modified = datetime.fromisoformat(stored.last_updated)
-    response.headers["Content-Location"] = request.base_url
+    # The public address of this version: the configured or forwarded base, not necessarily the request's.
+    path = request.path.split("/fhir", 1)[1] if "/fhir" in request.path else request.path
+    response.headers["Content-Location"] = f"{_base()}{path}"
     response.make_conditional(request)
     return response
 
@@ -125,7 +127,7 @@ def _search(types: Sequence[str], path: str, pairs: Sequence[tuple[str, str]]) -
     store = _store()
     req = parse(types, pairs, store.registry, strict=_strict())
     now = int((datetime.now(UTC) - EPOCH).total_seconds() * 1_000_000)
-    result = Engine(store.connection, _base()).search(req, now)
+    result = Engine(store.connection, _base(), store.expand).search(req, now)
     entries: list[bytes] = []
     if req.summary != "count":
         for mode, keys in (("match", result.matches), ("include", result.included)):
