@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import click
 import jsonschema
@@ -15,9 +18,12 @@ from fhir_pub import __version__
 from fhir_pub.build import BuildError, build, bundled_publication
 from fhir_pub.conformance import load_conformance
 from fhir_pub.errors import FhirPubError
+from fhir_pub.export import ExportRequest, export, manifest, parse_instant
 from fhir_pub.narrative import with_narrative
+from fhir_pub.package import write_package
 from fhir_pub.publication import Publication, bundled_dir, load
 from fhir_pub.settings import Settings
+from fhir_pub.store import Store
 from fhir_pub.validation import Report, Validator
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -233,3 +239,87 @@ def serve(host: str, port: int, workers: int, publication: Path | None) -> None:
         blocking_threads=4,
         backpressure=64,
     ).serve()
+
+
+@main.command("export")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="A new folder to write.",
+)
+@click.option(
+    "--type", "types", multiple=True, help="Only these resource types (repeat, or comma-separated)."
+)
+@click.option(
+    "--since", default=None, help="Only resources changed after this instant (e.g. 2026-01-01T00:00:00Z)."
+)
+@click.option(
+    "--type-filter", "type_filters", multiple=True, help="Type?search-query, as _typeFilter (repeatable)."
+)
+@click.option("--elements", default=None, help="Only these elements (comma-separated), as _elements.")
+@click.option("--gzip", "compressed", is_flag=True, help="Write .ndjson.gz files.")
+@click.option(
+    "--publication",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A built publication (default: the bundled one, built if needed).",
+)
+def export_command(
+    out: Path,
+    types: tuple[str, ...],
+    since: str | None,
+    type_filters: tuple[str, ...],
+    elements: str | None,
+    compressed: bool,
+    publication: Path | None,
+) -> None:
+    """Export the publication as NDJSON files (one per type) and a Bulk Data manifest, written atomically."""
+    settings = Settings()
+    store = Store(publication if publication is not None else bundled_publication(settings.cache_dir))
+    request = ExportRequest(
+        types=tuple(t for value in types for t in value.split(",") if t),
+        since=parse_instant(since) if since else None,
+        type_filters=type_filters,
+        elements=tuple(e for e in (elements or "").split(",") if e),
+        gzip=compressed,
+    )
+    transaction_time = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    query = urlencode(
+        [
+            *(("_type", ",".join(request.types)),) * bool(request.types),
+            *(("_since", since),) * bool(since),
+            *(("_typeFilter", f) for f in type_filters),
+            *(("_elements", elements),) * bool(elements),
+        ]
+    )
+    total = store.count(request.types or None)
+    try:
+        with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+            result = export(
+                store,
+                request,
+                out,
+                bar.update,
+                lambda r: manifest(
+                    r, transaction_time, f"$export?{query}" if query else "$export", lambda n: n, None
+                ),
+            )
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
+    for kind, name, count in result.files:
+        click.echo(f"{name}: {count} {kind}")
+    click.echo(f"wrote {out} ({sum(c for _, _, c in result.files)} resources, manifest.json)")
+
+
+@main.command("package")
+@click.option(
+    "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .tgz to write."
+)
+@resources_option
+@profiles_option
+def package_command(out: Path, resources_dir: Path | None, profiles_dir: Path | None) -> None:
+    """Write the publication and its profiles as a FHIR NPM package (.tgz) that FHIR tooling can load."""
+    count = write_package(out, resources_dir, profiles_dir)
+    click.echo(f"wrote {out}: {count} resources")

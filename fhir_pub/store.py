@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,25 @@ class Store:
             (resource_type, resource_id),
         )
         return [(r[0], r[1], r[2]) for r in rows]
+
+    def count(self, types: tuple[str, ...] | None = None) -> int:
+        """How many resources, of the given types or of all."""
+        if not types:
+            return int(self.connection().execute("SELECT COUNT(*) FROM resource").fetchone()[0])
+        marks = ",".join("?" * len(types))
+        return int(
+            self.connection()
+            .execute(f"SELECT COUNT(*) FROM resource WHERE type IN ({marks})", types)
+            .fetchone()[0]
+        )
+
+    def bodies(self, resource_type: str) -> Iterator[tuple[str, bytes, str]]:
+        """(id, canonical bytes, lastUpdated) of every resource of a type, by id, streamed."""
+        rows = self.connection().execute(
+            "SELECT id, body, last_updated FROM resource WHERE type = ? ORDER BY id", (resource_type,)
+        )
+        for rid, body, last_updated in rows:
+            yield rid, bytes(body), last_updated
 
     def read(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version of one resource, or None."""

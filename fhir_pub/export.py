@@ -1,0 +1,167 @@
+"""Bulk export: one NDJSON file per resource type, and the manifest that lists them.
+
+The Bulk Data Access IG 2.0.0 (https://hl7.org/fhir/uv/bulkdata/STU2/export.html) shapes both the files
+and the manifest; the server's ``$export`` and ``fhir-pub export`` share this code. Files are written in a
+scratch folder and moved into place whole, so a reader never sees a half-written export.
+"""
+
+from __future__ import annotations
+
+import gzip as gzip_module
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_pub.errors import Invalid
+from fhir_pub.search.bundle import subset
+from fhir_pub.search.dates import EPOCH
+from fhir_pub.search.engine import Engine
+from fhir_pub.search.request import MAX_COUNT, parse
+from fhir_pub.store import Store
+
+OUTPUT_FORMATS = {"application/fhir+ndjson", "application/ndjson", "ndjson"}
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What to export (https://hl7.org/fhir/uv/bulkdata/STU2/export.html#query-parameters)."""
+
+    types: tuple[str, ...] = ()
+    since: datetime | None = None
+    type_filters: tuple[str, ...] = ()
+    elements: tuple[str, ...] = ()
+    gzip: bool = False
+
+
+@dataclass
+class ExportResult:
+    """Files written: (type, file name, line count), plus any problems to report in the manifest."""
+
+    files: list[tuple[str, str, int]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def parse_instant(text: str, name: str = "_since") -> datetime:
+    """An instant with a time zone (a "+" sent unescaped arrives as a space)."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace(" ", "+").replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise Invalid(
+            f"{name}={text!r}: expected an instant such as 2024-01-01T00:00:00Z", expression=name
+        ) from exc
+    if value.tzinfo is None:
+        raise Invalid(f"{name}={text!r}: an instant needs a time zone", expression=name)
+    return value.astimezone(UTC)
+
+
+def _filtered_ids(store: Store, filters: Sequence[str]) -> dict[str, set[str] | None]:
+    """For each type named in ``_typeFilter``, the ids its queries match (ORed), through the search engine."""
+    out: dict[str, set[str] | None] = {}
+    engine = Engine(store.connection, expand=store.expand)
+    now = int((datetime.now(UTC) - EPOCH).total_seconds() * 1_000_000)
+    for text in filters:
+        kind, _, query = text.partition("?")
+        if kind not in store.types:
+            raise Invalid(
+                f"_typeFilter={text!r}: {kind!r} is not a type of this publication", expression="_typeFilter"
+            )
+        pairs = [(p.split("=", 1)[0], p.split("=", 1)[1] if "=" in p else "") for p in query.split("&") if p]
+        offset, found = 0, set[str]()
+        while True:
+            request = parse(
+                [kind],
+                [*pairs, ("_count", str(MAX_COUNT)), ("_offset", str(offset))],
+                store.registry,
+                strict=True,
+            )
+            result = engine.search(request, now)
+            found.update(rid for _, rid in result.matches)
+            offset += MAX_COUNT
+            if offset >= result.total:
+                break
+        previous = out.get(kind)
+        out[kind] = found if previous is None else previous | found
+    return out
+
+
+def _open(path: Path, compressed: bool) -> Any:
+    return gzip_module.open(path, "wb", compresslevel=5) if compressed else path.open("wb")
+
+
+def export(
+    store: Store,
+    request: ExportRequest,
+    folder: Path,
+    progress: Progress | None = None,
+    manifest_for: Callable[[ExportResult], dict[str, Any]] | None = None,
+) -> ExportResult:
+    """Write the NDJSON files of ``request`` into ``folder`` (created whole, replacing nothing).
+
+    With ``manifest_for``, ``manifest.json`` is written too, before the folder appears.
+    """
+    if folder.exists():
+        raise Invalid(f"{folder} exists already; an export writes a new folder")
+    types = list(request.types) or sorted(store.types)
+    unknown = [t for t in types if t not in store.types]
+    if unknown:
+        raise Invalid(f"_type: {', '.join(unknown)} not in this publication", expression="_type")
+    allowed = _filtered_ids(store, request.type_filters)
+    since = request.since.isoformat().replace("+00:00", "Z") if request.since else None
+    scratch = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    result = ExportResult()
+    try:
+        for kind in types:
+            wanted = allowed.get(kind)
+            name = f"{kind}.ndjson" + (".gz" if request.gzip else "")
+            count = 0
+            with _open(scratch / name, request.gzip) as sink:
+                for rid, body, last_updated in store.bodies(kind):
+                    if (since is not None and last_updated <= since) or (
+                        wanted is not None and rid not in wanted
+                    ):
+                        continue
+                    if request.elements:
+                        body = subset(body, None, request.elements)
+                    sink.write(body + b"\n")
+                    count += 1
+                    if progress is not None:
+                        progress(1)
+            if count:
+                result.files.append((kind, name, count))
+            else:
+                (scratch / name).unlink()
+        if manifest_for is not None:
+            (scratch / "manifest.json").write_bytes(
+                orjson.dumps(manifest_for(result), option=orjson.OPT_INDENT_2)
+            )
+        scratch.rename(folder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return result
+
+
+def manifest(
+    result: ExportResult,
+    transaction_time: str,
+    request_url: str,
+    file_url: Callable[[str], str],
+    error_url: str | None,
+) -> dict[str, Any]:
+    """The completion manifest (https://hl7.org/fhir/uv/bulkdata/STU2/export.html#response---complete-status)."""
+    return {
+        "transactionTime": transaction_time,
+        "request": request_url,
+        "requiresAccessToken": False,
+        "output": [
+            {"type": kind, "url": file_url(name), "count": count} for kind, name, count in result.files
+        ],
+        "error": [{"type": "OperationOutcome", "url": error_url}] if error_url else [],
+    }

@@ -1,0 +1,73 @@
+"""The publication as a FHIR NPM package: package.json, .index.json, and one file per resource.
+
+https://hl7.org/fhir/packages.html; written to a scratch file and renamed, so it appears whole.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_pub import __version__
+from fhir_pub.conformance import CANONICAL_BASE, load_conformance
+from fhir_pub.publication import load
+
+NAME = "fhir-pub.publication"
+KINDS = {"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter", "CapabilityStatement"}
+
+
+def _index_entry(filename: str, resource: dict[str, Any]) -> dict[str, Any]:
+    entry = {"filename": filename, "resourceType": resource["resourceType"], "id": resource.get("id")}
+    for key in ("url", "version", "kind", "type"):
+        if key in resource:
+            entry[key] = resource[key]
+    return entry
+
+
+def write_package(out: Path, resources_dir: Path | None = None, profiles_dir: Path | None = None) -> int:
+    """Write the package tarball; return how many resources it holds."""
+    resources = [entry.resource for entry in load(resources_dir)]
+    conformance = list(load_conformance(profiles_dir).by_url.values())
+    files: list[tuple[str, bytes]] = []
+    index = []
+    for resource in [*conformance, *resources]:
+        filename = f"{resource['resourceType']}-{resource['id']}.json"
+        files.append((filename, orjson.dumps(resource)))
+        index.append(_index_entry(filename, resource))
+    manifest = {
+        "name": NAME,
+        "version": __version__,
+        "canonical": CANONICAL_BASE,
+        "title": "fhir-pub publication",
+        "description": "Drug leaflets published as validated FHIR R5 resources, with their profiles.",
+        "fhirVersions": ["5.0.0"],
+        "dependencies": {"hl7.fhir.r5.core": "5.0.0"},
+        "type": "fhir.ig",
+        "license": "CC-BY-4.0",
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        with tarfile.open(partial, "w:gz") as tar:
+            documents = [
+                ("package/package.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2)),
+                (
+                    "package/.index.json",
+                    orjson.dumps({"index-version": 2, "files": index}, option=orjson.OPT_INDENT_2),
+                ),
+                *((f"package/{name}", data) for name, data in files),
+            ]
+            for name, data in documents:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return len(files)

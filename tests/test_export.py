@@ -1,0 +1,145 @@
+"""Offline bulk export (NDJSON + manifest) and the FHIR NPM package."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tarfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from fhir.resources import get_fhir_model_class
+
+from fhir_pub.build import build
+from fhir_pub.cli import main
+from fhir_pub.conformance import Conformance
+from fhir_pub.errors import Invalid
+from fhir_pub.export import ExportRequest, export
+from fhir_pub.publication import Publication
+from fhir_pub.store import Store
+from fhir_pub.validation import Validator, candidate_from_bytes
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """A fresh build of the bundled publication."""
+    return Store(build(tmp_path_factory.mktemp("built") / "p.sqlite").path)
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    assert raw.endswith(b"\n")
+    return [orjson.loads(line) for line in raw.splitlines()]
+
+
+class TestExport:
+    """One NDJSON file per type; each line one resource of that type; counts exact."""
+
+    def test_everything(self, store: Store, publication: Publication, tmp_path: Path) -> None:
+        """Every resource once, in the file of its type, byte for byte as published."""
+        result = export(store, ExportRequest(), tmp_path / "out")
+        assert {kind: count for kind, _, count in result.files} == publication.counts()
+        for kind, name, count in result.files:
+            found = lines(tmp_path / "out" / name)
+            assert len(found) == count
+            assert {r["resourceType"] for r in found} == {kind}
+            assert found == publication.of_type(kind)
+
+    def test_filters(self, store: Store, tmp_path: Path) -> None:
+        """_type, _typeFilter (ORed, through search), _elements (SUBSETTED) and gzip."""
+        request = ExportRequest(
+            types=("ClinicalUseDefinition", "Organization"),
+            type_filters=("ClinicalUseDefinition?type=interaction", "ClinicalUseDefinition?_id=effect-rash"),
+            elements=("type",),
+            gzip=True,
+        )
+        result = export(store, request, tmp_path / "out")
+        assert [(kind, count) for kind, _, count in result.files] == [
+            ("ClinicalUseDefinition", 2),
+            ("Organization", 6),
+        ]
+        found = lines(tmp_path / "out" / "ClinicalUseDefinition.ndjson.gz")
+        assert {r["id"] for r in found} == {"interaction-qt-prolonging-medicines", "effect-rash"}
+        assert all("warning" not in r and "undesirableEffect" not in r for r in found)
+        assert all(any(t["code"] == "SUBSETTED" for t in r["meta"]["tag"]) for r in found)  # type: ignore[index]
+
+    def test_since(self, store: Store, tmp_path: Path) -> None:
+        """_since keeps only resources changed after the instant."""
+        assert (
+            export(store, ExportRequest(since=datetime(2026, 11, 23, tzinfo=UTC)), tmp_path / "a").files == []
+        )
+        assert (
+            len(export(store, ExportRequest(since=datetime(2026, 11, 21, tzinfo=UTC)), tmp_path / "b").files)
+            == 7
+        )
+
+    @pytest.mark.parametrize(
+        "request_",
+        [
+            ExportRequest(types=("Patient",)),
+            ExportRequest(type_filters=("Patient?name=x",)),
+            ExportRequest(type_filters=("ClinicalUseDefinition?bogus=1",)),
+        ],
+    )
+    def test_invalid(self, store: Store, tmp_path: Path, request_: ExportRequest) -> None:
+        """Unknown types and unsupported filter parameters are errors, and nothing is written."""
+        with pytest.raises(Invalid):
+            export(store, request_, tmp_path / "out")
+        assert list(tmp_path.iterdir()) == []
+
+    def test_never_overwrites(self, store: Store, tmp_path: Path) -> None:
+        """An export writes a new folder; an existing one is refused."""
+        (tmp_path / "out").mkdir()
+        with pytest.raises(Invalid):
+            export(store, ExportRequest(), tmp_path / "out")
+
+    def test_cli(self, tmp_path: Path, publication: Publication) -> None:
+        """fhir-pub export writes the files and the manifest together."""
+        out = tmp_path / "out"
+        result = CliRunner().invoke(
+            main, ["export", "--out", str(out), "--type", "Group,Organization", "--gzip"]
+        )
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        assert manifest["requiresAccessToken"] is False
+        assert manifest["error"] == []
+        assert manifest["output"] == [
+            {"type": "Group", "url": "Group.ndjson.gz", "count": 1},
+            {"type": "Organization", "url": "Organization.ndjson.gz", "count": 6},
+        ]
+        assert "_type=Group%2COrganization" in manifest["request"]
+        bad = CliRunner().invoke(main, ["export", "--out", str(tmp_path / "x"), "--since", "yesterday"])
+        assert bad.exit_code != 0
+
+
+class TestPackage:
+    """The FHIR NPM package unpacks, indexes every file, and validates against its own profiles."""
+
+    def test_package(self, tmp_path: Path, publication: Publication) -> None:
+        """package.json, .index.json, and every resource parses (R5) and the publication validates clean."""
+        out = tmp_path / "pub.tgz"
+        result = CliRunner().invoke(main, ["package", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        with tarfile.open(out) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+        meta = json.loads(members.pop("package/package.json"))
+        assert (meta["fhirVersions"], meta["dependencies"]) == (["5.0.0"], {"hl7.fhir.r5.core": "5.0.0"})
+        index = json.loads(members.pop("package/.index.json"))
+        assert sorted(f"package/{f['filename']}" for f in index["files"]) == sorted(members)
+        resources = [json.loads(data) for data in members.values()]
+        for resource in resources:
+            get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+        profiles = {r["url"]: r for r in resources if "url" in r and r["resourceType"] != "Organization"}
+        instances = [
+            r
+            for r in resources
+            if r["resourceType"] not in {"StructureDefinition", "ValueSet", "SearchParameter"}
+        ]
+        assert len(instances) == len(publication)
+        report = Validator(Conformance(out, profiles)).validate(
+            [candidate_from_bytes(orjson.dumps(r), r["id"]) for r in instances]
+        )
+        assert [i.message for i in report.issues] == []
