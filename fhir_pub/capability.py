@@ -16,6 +16,8 @@ TYPE_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "searc
 SYSTEM_INTERACTIONS = ("history-system", "search-system")
 # Operations, with their canonical definitions (https://hl7.org/fhir/R5/operationslist.html).
 VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+EXPORT = {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
 FORMATS = ("json", "xml")
 PROFILE = "http://fhir-pub.org/fhir/StructureDefinition/fhir-pub-capabilitystatement"
 
@@ -50,6 +52,7 @@ def capability_statement(
         "publisher": "fhir-pub",
         "description": "A read-only FHIR R5 endpoint serving one immutable, validated publication.",
         "kind": "instance",
+        "instantiates": [BULK_DATA],
         "software": {"name": "fhir-pub", "version": __version__},
         "implementation": {"description": "fhir-pub publication"},
         "fhirVersion": FHIR_VERSION,
@@ -79,7 +82,9 @@ def capability_statement(
                     for resource_type, profiles in sorted(types.items())
                 ],
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
-                "operation": [VALIDATE],
+                # The IG defines system, Patient and Group $export; [type]/$export is our shorthand for
+                # _type, so it is declared once, at system level.
+                "operation": [VALIDATE, EXPORT],
             }
         ],
     }

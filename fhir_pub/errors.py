@@ -13,10 +13,13 @@ class FhirPubError(Exception):
     code = "exception"
     status = 500
 
-    def __init__(self, diagnostics: str, *, expression: str | None = None) -> None:
+    def __init__(
+        self, diagnostics: str, *, expression: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(diagnostics)
         self.diagnostics = diagnostics
         self.expression = expression
+        self.headers = headers or {}
 
 
 class PublicationError(FhirPubError):
@@ -38,6 +41,20 @@ class UnsupportedMediaType(FhirPubError):
 
     code = "not-supported"
     status = 415
+
+
+class TooManyRequests(FhirPubError):
+    """Too many requests or jobs at once: 429, with Retry-After."""
+
+    code = "throttled"
+    status = 429
+
+
+class Gone(FhirPubError):
+    """Something that existed and has expired: 410."""
+
+    code = "expired"
+    status = 410
 
 
 class NotFound(FhirPubError):

@@ -21,7 +21,7 @@ from fhir_pub.errors import Invalid
 from fhir_pub.search.bundle import subset
 from fhir_pub.search.dates import EPOCH
 from fhir_pub.search.engine import Engine
-from fhir_pub.search.request import MAX_COUNT, parse
+from fhir_pub.search.request import MAX_COUNT, SearchRequest, parse
 from fhir_pub.store import Store
 
 OUTPUT_FORMATS = {"application/fhir+ndjson", "application/ndjson", "ndjson"}
@@ -60,26 +60,34 @@ def parse_instant(text: str, name: str = "_since") -> datetime:
     return value.astimezone(UTC)
 
 
+def _filter_query(store: Store, text: str, offset: int) -> SearchRequest:
+    """One ``_typeFilter`` as a strict search (an unknown parameter is a 400, as in any strict search)."""
+    kind, _, query = text.partition("?")
+    if kind not in store.types:
+        raise Invalid(
+            f"_typeFilter={text!r}: {kind!r} is not a type of this publication", expression="_typeFilter"
+        )
+    pairs = [(p.split("=", 1)[0], p.split("=", 1)[1] if "=" in p else "") for p in query.split("&") if p]
+    paging = [("_count", str(MAX_COUNT)), ("_offset", str(offset))]
+    return parse([kind], [*pairs, *paging], store.registry, strict=True)
+
+
+def check_type_filters(store: Store, filters: Sequence[str]) -> None:
+    """Raise Invalid for a ``_typeFilter`` that is not a valid search here (before a job starts)."""
+    for text in filters:
+        _filter_query(store, text, 0)
+
+
 def _filtered_ids(store: Store, filters: Sequence[str]) -> dict[str, set[str] | None]:
     """For each type named in ``_typeFilter``, the ids its queries match (ORed), through the search engine."""
     out: dict[str, set[str] | None] = {}
     engine = Engine(store.connection, expand=store.expand)
     now = int((datetime.now(UTC) - EPOCH).total_seconds() * 1_000_000)
     for text in filters:
-        kind, _, query = text.partition("?")
-        if kind not in store.types:
-            raise Invalid(
-                f"_typeFilter={text!r}: {kind!r} is not a type of this publication", expression="_typeFilter"
-            )
-        pairs = [(p.split("=", 1)[0], p.split("=", 1)[1] if "=" in p else "") for p in query.split("&") if p]
+        kind = text.partition("?")[0]
         offset, found = 0, set[str]()
         while True:
-            request = parse(
-                [kind],
-                [*pairs, ("_count", str(MAX_COUNT)), ("_offset", str(offset))],
-                store.registry,
-                strict=True,
-            )
+            request = _filter_query(store, text, offset)
             result = engine.search(request, now)
             found.update(rid for _, rid in result.matches)
             offset += MAX_COUNT

@@ -22,5 +22,13 @@ class Settings(BaseSettings):
     """How many reverse proxies in front are trusted to set ``X-Forwarded-For/Proto/Host/Port/Prefix``."""
     response_cache: int = 10_000
     """How many GET responses to keep in memory per worker (the publication never changes); 0: none."""
+    jobs_dir: Path | None = None
+    """Where bulk export jobs and their files live; None: ``cache_dir/jobs``."""
+    export_expiry: int = 3600
+    """Seconds an export's files stay downloadable (then 410)."""
+    export_max_jobs: int = 2
+    """Bulk exports running at once; more get 429 with Retry-After."""
+    export_poll_interval: float = 1.0
+    """Seconds a client should wait between status polls; polling faster gets 429."""
     cors_origins: str = "*"
     """Origins allowed to call from a browser (comma-separated), ``*`` for any; empty: no CORS."""

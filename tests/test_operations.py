@@ -119,11 +119,15 @@ class TestCannotRun:
         assert response.json["issue"][0]["code"] == code
 
     def test_declared(self, client: FlaskClient) -> None:
-        """The CapabilityStatement declares $validate (canonical definition), system-wide and per type."""
+        """$validate is declared system-wide and per type, $export system-wide (canonical definitions)."""
         rest = client.get("/fhir/metadata").json["rest"][0]
         validate = {
             "name": "validate",
             "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
         }
-        assert rest["operation"] == [validate]
+        export = {
+            "name": "export",
+            "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+        }
+        assert rest["operation"] == [validate, export]
         assert all(r["operation"] == [validate] for r in rest["resource"])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -22,25 +25,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The base URL of a running ``fhir-pub serve`` on a free port, stopped after the module."""
-    folder = tmp_path_factory.mktemp("server")
-    path = build(folder / "p.sqlite").path
-    port = free_port()
-    log = folder / "server.log"
+def start(folder: Path, publication: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+    """Start ``fhir-pub serve`` (jobs in ``folder/jobs``) and wait until it answers ``/healthz``."""
+    log = folder / f"server-{port}-{time.monotonic_ns()}.log"
+    env = {**os.environ, "FHIR_PUB_JOBS_DIR": str(folder / "jobs"), "FHIR_PUB_EXPORT_POLL_INTERVAL": "0.1"}
+    command = [sys.executable, "-m", "fhir_pub", "serve", "--port", str(port), "--workers", str(workers)]
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fhir_pub", "serve", "--port", str(port), "--publication", str(path)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
+            [*command, "--publication", str(publication)], stdout=output, stderr=subprocess.STDOUT, env=env
         )
-    base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
         except requests.ConnectionError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
@@ -48,7 +46,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait()
             pytest.fail(f"server did not start: {log.read_text(errors='replace')[-2000:]}")
         time.sleep(0.1)
-    yield f"{base}/fhir"
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and fail if the server does not stop."""
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=15)
@@ -56,6 +57,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.kill()
         process.wait()
         pytest.fail("server did not stop on SIGTERM")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("built") / "p.sqlite").path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, built: Path) -> Iterator[str]:
+    """The base URL of a running ``fhir-pub serve`` on a free port, stopped after the module."""
+    port = free_port()
+    process = start(tmp_path_factory.mktemp("server"), built, port)
+    yield f"http://127.0.0.1:{port}/fhir"
+    stop(process)
+
+
+def poll(status_url: str) -> requests.Response:
+    """Poll a bulk export status URL as a client should: honour Retry-After and 429s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        response = requests.get(status_url, timeout=5)
+        if response.status_code not in (202, 429):
+            return response
+        time.sleep(min(float(response.headers.get("Retry-After", "1")), 1.0))
+    pytest.fail(f"export at {status_url} did not finish")
 
 
 class TestRealServer:
@@ -124,3 +150,53 @@ class TestRealServer:
         assert response.headers["Content-Encoding"] == "gzip"
         assert response.headers["Access-Control-Allow-Origin"] == "*"
         assert response.json()["total"] == 27
+
+    def test_bulk_export(self, server: str, built: Path) -> None:
+        """The Bulk Data flow over the wire: kick-off, polling, manifest, NDJSON files, cancel."""
+        kickoff = requests.get(
+            f"{server}/$export?_type=ClinicalUseDefinition,DocumentReference",
+            headers={"Prefer": "respond-async", "Accept": "application/fhir+json"},
+            timeout=5,
+        )
+        assert kickoff.status_code == 202
+        status_url = kickoff.headers["Content-Location"]
+        assert status_url.startswith(f"{server}/$export-status/")
+        done = poll(status_url)
+        assert done.status_code == 200
+        manifest = done.json()
+        counts = {o["type"]: o["count"] for o in manifest["output"]}
+        assert counts == {"ClinicalUseDefinition": 59, "DocumentReference": 3}
+        for output in manifest["output"]:
+            response = requests.get(output["url"], timeout=5)
+            assert response.headers["Content-Type"].startswith("application/fhir+ndjson")
+            lines = response.content.splitlines()
+            assert len(lines) == output["count"]
+            assert {json.loads(line)["resourceType"] for line in lines} == {output["type"]}
+        assert requests.delete(status_url, timeout=5).status_code == 202
+        assert requests.get(status_url, timeout=5).status_code == 404
+
+
+def test_export_jobs_shared_by_workers_and_survive_restarts(tmp_path: Path, built: Path) -> None:
+    """With two workers any of them answers for a job; after a restart the finished export is still served."""
+    port = free_port()
+    process = start(tmp_path, built, port, workers=2)
+    base = f"http://127.0.0.1:{port}/fhir"
+    try:
+        kickoff = requests.post(
+            f"{base}/Organization/$export", headers={"Prefer": "respond-async"}, timeout=5
+        )
+        assert kickoff.status_code == 202
+        status_url = kickoff.headers["Content-Location"]
+        statuses = {poll(status_url).status_code for _ in range(6)}
+        assert statuses == {200}
+    finally:
+        stop(process)
+    process = start(tmp_path, built, port)
+    try:
+        manifest = poll(status_url).json()
+        (output,) = manifest["output"]
+        assert output["type"] == "Organization"
+        response = requests.get(output["url"], timeout=5)
+        assert len(response.content.splitlines()) == output["count"] > 0
+    finally:
+        stop(process)

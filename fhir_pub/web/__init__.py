@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from fhir_pub.build import bundled_publication
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
-from fhir_pub.web import errors, fhir, formats, html, operations
+from fhir_pub.web import bulk, errors, fhir, formats, html, operations
 from fhir_pub.web.cache import ResponseCache
 
 MAX_BODY = 8 * 1024 * 1024  # bytes: a larger request body is refused with 413
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["fhir_pub"] = {"settings": settings, "store": Store(path)}
     app.register_blueprint(operations.blueprint, url_prefix="/fhir")
+    app.register_blueprint(bulk.blueprint, url_prefix="/fhir")
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
     app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
     app.add_url_rule("/", "landing", lambda: landing_page(app))

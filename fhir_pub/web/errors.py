@@ -35,7 +35,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(FhirPubError)
     def fhir_pub_error(error: FhirPubError) -> Response:
-        return outcome_response(error.status, error.code, error.diagnostics, error.expression)
+        response = outcome_response(error.status, error.code, error.diagnostics, error.expression)
+        response.headers.update(error.headers)
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -1,0 +1,199 @@
+"""Bulk export jobs, kept on disk so they survive restarts and are shared by every worker process.
+
+Each job is a folder: ``job.json`` (its state, replaced atomically, written only by the job's own
+thread or, once that is gone, by the sweep), ``files/`` (the export, which appears whole), and two
+marker files other requests write without touching the state: ``cancelled`` and ``last-poll``.
+A job whose worker process is gone while it ran is reported failed, never left running. https://hl7.org/fhir/uv/bulkdata/STU2/export.html#bulk-data-kick-off-request
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_pub.export import ExportRequest, ExportResult, export, manifest
+from fhir_pub.store import Store
+
+ACTIVE = ("accepted", "running")
+
+
+class Cancelled(Exception):
+    """Raised inside a running export once its job is cancelled, to stop it early."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class JobStore:
+    """The folder of all jobs, and the rules they follow."""
+
+    root: Path
+    expiry_seconds: int = 3600
+    max_active: int = 2
+
+    def _path(self, job_id: str) -> Path | None:
+        if not job_id.isalnum() or len(job_id) > 64:
+            return None
+        return self.root / job_id
+
+    def read(self, job_id: str) -> dict[str, Any] | None:
+        """A job's state, or None if there is no such job."""
+        path = self._path(job_id)
+        if path is None:
+            return None
+        try:
+            state: dict[str, Any] = orjson.loads((path / "job.json").read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        if (path / "cancelled").exists():
+            state["status"] = "cancelled"
+        try:
+            state["lastPoll"] = float((path / "last-poll").read_text())
+        except (OSError, ValueError):
+            state["lastPoll"] = 0.0
+        return state
+
+    def polled(self, job_id: str, when: float) -> None:
+        """Record a status poll (for the polling rate limit)."""
+        (self.root / job_id / "last-poll").write_text(repr(when))
+
+    def write(self, state: dict[str, Any]) -> None:
+        """Replace a job's state atomically."""
+        path = self.root / state["id"]
+        partial = path / f".job.json.{os.getpid()}.{threading.get_ident()}"
+        partial.write_bytes(orjson.dumps(state))
+        partial.replace(path / "job.json")
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every job's state."""
+        if not self.root.is_dir():
+            return []
+        states = (self.read(p.name) for p in self.root.iterdir() if p.is_dir())
+        return [s for s in states if s is not None]
+
+    def active(self) -> int:
+        """How many jobs are accepted or running."""
+        return sum(s["status"] in ACTIVE for s in self.all())
+
+    def create(
+        self, request: ExportRequest, kickoff_url: str, base: str, warnings: list[str]
+    ) -> dict[str, Any]:
+        """A new job in state ``accepted``."""
+        job_id = secrets.token_hex(16)
+        (self.root / job_id).mkdir(parents=True)
+        now = time.time()
+        state = {
+            "id": job_id,
+            "status": "accepted",
+            "request": kickoff_url,
+            "base": base,
+            "transactionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "created": now,
+            "expires": now + self.expiry_seconds,
+            "pid": os.getpid(),
+            "progress": "accepted",
+            "warnings": warnings,
+            "params": {
+                "types": list(request.types),
+                "since": request.since.isoformat() if request.since else None,
+                "typeFilters": list(request.type_filters),
+                "elements": list(request.elements),
+            },
+        }
+        self.write(state)
+        return state
+
+    def run(self, state: dict[str, Any], store: Store, request: ExportRequest) -> None:
+        """Run the export (call in a background thread); the job ends complete or failed."""
+        job_id = state["id"]
+        state = {**state, "status": "running", "progress": "exporting"}
+        self.write(state)
+        total = max(1, store.count(request.types or None))
+        done = [0]
+        last = [time.monotonic()]
+
+        def progress(count: int) -> None:
+            done[0] += count
+            if time.monotonic() - last[0] > 0.5:
+                last[0] = time.monotonic()
+                latest = self.read(job_id)
+                if latest is None or latest["status"] == "cancelled":
+                    raise Cancelled(job_id)
+                if latest["status"] == "running":
+                    self.write({**latest, "progress": f"{min(99, done[0] * 100 // total)}%"})
+
+        base = state["base"]
+        files_url: Callable[[str], str] = lambda name: f"{base}/$export-file/{job_id}/{name}"  # noqa: E731
+        error_url = files_url("OperationOutcome.ndjson") if state["warnings"] else None
+
+        def manifest_for(result: ExportResult) -> dict[str, Any]:
+            return manifest(result, state["transactionTime"], state["request"], files_url, error_url)
+
+        try:
+            export(store, request, self.root / job_id / "files", progress, manifest_for)
+            if state["warnings"]:
+                outcome = {
+                    "resourceType": "OperationOutcome",
+                    "issue": [
+                        {"severity": "warning", "code": "not-supported", "details": {"text": w}}
+                        for w in state["warnings"]
+                    ],
+                }
+                (self.root / job_id / "files" / "OperationOutcome.ndjson").write_bytes(
+                    orjson.dumps(outcome) + b"\n"
+                )
+        except Exception as exc:  # the job fails; the server goes on
+            current = self.read(job_id) or state
+            if current["status"] != "cancelled":
+                self.write(
+                    {
+                        **current,
+                        "status": "failed",
+                        "progress": "failed",
+                        "error": f"{type(exc).__name__}: {exc}",
+                    }
+                )
+            return
+        final = self.read(job_id)
+        if final is None or final["status"] == "cancelled":
+            shutil.rmtree(self.root / job_id / "files", ignore_errors=True)
+            return
+        body = orjson.loads((self.root / job_id / "files" / "manifest.json").read_bytes())
+        self.write({**final, "status": "complete", "progress": "100%", "manifest": body})
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job and delete its files; False if there was none."""
+        state = self.read(job_id)
+        if state is None or state["status"] == "cancelled":
+            return False
+        (self.root / job_id / "cancelled").touch()
+        shutil.rmtree(self.root / job_id / "files", ignore_errors=True)
+        return True
+
+    def sweep(self) -> None:
+        """Fail orphaned running jobs; drop expired jobs' files (their state stays, so files answer 410)."""
+        now = time.time()
+        for state in self.all():
+            if state["status"] in ACTIVE and not _pid_alive(int(state.get("pid", 0))):
+                message = "the server stopped while this export ran; start a new export"
+                self.write({**state, "status": "failed", "progress": "failed", "error": message})
+            elif state["expires"] < now and state["status"] not in (*ACTIVE, "expired"):
+                shutil.rmtree(self.root / state["id"] / "files", ignore_errors=True)
+                self.write({**state, "status": "expired"})

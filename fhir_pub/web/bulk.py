@@ -1,0 +1,208 @@
+"""Bulk Data export over HTTP: kick-off, status, files, cancel (https://hl7.org/fhir/uv/bulkdata/STU2/export.html).
+
+The kick-off needs ``Prefer: respond-async`` (400 without it, as the IG requires); a missing ``Accept``,
+``*/*`` or ``application/json`` is taken as ``application/fhir+json``, any other media type is 406.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, current_app, request, send_file
+
+from fhir_pub.errors import Gone, Invalid, NotAcceptable, NotFound, TooManyRequests
+from fhir_pub.export import OUTPUT_FORMATS, ExportRequest, check_type_filters, parse_instant
+from fhir_pub.jobs import ACTIVE, JobStore
+from fhir_pub.settings import Settings
+from fhir_pub.store import Store
+from fhir_pub.validation.issues import Issue, operation_outcome
+from fhir_pub.web import formats
+
+blueprint = Blueprint("bulk", __name__)
+SUPPORTED = {"_outputFormat", "_since", "_type", "_elements", "_typeFilter"}
+_TYPE_FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]+\?)")
+FILE_NAME = re.compile(r"^[A-Za-z]+\.ndjson(\.gz)?$")
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["fhir_pub"]["settings"]
+    return settings
+
+
+def jobs() -> JobStore:
+    """The job store of this app."""
+    settings = _settings()
+    root = settings.jobs_dir if settings.jobs_dir is not None else settings.cache_dir / "jobs"
+    return JobStore(root, settings.export_expiry, settings.export_max_jobs)
+
+
+def _parameters() -> list[tuple[str, str]]:
+    if request.method == "GET":
+        return list(request.args.items(multi=True))
+    if not request.get_data():
+        return list(request.args.items(multi=True))
+    try:
+        body = orjson.loads(request.get_data())
+    except orjson.JSONDecodeError as exc:
+        raise Invalid(f"the kick-off body is not JSON: {exc.msg}") from exc
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise Invalid("a POST kick-off takes a Parameters resource")
+    pairs = []
+    for parameter in body.get("parameter", []):
+        if not isinstance(parameter, dict) or "name" not in parameter:
+            raise Invalid("each parameter needs a name", expression="Parameters.parameter")
+        values = [v for k, v in parameter.items() if k.startswith("value")]
+        pairs.append((str(parameter["name"]), str(values[0]) if values else ""))
+    return pairs
+
+
+def _request(
+    resource_type: str | None, pairs: list[tuple[str, str]], lenient: bool
+) -> tuple[ExportRequest, list[str]]:
+    types: list[str] = []
+    elements: list[str] = []
+    filters: list[str] = []
+    since = None
+    warnings = []
+    for name, value in pairs:
+        if name == "_outputFormat":
+            if value not in OUTPUT_FORMATS:
+                raise Invalid(
+                    f"_outputFormat={value!r}: this server writes application/fhir+ndjson", expression=name
+                )
+        elif name == "_since":
+            since = parse_instant(value)
+        elif name == "_type":
+            types += [t.strip() for t in value.split(",") if t.strip()]
+        elif name == "_elements":
+            elements += [e.strip() for e in value.split(",") if e.strip()]
+        elif name == "_typeFilter":
+            filters += [f for f in _TYPE_FILTER_SPLIT.split(value) if f]
+        elif lenient:
+            warnings.append(f"parameter {name} is not supported and was ignored")
+        else:
+            raise Invalid(
+                f"parameter {name} is not supported (Prefer: handling=lenient ignores it)", expression=name
+            )
+    store: Store = current_app.extensions["fhir_pub"]["store"]
+    if resource_type is not None:
+        if types and types != [resource_type]:
+            raise Invalid(
+                f"_type must name only {resource_type} on [base]/{resource_type}/$export", expression="_type"
+            )
+        types = [resource_type]
+    unknown = sorted({t for t in [*types, *(f.split("?", 1)[0] for f in filters)] if t not in store.types})
+    if unknown:
+        raise Invalid(f"not in this publication: {', '.join(unknown)}", expression="_type")
+    check_type_filters(store, filters)
+    return ExportRequest(
+        tuple(dict.fromkeys(types)), since, tuple(filters), tuple(dict.fromkeys(elements))
+    ), warnings
+
+
+def _kickoff(resource_type: str | None) -> Response:
+    prefer = request.headers.get("Prefer", "").replace(" ", "")
+    if "respond-async" not in prefer:
+        raise Invalid("Prefer: respond-async is required for $export (Bulk Data IG)", expression="Prefer")
+    accept = request.headers.get("Accept")
+    if (
+        accept
+        and accept.strip() != "*/*"
+        and not request.accept_mimetypes.best_match(["application/fhir+json", "application/json"])
+    ):
+        raise NotAcceptable(f"Accept: {accept}: the kick-off answers application/fhir+json")
+    export_request, warnings = _request(resource_type, _parameters(), "handling=lenient" in prefer)
+    store = jobs()
+    store.sweep()
+    if store.active() >= store.max_active:
+        raise TooManyRequests(
+            f"{store.max_active} exports are running; try again later", headers={"Retry-After": "10"}
+        )
+    base = formats.base_url(_settings(), request)
+    state = store.create(export_request, request.url, base, warnings)
+    publication: Store = current_app.extensions["fhir_pub"]["store"]
+    threading.Thread(target=store.run, args=(state, publication, export_request), daemon=True).start()
+    outcome = operation_outcome([Issue("information", "informational", "export started", layer="bulk")])
+    response = Response(orjson.dumps(outcome), status=202, content_type=formats.FHIR_JSON)
+    response.headers["Content-Location"] = f"{base}/$export-status/{state['id']}"
+    return response
+
+
+@blueprint.route("/$export", methods=["GET", "POST"])
+def export_system() -> Response:
+    """Kick off an export of the whole publication."""
+    return _kickoff(None)
+
+
+@blueprint.route("/<resource_type>/$export", methods=["GET", "POST"])
+def export_type(resource_type: str) -> Response:
+    """Kick off an export of one resource type."""
+    return _kickoff(resource_type)
+
+
+def _live(job_id: str) -> dict[str, Any]:
+    store = jobs()
+    store.sweep()
+    state = store.read(job_id)
+    if state is None or state["status"] in {"cancelled", "expired"}:
+        raise NotFound(f"no export job {job_id} (never started, cancelled, or expired)")
+    return state
+
+
+@blueprint.get("/$export-status/<job_id>")
+def status(job_id: str) -> Response:
+    """202 while running (X-Progress, Retry-After); the manifest when done; 429 when polled too fast."""
+    state = _live(job_id)
+    interval = _settings().export_poll_interval
+    now = time.time()
+    wait = interval - (now - float(state.get("lastPoll", 0.0)))
+    if wait > 0:
+        raise TooManyRequests(
+            "polled too soon; wait as Retry-After says", headers={"Retry-After": str(math.ceil(wait))}
+        )
+    jobs().polled(job_id, now)
+    if state["status"] in ACTIVE:
+        response = Response(status=202)
+        response.headers["X-Progress"] = str(state.get("progress", "running"))
+        response.headers["Retry-After"] = str(math.ceil(interval))
+        return response
+    if state["status"] == "failed":  # the job itself failed on the server: the IG asks for a 5xx here
+        issue = Issue(
+            "error", "exception", f"the export failed: {state.get('error', 'unknown error')}", layer="bulk"
+        )
+        return Response(orjson.dumps(operation_outcome([issue])), status=500, content_type=formats.FHIR_JSON)
+    response = Response(orjson.dumps(state["manifest"]), status=200, content_type="application/json")
+    response.headers["Expires"] = formatdate(state["expires"], usegmt=True)
+    return response
+
+
+@blueprint.delete("/$export-status/<job_id>")
+def cancel(job_id: str) -> Response:
+    """Cancel a job (running or done): 202; its files are deleted and its status URL answers 404."""
+    _live(job_id)
+    jobs().cancel(job_id)
+    outcome = operation_outcome([Issue("information", "informational", "export cancelled", layer="bulk")])
+    return Response(orjson.dumps(outcome), status=202, content_type=formats.FHIR_JSON)
+
+
+@blueprint.get("/$export-file/<job_id>/<name>")
+def file(job_id: str, name: str) -> Response:
+    """One output file: application/fhir+ndjson (gzip on request); 410 once expired."""
+    jobs().sweep()
+    state = jobs().read(job_id)
+    if state is not None and state["status"] == "expired":
+        raise Gone(f"the files of export {job_id} have expired")
+    state = _live(job_id)
+    if state["status"] != "complete" or not FILE_NAME.match(name):
+        raise NotFound(f"no file {name} in export {job_id}")
+    path: Path = jobs().root / job_id / "files" / name
+    if not path.is_file():
+        raise NotFound(f"no file {name} in export {job_id}")
+    return send_file(path, mimetype="application/fhir+ndjson", max_age=0)
