@@ -41,6 +41,39 @@ CREATE TABLE resource (
 ) WITHOUT ROWID;
 CREATE TABLE info (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 """
+# Each type's resources as NDJSON, in id order, cut into chunks of whole lines: an export with no filter
+# copies these instead of assembling a line per resource.
+NDJSON_SCHEMA = """
+CREATE TABLE ndjson (
+    type TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    lines INTEGER NOT NULL,
+    oldest TEXT NOT NULL,
+    chunk BLOB NOT NULL
+);
+CREATE UNIQUE INDEX ndjson_order ON ndjson (type, seq);
+"""
+NDJSON_CHUNK = 4 << 20
+
+
+def write_ndjson(db: sqlite3.Connection, chunk_size: int = NDJSON_CHUNK) -> None:
+    """(Re)compute the ``ndjson`` table from the ``resource`` table."""
+    db.executescript("DROP TABLE IF EXISTS ndjson;" + NDJSON_SCHEMA)
+    types = [row[0] for row in db.execute("SELECT DISTINCT type FROM resource ORDER BY type")]
+    for kind in types:
+        seq, parts, dates, size = 0, list[bytes](), list[str](), 0
+        rows = db.execute("SELECT body, last_updated FROM resource WHERE type = ? ORDER BY id", (kind,))
+        for body, last_updated in rows:
+            parts.append(body)
+            dates.append(last_updated)
+            size += len(body) + 1
+            if size >= chunk_size:
+                chunk = (kind, seq, len(parts), min(dates), b"\n".join(parts) + b"\n")
+                db.execute("INSERT INTO ndjson VALUES (?, ?, ?, ?, ?)", chunk)
+                seq, parts, dates, size = seq + 1, [], [], 0
+        if parts:
+            chunk = (kind, seq, len(parts), min(dates), b"\n".join(parts) + b"\n")
+            db.execute("INSERT INTO ndjson VALUES (?, ?, ?, ?, ?)", chunk)
 
 
 class BuildError(FhirPubError):
@@ -170,6 +203,7 @@ def build(
                 "fhir_pub_version": __version__.encode(),
             }
             db.executemany("INSERT INTO info VALUES (?, ?)", info.items())
+            write_ndjson(db)
         db.close()
         with partial.open("rb") as handle:
             os.fsync(handle.fileno())

@@ -303,7 +303,12 @@ def export_command(
                 out,
                 bar.update,
                 lambda r: manifest(
-                    r, transaction_time, f"$export?{query}" if query else "$export", lambda n: n, None
+                    r,
+                    transaction_time,
+                    f"$export?{query}" if query else "$export",
+                    lambda n: n,
+                    None,
+                    request.since is not None,
                 ),
             )
     except FhirPubError as exc:

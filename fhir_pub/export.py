@@ -2,12 +2,14 @@
 
 The Bulk Data Access IG 2.0.0 (https://hl7.org/fhir/uv/bulkdata/STU2/export.html) shapes both the files
 and the manifest; the server's ``$export`` and ``fhir-pub export`` share this code. Files are written in a
-scratch folder and moved into place whole, so a reader never sees a half-written export.
+scratch folder, flushed to disk and moved into place whole, so neither a reader nor a crash ever leaves a
+half-written export.
 """
 
 from __future__ import annotations
 
 import gzip as gzip_module
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +100,15 @@ def _filtered_ids(store: Store, filters: Sequence[str]) -> dict[str, set[str] | 
     return out
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's) data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _open(path: Path, compressed: bool) -> Any:
     return gzip_module.open(path, "wb", compresslevel=5) if compressed else path.open("wb")
 
@@ -130,8 +141,19 @@ def export(
             wanted = allowed.get(kind)
             name = f"{kind}.ndjson" + (".gz" if request.gzip else "")
             count = 0
+            whole = (
+                wanted is None
+                and not request.elements
+                and (since is None or (store.oldest(kind) or "") > since)
+            )
+            chunks = store.ndjson(kind) if whole else None
             with _open(scratch / name, request.gzip) as sink:
-                for rid, body, last_updated in store.bodies(kind):
+                for chunk, lines in chunks or ():  # no filter: the build's NDJSON, copied
+                    sink.write(chunk)
+                    count += lines
+                    if progress is not None:
+                        progress(lines)
+                for rid, body, last_updated in () if chunks is not None else store.bodies(kind):
                     if (since is not None and last_updated <= since) or (
                         wanted is not None and rid not in wanted
                     ):
@@ -150,7 +172,10 @@ def export(
             (scratch / "manifest.json").write_bytes(
                 orjson.dumps(manifest_for(result), option=orjson.OPT_INDENT_2)
             )
+        for written in scratch.iterdir():
+            _fsync(written)
         scratch.rename(folder)
+        _fsync(folder.parent)  # the rename itself survives a crash: the export is whole or absent
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return result
@@ -162,9 +187,13 @@ def manifest(
     request_url: str,
     file_url: Callable[[str], str],
     error_url: str | None,
+    since: bool = False,
 ) -> dict[str, Any]:
-    """The completion manifest (https://hl7.org/fhir/uv/bulkdata/STU2/export.html#response---complete-status)."""
-    return {
+    """The completion manifest (https://hl7.org/fhir/uv/bulkdata/STU2/export.html#response---complete-status).
+
+    With ``_since`` the manifest has ``deleted`` too; it is always empty, as a publication never deletes.
+    """
+    body = {
         "transactionTime": transaction_time,
         "request": request_url,
         "requiresAccessToken": False,
@@ -173,3 +202,6 @@ def manifest(
         ],
         "error": [{"type": "OperationOutcome", "url": error_url}] if error_url else [],
     }
+    if since:
+        body["deleted"] = []
+    return body

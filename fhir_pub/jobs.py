@@ -144,7 +144,8 @@ class JobStore:
         error_url = files_url("OperationOutcome.ndjson") if state["warnings"] else None
 
         def manifest_for(result: ExportResult) -> dict[str, Any]:
-            return manifest(result, state["transactionTime"], state["request"], files_url, error_url)
+            since = request.since is not None
+            return manifest(result, state["transactionTime"], state["request"], files_url, error_url, since)
 
         try:
             export(store, request, self.root / job_id / "files", progress, manifest_for)
@@ -188,12 +189,14 @@ class JobStore:
         return True
 
     def sweep(self) -> None:
-        """Fail orphaned running jobs; drop expired jobs' files (their state stays, so files answer 410)."""
+        """Fail orphaned running jobs; drop expired files (the state stays one more expiry period: 410)."""
         now = time.time()
         for state in self.all():
             if state["status"] in ACTIVE and not _pid_alive(int(state.get("pid", 0))):
                 message = "the server stopped while this export ran; start a new export"
                 self.write({**state, "status": "failed", "progress": "failed", "error": message})
+            elif state["expires"] + self.expiry_seconds < now and state["status"] not in ACTIVE:
+                shutil.rmtree(self.root / state["id"], ignore_errors=True)  # forgotten: 404 from now on
             elif state["expires"] < now and state["status"] not in (*ACTIVE, "expired"):
                 shutil.rmtree(self.root / state["id"] / "files", ignore_errors=True)
                 self.write({**state, "status": "expired"})

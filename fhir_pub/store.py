@@ -127,6 +127,28 @@ class Store:
         )
         return [(r[0], r[1], r[2]) for r in rows]
 
+    def ndjson(self, resource_type: str) -> Iterator[tuple[bytes, int]] | None:
+        """A type's resources as NDJSON chunks (bytes, lines), in id order; None if the build has none."""
+        db = self.connection()
+        if (
+            db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ndjson'").fetchone()
+            is None
+        ):
+            return None
+        rows = db.execute("SELECT chunk, lines FROM ndjson WHERE type = ? ORDER BY seq", (resource_type,))
+        return ((bytes(chunk), int(lines)) for chunk, lines in rows)
+
+    def oldest(self, resource_type: str) -> str | None:
+        """The earliest lastUpdated of a type's resources, kept with the NDJSON chunks (None without them)."""
+        if self.ndjson(resource_type) is None:
+            return None
+        row = (
+            self.connection()
+            .execute("SELECT MIN(oldest) FROM ndjson WHERE type = ?", (resource_type,))
+            .fetchone()
+        )
+        return None if row is None else row[0]
+
     def count(self, types: tuple[str, ...] | None = None) -> int:
         """How many resources, of the given types or of all."""
         if not types:

@@ -5,11 +5,13 @@ https://hl7.org/fhir/uv/bulkdata/STU2/export.html
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from flask.testing import FlaskClient
@@ -136,10 +138,35 @@ class TestKickOff:
         assert {r["id"] for r in found} == expected
         assert outputs["Organization"]["count"] == len(client.get("/fhir/Organization").json["entry"])
 
-    def test_since_after_everything(self, client: FlaskClient) -> None:
-        """``_since`` later than every resource: a complete job with no files."""
-        path = kick_off(client, "/fhir/$export?_since=2999-01-01T00:00:00Z")
-        assert finish(client, path).json["output"] == []
+    def test_since(self, client: FlaskClient, publication: Publication) -> None:
+        """``_since`` keeps what changed after it, and the manifest then lists ``deleted`` (empty here)."""
+        later = finish(client, kick_off(client, "/fhir/$export?_since=2999-01-01T00:00:00Z")).json
+        assert (later["output"], later["deleted"]) == ([], [])
+        earlier = finish(client, kick_off(client, "/fhir/$export?_since=2000-01-01T00:00:00Z")).json
+        assert sum(o["count"] for o in earlier["output"]) == len(list(publication))
+        assert "deleted" not in finish(client, kick_off(client)).json
+
+    @pytest.mark.parametrize("spelling", ["application/fhir+ndjson", "application/ndjson", "ndjson"])
+    def test_output_format_spellings(self, client: FlaskClient, spelling: str) -> None:
+        """All three NDJSON spellings of ``_outputFormat`` are accepted."""
+        path = kick_off(client, f"/fhir/$export?_type=Organization&_outputFormat={quote(spelling)}")
+        assert [o["type"] for o in finish(client, path).json["output"]] == ["Organization"]
+
+    def test_repeated_parameters_merge(self, client: FlaskClient) -> None:
+        """Repeated ``_type`` (and comma lists) are merged."""
+        path = kick_off(client, "/fhir/$export?_type=Organization&_type=Medication,Organization")
+        outputs = finish(client, path).json["output"]
+        assert sorted(o["type"] for o in outputs) == ["Medication", "Organization"]
+
+    def test_gzip_on_request(self, client: FlaskClient) -> None:
+        """With ``Accept-Encoding: gzip`` a file comes compressed, and decompresses to the same lines."""
+        output = finish(client, kick_off(client, "/fhir/DocumentReference/$export")).json["output"][0]
+        url = output["url"].removeprefix("http://localhost")
+        with client.get(url, headers={"Accept-Encoding": "gzip"}) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            lines = gzip.decompress(response.get_data()).splitlines()
+        assert len(lines) == output["count"]
+        assert [json.loads(line) for line in lines] == download(client, output["url"])
 
     @pytest.mark.parametrize(
         ("url", "headers", "status", "code"),
@@ -244,7 +271,11 @@ class TestJobLifecycle:
         time.sleep(1.2)
         assert_error(client.get(url), 410, "expired")
         assert_error(client.get(path), 404, "not-found")
-        assert not (tmp_path / "jobs" / path.rsplit("/", 1)[1] / "files").exists()
+        job = tmp_path / "jobs" / path.rsplit("/", 1)[1]
+        assert not (job / "files").exists()
+        time.sleep(1.0)  # one more expiry period: the job is forgotten entirely
+        assert_error(client.get(url), 404, "not-found")
+        assert not job.exists()
 
     def test_job_limit(self, built: Path, tmp_path: Path) -> None:
         """Beyond the running-job limit the kick-off is a 429 with Retry-After; finished jobs free a slot."""

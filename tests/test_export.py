@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from fhir.resources import get_fhir_model_class
 
-from fhir_pub.build import build
+from fhir_pub.build import build, write_ndjson
 from fhir_pub.cli import main
 from fhir_pub.conformance import Conformance
 from fhir_pub.errors import Invalid
@@ -143,3 +144,38 @@ class TestPackage:
             [candidate_from_bytes(orjson.dumps(r), r["id"]) for r in instances]
         )
         assert [i.message for i in report.issues] == []
+
+
+class TestPrecomputedNdjson:
+    """The build's NDJSON chunks: whole lines, in id order, exactly the stored bodies."""
+
+    def test_chunks_equal_the_bodies(self, store: Store) -> None:
+        """Joined, a type's chunks are its bodies one per line; line counts add up."""
+        for kind in sorted(store.types):
+            chunks = list(store.ndjson(kind) or [])
+            expected = b"".join(body + b"\n" for _, body, _ in store.bodies(kind))
+            assert b"".join(c for c, _ in chunks) == expected
+            assert sum(n for _, n in chunks) == expected.count(b"\n")
+
+    def test_small_chunks_hold_whole_lines(self, tmp_path: Path) -> None:
+        """With a tiny chunk size every chunk ends at a line end, and the export is unchanged."""
+        path = build(tmp_path / "p.sqlite").path
+        with sqlite3.connect(path) as db:
+            write_ndjson(db, chunk_size=3000)
+        db.close()
+        small = Store(path)
+        chunks = list(small.ndjson("ClinicalUseDefinition") or [])
+        assert len(chunks) > 10
+        for chunk, lines in chunks:
+            assert chunk.endswith(b"\n")
+            assert chunk.count(b"\n") == lines
+        whole = export(small, ExportRequest(types=("ClinicalUseDefinition",)), tmp_path / "a")
+        # a _typeFilter matching everything takes the per-resource path: the same bytes
+        export(
+            small,
+            ExportRequest(type_filters=("ClinicalUseDefinition?_lastUpdated=gt2000-01-01",)),
+            tmp_path / "b",
+        )
+        name = "ClinicalUseDefinition.ndjson"
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        assert whole.files == [("ClinicalUseDefinition", name, 59)]

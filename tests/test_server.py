@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +18,7 @@ import pytest
 import requests
 from fhirpy import SyncFHIRClient
 
-from fhir_pub.build import build
+from fhir_pub.build import build, write_ndjson
 
 
 def free_port() -> int:
@@ -32,7 +34,11 @@ def start(folder: Path, publication: Path, port: int, workers: int = 1) -> subpr
     command = [sys.executable, "-m", "fhir_pub", "serve", "--port", str(port), "--workers", str(workers)]
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [*command, "--publication", str(publication)], stdout=output, stderr=subprocess.STDOUT, env=env
+            [*command, "--publication", str(publication)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group, so a test can kill it with its workers
         )
     deadline = time.monotonic() + 30
     while True:
@@ -198,5 +204,39 @@ def test_export_jobs_shared_by_workers_and_survive_restarts(tmp_path: Path, buil
         assert output["type"] == "Organization"
         response = requests.get(output["url"], timeout=5)
         assert len(response.content.splitlines()) == output["count"] > 0
+    finally:
+        stop(process)
+
+
+def test_export_running_at_a_crash_is_reported_failed(tmp_path: Path, built: Path) -> None:
+    """Kill the server (and its workers) mid-export: after a restart the job answers 500, not 202 forever."""
+    large = tmp_path / "large.sqlite"
+    shutil.copy(built, large)
+    with sqlite3.connect(large) as db:  # 1,000 copies of every resource: an export that takes a while
+        db.execute(
+            "INSERT INTO resource SELECT type, id || '-c' || n, version, last_updated, body FROM resource,"
+            " (WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < 1000)"
+            " SELECT n FROM k)"
+        )
+        write_ndjson(db)
+    db.close()
+    port = free_port()
+    process = start(tmp_path, large, port)
+    base = f"http://127.0.0.1:{port}/fhir"
+    kickoff = requests.get(f"{base}/$export", headers={"Prefer": "respond-async"}, timeout=5)
+    status_url = kickoff.headers["Content-Location"]
+    running = requests.get(status_url, timeout=5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert running.status_code == 202, "the export finished before the crash; make it larger"
+    process = start(tmp_path, large, port)
+    try:
+        crashed = poll(status_url)
+        assert crashed.status_code == 500
+        assert crashed.json()["issue"][0]["code"] == "exception"
+        assert "server stopped" in crashed.json()["issue"][0]["details"]["text"]
+        again = requests.get(f"{base}/Organization/$export", headers={"Prefer": "respond-async"}, timeout=5)
+        assert again.status_code == 202
+        assert poll(again.headers["Content-Location"]).status_code == 200
     finally:
         stop(process)

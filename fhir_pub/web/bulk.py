@@ -10,6 +10,8 @@ import math
 import re
 import threading
 import time
+import zlib
+from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -205,4 +207,20 @@ def file(job_id: str, name: str) -> Response:
     path: Path = jobs().root / job_id / "files" / name
     if not path.is_file():
         raise NotFound(f"no file {name} in export {job_id}")
-    return send_file(path, mimetype="application/fhir+ndjson", max_age=0)
+    if not request.accept_encodings.best_match(["gzip"]) or name.endswith(".gz"):
+        return send_file(path, mimetype="application/fhir+ndjson", max_age=0)
+    # Compressed as it streams: the file may be far larger than memory.
+    response = Response(_gzipped(path), mimetype="application/fhir+ndjson", direct_passthrough=True)
+    response.headers["Content-Encoding"] = "gzip"
+    response.headers["Vary"] = "Accept-Encoding"
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def _gzipped(path: Path) -> Iterator[bytes]:
+    compressor = zlib.compressobj(5, zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            if out := compressor.compress(chunk):
+                yield out
+    yield compressor.flush()
