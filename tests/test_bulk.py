@@ -146,6 +146,23 @@ class TestKickOff:
         assert sum(o["count"] for o in earlier["output"]) == len(list(publication))
         assert "deleted" not in finish(client, kick_off(client)).json
 
+    def test_against_search(self, client: FlaskClient) -> None:
+        """``_type`` + ``_since`` + ``_elements`` give what the same search gives, resource for resource."""
+        query = "_lastUpdated=gt2000-01-01T00:00:00Z&_elements=name,type&_count=500"
+        search = client.get(f"/fhir/Organization?{query}").json
+        expected = sorted((e["resource"] for e in search["entry"]), key=lambda r: r["id"])
+        path = kick_off(
+            client, "/fhir/$export?_type=Organization&_since=2000-01-01T00:00:00Z&_elements=name,type"
+        )
+        (output,) = finish(client, path).json["output"]
+        assert sorted(download(client, output["url"]), key=lambda r: r["id"]) == expected
+
+    def test_without_accept(self, client: FlaskClient) -> None:
+        """A kick-off with no ``Accept`` header is taken as ``application/fhir+json``."""
+        response = client.get("/fhir/Organization/$export", headers={"Prefer": "respond-async"})
+        assert response.status_code == 202
+        assert finish(client, status_path(response)).status_code == 200
+
     @pytest.mark.parametrize("spelling", ["application/fhir+ndjson", "application/ndjson", "ndjson"])
     def test_output_format_spellings(self, client: FlaskClient, spelling: str) -> None:
         """All three NDJSON spellings of ``_outputFormat`` are accepted."""

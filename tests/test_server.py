@@ -27,10 +27,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(folder: Path, publication: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+def start(
+    folder: Path, publication: Path, port: int, workers: int = 1, **settings: str
+) -> subprocess.Popen[bytes]:
     """Start ``fhir-pub serve`` (jobs in ``folder/jobs``) and wait until it answers ``/healthz``."""
     log = folder / f"server-{port}-{time.monotonic_ns()}.log"
     env = {**os.environ, "FHIR_PUB_JOBS_DIR": str(folder / "jobs"), "FHIR_PUB_EXPORT_POLL_INTERVAL": "0.1"}
+    env.update({f"FHIR_PUB_{name.upper()}": value for name, value in settings.items()})
     command = [sys.executable, "-m", "fhir_pub", "serve", "--port", str(port), "--workers", str(workers)]
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -177,7 +180,11 @@ class TestRealServer:
             assert response.headers["Content-Type"].startswith("application/fhir+ndjson")
             lines = response.content.splitlines()
             assert len(lines) == output["count"]
-            assert {json.loads(line)["resourceType"] for line in lines} == {output["type"]}
+            resources = [json.loads(line) for line in lines]
+            assert {r["resourceType"] for r in resources} == {output["type"]}
+            for resource in resources:  # leaflet links stay absolute, so they resolve outside this server
+                for content in resource.get("content", []):
+                    assert content["attachment"]["url"].startswith("https://")
         assert requests.delete(status_url, timeout=5).status_code == 202
         assert requests.get(status_url, timeout=5).status_code == 404
 
@@ -238,5 +245,29 @@ def test_export_running_at_a_crash_is_reported_failed(tmp_path: Path, built: Pat
         again = requests.get(f"{base}/Organization/$export", headers={"Prefer": "respond-async"}, timeout=5)
         assert again.status_code == 202
         assert poll(again.headers["Content-Location"]).status_code == 200
+    finally:
+        stop(process)
+
+
+def test_export_files_expire(tmp_path: Path, built: Path) -> None:
+    """Over the wire: files answer 410 after FHIR_PUB_EXPORT_EXPIRY, the status URL 404."""
+    port = free_port()
+    process = start(tmp_path, built, port, export_expiry="3")
+    try:
+        started = time.monotonic()
+        kickoff = requests.get(
+            f"http://127.0.0.1:{port}/fhir/Organization/$export",
+            headers={"Prefer": "respond-async"},
+            timeout=5,
+        )
+        status_url = kickoff.headers["Content-Location"]
+        done = poll(status_url)
+        assert done.status_code == 200
+        url = done.json()["output"][0]["url"]
+        assert requests.get(url, timeout=5).status_code == 200
+        time.sleep(max(0.0, started + 3.3 - time.monotonic()))  # past the expiry, not yet forgotten (6 s)
+        gone = requests.get(url, timeout=5)
+        assert (gone.status_code, gone.json()["issue"][0]["code"]) == (410, "expired")
+        assert requests.get(status_url, timeout=5).status_code == 404
     finally:
         stop(process)
