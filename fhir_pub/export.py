@@ -28,6 +28,24 @@ from fhir_pub.store import Store
 
 OUTPUT_FORMATS = {"application/fhir+ndjson", "application/ndjson", "ndjson"}
 Progress = Callable[[int], None]
+# Search result parameters (https://hl7.org/fhir/R5/search.html#modifyingresults): not filters.
+RESULT_PARAMETERS = {
+    "_count",
+    "_offset",
+    "_sort",
+    "_summary",
+    "_elements",
+    "_include",
+    "_revinclude",
+    "_total",
+    "_contained",
+    "_containedType",
+    "_graph",
+    "_maxresults",
+    "_score",
+    "_format",
+    "_pretty",
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,12 @@ def _filter_query(store: Store, text: str, offset: int) -> SearchRequest:
             f"_typeFilter={text!r}: {kind!r} is not a type of this publication", expression="_typeFilter"
         )
     pairs = [(p.split("=", 1)[0], p.split("=", 1)[1] if "=" in p else "") for p in query.split("&") if p]
+    shaping = sorted({name.split(":", 1)[0] for name, _ in pairs} & RESULT_PARAMETERS)
+    if shaping:
+        raise Invalid(
+            f"_typeFilter={text!r}: {', '.join(shaping)} shape search results; a filter only selects",
+            expression="_typeFilter",
+        )
     paging = [("_count", str(MAX_COUNT)), ("_offset", str(offset))]
     return parse([kind], [*pairs, *paging], store.registry, strict=True)
 

@@ -195,6 +195,8 @@ class TestKickOff:
             ("/fhir/$export?_since=yesterday", {}, 400, "invalid"),
             ("/fhir/$export?_typeFilter=ClinicalUseDefinition%3Fnope%3D1", {}, 400, "not-supported"),
             ("/fhir/Medication/$export?_type=Organization", {}, 400, "invalid"),
+            ("/fhir/$export?_typeFilter=Organization%3F_count%3D0", {}, 400, "invalid"),
+            ("/fhir/$export?_typeFilter=Organization%3F_include%3D*", {}, 400, "invalid"),
             ("/fhir/$export?patient=Patient/1", {}, 400, "invalid"),
         ],
     )
