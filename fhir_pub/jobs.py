@@ -2,7 +2,7 @@
 
 Each job is a folder: ``job.json`` (its state, replaced atomically, written only by the job's own
 thread or, once that is gone, by the sweep), ``files/`` (the export, which appears whole), and two
-marker files other requests write without touching the state: ``cancelled`` and ``last-poll``.
+marker files written without touching the state: ``cancelled``, ``last-poll`` and ``heartbeat``.
 A job whose worker process is gone while it ran is reported failed, never left running. https://hl7.org/fhir/uv/bulkdata/STU2/export.html#bulk-data-kick-off-request
 """
 
@@ -24,6 +24,8 @@ from fhir_pub.export import ExportRequest, ExportResult, export, manifest
 from fhir_pub.store import Store
 
 ACTIVE = ("accepted", "running")
+HEARTBEAT = 2.0  # seconds between a running job's heartbeats
+STALE = 30.0  # a job silent this long has no thread left running it
 
 
 class Cancelled(Exception):
@@ -118,10 +120,39 @@ class JobStore:
             },
         }
         self.write(state)
+        self.beat(job_id)
         return state
 
+    def beat(self, job_id: str) -> None:
+        """Record that the job's thread is alive."""
+        (self.root / job_id / "heartbeat").write_text(repr(time.time()))
+
+    def heartbeat(self, job_id: str) -> float:
+        """When the job's thread last said it was alive (0 if never)."""
+        try:
+            return float((self.root / job_id / "heartbeat").read_text())
+        except (OSError, ValueError):
+            return 0.0
+
     def run(self, state: dict[str, Any], store: Store, request: ExportRequest) -> None:
-        """Run the export (call in a background thread); the job ends complete or failed."""
+        """Run the export (call in a background thread); the job ends complete or failed.
+
+        A second thread beats every ``HEARTBEAT`` seconds while it runs, so a job is known to be orphaned
+        even if a new process took the old one's pid.
+        """
+        stop = threading.Event()
+
+        def beating() -> None:
+            while not stop.wait(HEARTBEAT):
+                self.beat(state["id"])
+
+        threading.Thread(target=beating, daemon=True).start()
+        try:
+            self._run(state, store, request)
+        finally:
+            stop.set()
+
+    def _run(self, state: dict[str, Any], store: Store, request: ExportRequest) -> None:
         job_id = state["id"]
         state = {**state, "status": "running", "progress": "exporting"}
         self.write(state)
@@ -192,7 +223,8 @@ class JobStore:
         """Fail orphaned running jobs; drop expired files (the state stays one more expiry period: 410)."""
         now = time.time()
         for state in self.all():
-            if state["status"] in ACTIVE and not _pid_alive(int(state.get("pid", 0))):
+            stale = now - self.heartbeat(state["id"]) > STALE
+            if state["status"] in ACTIVE and (stale or not _pid_alive(int(state.get("pid", 0)))):
                 message = "the server stopped while this export ran; start a new export"
                 self.write({**state, "status": "failed", "progress": "failed", "error": message})
             elif state["expires"] + self.expiry_seconds < now and state["status"] not in ACTIVE:

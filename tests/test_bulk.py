@@ -324,6 +324,20 @@ class TestJobLifecycle:
         body = assert_error(client.get(path), 500, "exception")
         assert "server stopped" in body["issue"][0]["details"]["text"]
 
+    def test_silent_job_fails_even_if_its_pid_lives(self, client: FlaskClient) -> None:
+        """A running job with no heartbeat for 30 s is failed, even if a live process has its pid."""
+        path = kick_off(client, "/fhir/Organization/$export")
+        finish(client, path)
+        root = Path(client.application.extensions["fhir_pub"]["settings"].jobs_dir)
+        jobs, job_id = JobStore(root), path.rsplit("/", 1)[1]
+        job = jobs.read(job_id)
+        assert job is not None
+        jobs.write({**job, "status": "running", "pid": os.getpid()})
+        assert client.get(path).status_code == 202  # alive pid, fresh heartbeat: still running
+        (root / job_id / "heartbeat").write_text(repr(time.time() - 31))
+        body = assert_error(client.get(path), 500, "exception")
+        assert "server stopped" in body["issue"][0]["details"]["text"]
+
     def test_status_is_never_cached(self, client: FlaskClient) -> None:
         """The response cache never answers for the status URL (it changes as the job runs)."""
         path = kick_off(client)
