@@ -271,3 +271,33 @@ def test_export_files_expire(tmp_path: Path, built: Path) -> None:
         assert requests.get(status_url, timeout=5).status_code == 404
     finally:
         stop(process)
+
+
+def test_replicas_answer_identically(tmp_path: Path, built: Path) -> None:
+    """Scale out: two replicas serving copies of one artifact behind one public URL give the same answers."""
+    servers, processes = [], []
+    try:
+        for name in ("a", "b"):
+            folder = tmp_path / name
+            folder.mkdir()
+            copy = shutil.copy(built, folder / "p.sqlite")
+            port = free_port()
+            processes.append(start(folder, Path(copy), port, base_url="https://fhir.example.org/fhir"))
+            servers.append(f"http://127.0.0.1:{port}/fhir")
+        paths = [
+            "/metadata",
+            "/MedicationKnowledge/besponsa",
+            "/ClinicalUseDefinition?type=warning&_count=5&_include=ClinicalUseDefinition:subject",
+            "/ClinicalUseDefinition?_text=infusion&_sort=_id",
+            "/DocumentReference/_history",
+            "/Organization/nope",
+        ]
+        for path in paths:
+            a, b = (requests.get(f"{server}{path}", timeout=5) for server in servers)
+            assert a.status_code == b.status_code, path
+            assert a.content == b.content, path
+            for header in ("ETag", "Last-Modified", "Content-Type", "Content-Location"):
+                assert a.headers.get(header) == b.headers.get(header), (path, header)
+    finally:
+        for process in processes:
+            stop(process)
