@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -77,7 +78,10 @@ def parse_instant(text: str, name: str = "_since") -> datetime:
         ) from exc
     if value.tzinfo is None:
         raise Invalid(f"{name}={text!r}: an instant needs a time zone", expression=name)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise Invalid(f"{name}={text!r}: outside the supported instants", expression=name) from exc
 
 
 def _filter_query(store: Store, text: str, offset: int) -> SearchRequest:
@@ -87,7 +91,7 @@ def _filter_query(store: Store, text: str, offset: int) -> SearchRequest:
         raise Invalid(
             f"_typeFilter={text!r}: {kind!r} is not a type of this publication", expression="_typeFilter"
         )
-    pairs = [(p.split("=", 1)[0], p.split("=", 1)[1] if "=" in p else "") for p in query.split("&") if p]
+    pairs = parse_qsl(query, keep_blank_values=True)  # the IG: each filter is itself a URL-encoded query
     shaping = sorted({name.split(":", 1)[0] for name, _ in pairs} & RESULT_PARAMETERS)
     if shaping:
         raise Invalid(
@@ -98,10 +102,30 @@ def _filter_query(store: Store, text: str, offset: int) -> SearchRequest:
     return parse([kind], [*pairs, *paging], store.registry, strict=True)
 
 
+def elements_for(kind: str, elements: Sequence[str]) -> list[str]:
+    """The ``_elements`` that apply to a type: plain names, and ``[type].[name]`` for this type.
+
+    A type none of them applies to is exported whole.
+    """
+    out = []
+    for element in elements:
+        owner, dot, name = element.partition(".")
+        if not dot:
+            out.append(element)
+        elif owner == kind and name:
+            out.append(name)
+    return out
+
+
 def check_type_filters(store: Store, filters: Sequence[str]) -> None:
-    """Raise Invalid for a ``_typeFilter`` that is not a valid search here (before a job starts)."""
+    """Raise Invalid for a ``_typeFilter`` that is not a valid search here (before a job starts).
+
+    Each is run once, as some problems show only then (a value set ``:in`` names that is not stored).
+    """
+    engine = Engine(store.connection, expand=store.expand)
+    now = int((datetime.now(UTC) - EPOCH).total_seconds() * 1_000_000)
     for text in filters:
-        _filter_query(store, text, 0)
+        engine.search(_filter_query(store, text, 0), now)
 
 
 def _filtered_ids(store: Store, filters: Sequence[str]) -> dict[str, set[str] | None]:
@@ -165,11 +189,8 @@ def export(
             wanted = allowed.get(kind)
             name = f"{kind}.ndjson" + (".gz" if request.gzip else "")
             count = 0
-            whole = (
-                wanted is None
-                and not request.elements
-                and (since is None or (store.oldest(kind) or "") > since)
-            )
+            elements = elements_for(kind, request.elements)
+            whole = wanted is None and not elements and (since is None or (store.oldest(kind) or "") > since)
             chunks = store.ndjson(kind) if whole else None
             with _open(scratch / name, request.gzip) as sink:
                 for chunk, lines in chunks or ():  # no filter: the build's NDJSON, copied
@@ -182,8 +203,8 @@ def export(
                         wanted is not None and rid not in wanted
                     ):
                         continue
-                    if request.elements:
-                        body = subset(body, None, request.elements)
+                    if elements:
+                        body = subset(body, None, elements)
                     sink.write(body + b"\n")
                     count += 1
                     if progress is not None:

@@ -72,9 +72,13 @@ class JobStore:
             state["lastPoll"] = 0.0
         return state
 
-    def polled(self, job_id: str, when: float) -> None:
-        """Record a status poll (for the polling rate limit)."""
-        (self.root / job_id / "last-poll").write_text(repr(when))
+    def polled(self, job_id: str, when: float) -> bool:
+        """Record a status poll (for the polling rate limit); False if the job is gone meanwhile."""
+        try:
+            (self.root / job_id / "last-poll").write_text(repr(when))
+        except FileNotFoundError:
+            return False
+        return True
 
     def write(self, state: dict[str, Any]) -> None:
         """Replace a job's state atomically."""
@@ -119,8 +123,8 @@ class JobStore:
                 "elements": list(request.elements),
             },
         }
+        self.beat(job_id)  # before the state: a sweep never sees this job without a heartbeat
         self.write(state)
-        self.beat(job_id)
         return state
 
     def beat(self, job_id: str) -> None:

@@ -11,13 +11,14 @@ import os
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from fhir_pub.build import build
+from fhir_pub.export import ExportRequest
 from fhir_pub.jobs import JobStore
 from fhir_pub.publication import Publication
 from fhir_pub.settings import Settings
@@ -157,6 +158,25 @@ class TestKickOff:
         (output,) = finish(client, path).json["output"]
         assert sorted(download(client, output["url"]), key=lambda r: r["id"]) == expected
 
+    def test_typed_elements_and_encoded_filters(self, client: FlaskClient) -> None:
+        """``_elements=Type.name`` applies to that type only; a ``_typeFilter`` is itself URL-encoded."""
+        name = client.get("/fhir/Organization/fda").json["name"]
+        query = urlencode(
+            {
+                "_type": "Organization,Medication",
+                "_elements": "Organization.name",
+                "_typeFilter": f"Organization?{urlencode({'name:exact': name})}",
+            }
+        )
+        outputs = {
+            o["type"]: o for o in finish(client, kick_off(client, f"/fhir/$export?{query}")).json["output"]
+        }
+        (organization,) = download(client, outputs["Organization"]["url"])
+        assert (organization["id"], organization["name"]) == ("fda", name)
+        assert "type" not in organization
+        medication = download(client, outputs["Medication"]["url"])
+        assert all("code" in m and "SUBSETTED" not in json.dumps(m) for m in medication)
+
     def test_without_accept(self, client: FlaskClient) -> None:
         """A kick-off with no ``Accept`` header is taken as ``application/fhir+json``."""
         response = client.get("/fhir/Organization/$export", headers={"Prefer": "respond-async"})
@@ -196,6 +216,14 @@ class TestKickOff:
             ("/fhir/$export?_typeFilter=ClinicalUseDefinition%3Fnope%3D1", {}, 400, "not-supported"),
             ("/fhir/Medication/$export?_type=Organization", {}, 400, "invalid"),
             ("/fhir/$export?_typeFilter=Organization%3F_count%3D0", {}, 400, "invalid"),
+            ("/fhir/$export?_since=9999-12-31T23:59:59-01:00", {}, 400, "invalid"),
+            ("/fhir/$export?_since=0001-01-01T00:00:00%2B01:00", {}, 400, "invalid"),
+            (
+                "/fhir/$export?_typeFilter=Organization%3F_security%3Ain%3Dhttp%3A%2F%2Fnowhere",
+                {},
+                400,
+                "invalid",
+            ),
             ("/fhir/$export?_typeFilter=Organization%3F_include%3D*", {}, 400, "invalid"),
             ("/fhir/$export?patient=Patient/1", {}, 400, "invalid"),
         ],
@@ -214,6 +242,8 @@ class TestKickOff:
             b"[]",
             b'{"resourceType": "Patient"}',
             b'{"resourceType":"Parameters","parameter":[1]}',
+            b'{"resourceType":"Parameters","parameter":null}',
+            b'{"resourceType":"Parameters","parameter":5}',
         ):
             response = client.post(
                 "/fhir/$export", data=body, headers={**ASYNC, "Content-Type": "application/fhir+json"}
@@ -245,14 +275,20 @@ class TestJobLifecycle:
     """Polling limits, cancellation, expiry, the job limit and restarts."""
 
     def test_polling_too_fast(self, built: Path, tmp_path: Path) -> None:
-        """A second poll inside the interval is a 429 with Retry-After."""
+        """A second poll of a running job inside the interval is a 429; a finished one may be re-read."""
         client = make_client(built, tmp_path / "jobs", export_poll_interval=30.0)
-        path = kick_off(client)
-        first = client.get(path)
-        assert first.status_code in (200, 202)
+        held = JobStore(tmp_path / "jobs").create(
+            ExportRequest(), "http://localhost/fhir/$export", "http://localhost/fhir", []
+        )
+        path = f"/fhir/$export-status/{held['id']}"
+        assert client.get(path).status_code == 202
         second = client.get(path)
         assert_error(second, 429, "throttled")
         assert 0 < int(second.headers["Retry-After"]) <= 30
+        done = kick_off(client, "/fhir/Organization/$export")
+        time.sleep(0.5)  # the export of 6 resources is done by then; no poll has been made yet
+        assert client.get(done).status_code == 200
+        assert client.get(done).status_code == 200
 
     def test_cancel(self, client: FlaskClient) -> None:
         """DELETE cancels: 202, then the status URL and the files are gone (404)."""
@@ -301,8 +337,6 @@ class TestJobLifecycle:
         jobs = tmp_path / "jobs"
         client = make_client(built, jobs, export_max_jobs=1)
         store = JobStore(jobs)
-        from fhir_pub.export import ExportRequest
-
         held = store.create(ExportRequest(), "http://localhost/fhir/$export", "http://localhost/fhir", [])
         response = client.get("/fhir/$export", headers=ASYNC)
         assert_error(response, 429, "throttled")

@@ -213,6 +213,10 @@ class TestDates:
         assert ids(client, f"{CUD}?_lastUpdated=2026-11-22") == of_type(publication, CUD)
         assert ids(client, f"{CUD}?_lastUpdated=lt2026-11-22") == set()
         assert ids(client, f"{CUD}?_lastUpdated=ge2026-11-22T00:00:00Z") == of_type(publication, CUD)
+        # ranges that end past 9999-12-31 run to the end of time, rather than failing
+        assert ids(client, f"{CUD}?_lastUpdated=9999") == set()
+        assert ids(client, f"{CUD}?_lastUpdated=lt9999-12-31T23:59:59-01:00") == of_type(publication, CUD)
+        assert ids(client, f"{CUD}?_lastUpdated=gt0001-01-01T00:00:00%2B01:00") == of_type(publication, CUD)
 
     @settings(max_examples=300, deadline=None)
     @given(

@@ -67,20 +67,27 @@ def parse_range(text: str) -> Range:
         start = datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
     except ValueError as exc:
         raise InvalidDate(f"{text!r} is not a valid date ({exc})") from exc
-    if parts["month"] is None:
-        end = start.replace(year=year + 1)
-    elif parts["day"] is None:
-        end = start.replace(year=year + 1, month=1) if month == 12 else start.replace(month=month + 1)
-    elif parts["hour"] is None:
-        end = start + timedelta(days=1)
-    elif parts["second"] is None:
-        end = start + timedelta(minutes=1)
-    elif not fraction:
-        end = start + timedelta(seconds=1)
-    else:
-        digits = len(fraction) - 1
-        end = start + timedelta(microseconds=max(1, 10 ** max(0, 6 - digits)))
-    return Range(_micros(start), _micros(end))
+    try:
+        low = _micros(start)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidDate(f"{text!r} is outside the supported dates (years 1 to 9999)") from exc
+    try:
+        if parts["month"] is None:
+            end = start.replace(year=year + 1)
+        elif parts["day"] is None:
+            end = start.replace(year=year + 1, month=1) if month == 12 else start.replace(month=month + 1)
+        elif parts["hour"] is None:
+            end = start + timedelta(days=1)
+        elif parts["second"] is None:
+            end = start + timedelta(minutes=1)
+        elif not fraction:
+            end = start + timedelta(seconds=1)
+        else:
+            digits = len(fraction) - 1
+            end = start + timedelta(microseconds=max(1, 10 ** max(0, 6 - digits)))
+        return Range(low, _micros(end))
+    except (ValueError, OverflowError):  # the range ends after 9999-12-31: it runs to the end of time
+        return Range(low, max(low, _micros(datetime.max.replace(tzinfo=UTC))) + 1)
 
 
 def matches(prefix: str, value: Range, target: Range) -> bool:

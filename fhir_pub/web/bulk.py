@@ -56,8 +56,11 @@ def _parameters() -> list[tuple[str, str]]:
         raise Invalid(f"the kick-off body is not JSON: {exc.msg}") from exc
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise Invalid("a POST kick-off takes a Parameters resource")
+    parameters = body.get("parameter", [])
+    if not isinstance(parameters, list):
+        raise Invalid("Parameters.parameter must be a list", expression="Parameters.parameter")
     pairs = []
-    for parameter in body.get("parameter", []):
+    for parameter in parameters:
         if not isinstance(parameter, dict) or "name" not in parameter:
             raise Invalid("each parameter needs a name", expression="Parameters.parameter")
         values = [v for k, v in parameter.items() if k.startswith("value")]
@@ -160,17 +163,18 @@ def _live(job_id: str) -> dict[str, Any]:
 
 @blueprint.get("/$export-status/<job_id>")
 def status(job_id: str) -> Response:
-    """202 while running (X-Progress, Retry-After); the manifest when done; 429 when polled too fast."""
+    """202 while running (X-Progress, Retry-After; 429 when polled too fast); then the manifest."""
     state = _live(job_id)
     interval = _settings().export_poll_interval
     now = time.time()
-    wait = interval - (now - float(state.get("lastPoll", 0.0)))
-    if wait > 0:
-        raise TooManyRequests(
-            "polled too soon; wait as Retry-After says", headers={"Retry-After": str(math.ceil(wait))}
-        )
-    jobs().polled(job_id, now)
-    if state["status"] in ACTIVE:
+    if state["status"] in ACTIVE:  # only a running job is rate limited; a result may be re-read at will
+        wait = interval - (now - float(state.get("lastPoll", 0.0)))
+        if wait > 0:
+            raise TooManyRequests(
+                "polled too soon; wait as Retry-After says", headers={"Retry-After": str(math.ceil(wait))}
+            )
+        if not jobs().polled(job_id, now):
+            raise NotFound(f"no export job {job_id} (never started, cancelled, or expired)")
         response = Response(status=202)
         response.headers["X-Progress"] = str(state.get("progress", "running"))
         response.headers["Retry-After"] = str(math.ceil(interval))
