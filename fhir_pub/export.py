@@ -102,6 +102,16 @@ def _filter_query(store: Store, text: str, offset: int) -> SearchRequest:
     return parse([kind], [*pairs, *paging], store.registry, strict=True)
 
 
+def updated_after(last_updated: str | None, since: datetime) -> bool:
+    """Whether a stored lastUpdated is after ``since``, compared as instants (not as text)."""
+    if last_updated is None:
+        return False
+    try:
+        return datetime.fromisoformat(last_updated.replace("Z", "+00:00")) > since
+    except ValueError:
+        return True  # unparseable: export it rather than lose it
+
+
 def elements_for(kind: str, elements: Sequence[str]) -> list[str]:
     """The ``_elements`` that apply to a type: plain names, and ``[type].[name]`` for this type.
 
@@ -179,7 +189,7 @@ def export(
     if unknown:
         raise Invalid(f"_type: {', '.join(unknown)} not in this publication", expression="_type")
     allowed = _filtered_ids(store, request.type_filters)
-    since = request.since.isoformat().replace("+00:00", "Z") if request.since else None
+    since = request.since
     scratch = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -190,7 +200,11 @@ def export(
             name = f"{kind}.ndjson" + (".gz" if request.gzip else "")
             count = 0
             elements = elements_for(kind, request.elements)
-            whole = wanted is None and not elements and (since is None or (store.oldest(kind) or "") > since)
+            whole = (
+                wanted is None
+                and not elements
+                and (since is None or updated_after(store.oldest(kind), since))
+            )
             chunks = store.ndjson(kind) if whole else None
             with _open(scratch / name, request.gzip) as sink:
                 for chunk, lines in chunks or ():  # no filter: the build's NDJSON, copied
@@ -199,7 +213,7 @@ def export(
                     if progress is not None:
                         progress(lines)
                 for rid, body, last_updated in () if chunks is not None else store.bodies(kind):
-                    if (since is not None and last_updated <= since) or (
+                    if (since is not None and not updated_after(last_updated, since)) or (
                         wanted is not None and rid not in wanted
                     ):
                         continue

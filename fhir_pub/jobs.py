@@ -8,9 +8,11 @@ A job whose worker process is gone while it ran is reported failed, never left r
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -98,6 +100,17 @@ class JobStore:
         """How many jobs are accepted or running."""
         return sum(s["status"] in ACTIVE for s in self.all())
 
+    def admit(
+        self, request: ExportRequest, kickoff_url: str, base: str, warnings: list[str]
+    ) -> dict[str, Any] | None:
+        """A new job if fewer than ``max_active`` run, else None; atomic across worker processes."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if self.active() >= self.max_active:
+                return None
+            return self.create(request, kickoff_url, base, warnings)
+
     def create(
         self, request: ExportRequest, kickoff_url: str, base: str, warnings: list[str]
     ) -> dict[str, Any]:
@@ -114,6 +127,7 @@ class JobStore:
             "created": now,
             "expires": now + self.expiry_seconds,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
             "progress": "accepted",
             "warnings": warnings,
             "params": {
@@ -228,7 +242,9 @@ class JobStore:
         now = time.time()
         for state in self.all():
             stale = now - self.heartbeat(state["id"]) > STALE
-            if state["status"] in ACTIVE and (stale or not _pid_alive(int(state.get("pid", 0)))):
+            here = state.get("host") == socket.gethostname()  # pids mean nothing across hosts
+            dead = here and not _pid_alive(int(state.get("pid", 0)))
+            if state["status"] in ACTIVE and (stale or dead):
                 message = "the server stopped while this export ran; start a new export"
                 self.write({**state, "status": "failed", "progress": "failed", "error": message})
             elif state["expires"] + self.expiry_seconds < now and state["status"] not in ACTIVE:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -18,7 +20,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from fhir_pub.build import build
-from fhir_pub.export import ExportRequest
+from fhir_pub.export import ExportRequest, updated_after, parse_instant
 from fhir_pub.jobs import JobStore
 from fhir_pub.publication import Publication
 from fhir_pub.settings import Settings
@@ -378,3 +380,45 @@ class TestJobLifecycle:
         finish(client, path)
         client.delete(path)
         assert client.get(path).status_code == 404
+
+
+class TestJobStore:
+    """The job store's rules, directly."""
+
+    def test_admission_is_atomic(self, tmp_path: Path) -> None:
+        """Many kick-offs at once, one slot: exactly one job is admitted."""
+        store = JobStore(tmp_path / "jobs", max_active=1)
+        with ThreadPoolExecutor(8) as pool:
+            admitted = list(
+                pool.map(
+                    lambda _: store.admit(ExportRequest(), "u", "b", []),
+                    range(16),
+                )
+            )
+        assert sum(a is not None for a in admitted) == 1
+        assert store.active() == 1
+
+    def test_other_hosts_jobs_are_judged_by_heartbeat(self, tmp_path: Path) -> None:
+        """A pid from another host says nothing: only a silent heartbeat fails that host's job."""
+        store = JobStore(tmp_path / "jobs")
+        job = store.create(ExportRequest(), "u", "b", [])
+        dead = 2**22 + 12345
+        store.write({**job, "status": "running", "pid": dead, "host": "elsewhere"})
+        store.sweep()
+        assert store.read(job["id"])["status"] == "running"  # type: ignore[index]
+        store.write({**job, "status": "running", "pid": dead, "host": socket.gethostname()})
+        store.sweep()
+        assert store.read(job["id"])["status"] == "failed"  # type: ignore[index]
+
+    @pytest.mark.parametrize(
+        ("stored", "since", "after"),
+        [
+            ("2026-11-22T00:00:00.123Z", "2026-11-22T00:00:00Z", True),
+            ("2026-11-22T00:00:00Z", "2026-11-22T00:00:00.500Z", False),
+            ("2026-11-22T01:00:00+02:00", "2026-11-21T23:30:00Z", False),
+            ("2026-11-22T01:00:00-02:00", "2026-11-22T02:30:00Z", True),
+        ],
+    )
+    def test_since_compares_instants(self, stored: str, since: str, after: bool) -> None:
+        """``_since`` compares instants, not text (fractions and offsets order correctly)."""
+        assert updated_after(stored, parse_instant(since)) is after

@@ -126,12 +126,12 @@ def _kickoff(resource_type: str | None) -> Response:
     export_request, warnings = _request(resource_type, _parameters(), "handling=lenient" in prefer)
     store = jobs()
     store.sweep()
-    if store.active() >= store.max_active:
+    base = formats.base_url(_settings(), request)
+    state = store.admit(export_request, request.url, base, warnings)
+    if state is None:
         raise TooManyRequests(
             f"{store.max_active} exports are running; try again later", headers={"Retry-After": "10"}
         )
-    base = formats.base_url(_settings(), request)
-    state = store.create(export_request, request.url, base, warnings)
     publication: Store = current_app.extensions["fhir_pub"]["store"]
     threading.Thread(target=store.run, args=(state, publication, export_request), daemon=True).start()
     outcome = operation_outcome([Issue("information", "informational", "export started", layer="bulk")])
