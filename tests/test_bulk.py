@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from fhir_pub.build import build
-from fhir_pub.export import ExportRequest, updated_after, parse_instant
+from fhir_pub.export import ExportRequest, parse_instant, updated_after
 from fhir_pub.jobs import JobStore
 from fhir_pub.publication import Publication
 from fhir_pub.settings import Settings
