@@ -179,6 +179,16 @@ class TestKickOff:
         medication = download(client, outputs["Medication"]["url"])
         assert all("code" in m and "SUBSETTED" not in json.dumps(m) for m in medication)
 
+    def test_public_base_url(self, built: Path, tmp_path: Path) -> None:
+        """Behind a proxy, Content-Location, ``request`` and file urls all use the public base URL."""
+        client = make_client(built, tmp_path / "jobs", base_url="https://fhir.example.org/r5")
+        response = client.get("/fhir/Organization/$export?_elements=name", headers=ASYNC)
+        location = response.headers["Content-Location"]
+        assert location.startswith("https://fhir.example.org/r5/$export-status/")
+        manifest = finish(client, "/fhir" + location.removeprefix("https://fhir.example.org/r5")).json
+        assert manifest["request"] == "https://fhir.example.org/r5/Organization/$export?_elements=name"
+        assert manifest["output"][0]["url"].startswith("https://fhir.example.org/r5/$export-file/")
+
     def test_without_accept(self, client: FlaskClient) -> None:
         """A kick-off with no ``Accept`` header is taken as ``application/fhir+json``."""
         response = client.get("/fhir/Organization/$export", headers={"Prefer": "respond-async"})

@@ -127,7 +127,9 @@ def _kickoff(resource_type: str | None) -> Response:
     store = jobs()
     store.sweep()
     base = formats.base_url(_settings(), request)
-    state = store.admit(export_request, request.url, base, warnings)
+    query = request.query_string.decode("latin-1")
+    kickoff_url = base + request.path.removeprefix("/fhir") + (f"?{query}" if query else "")
+    state = store.admit(export_request, kickoff_url, base, warnings)
     if state is None:
         raise TooManyRequests(
             f"{store.max_active} exports are running; try again later", headers={"Retry-After": "10"}
