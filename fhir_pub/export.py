@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip as gzip_module
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,10 +177,12 @@ def export(
     folder: Path,
     progress: Progress | None = None,
     manifest_for: Callable[[ExportResult], dict[str, Any]] | None = None,
+    extra: Mapping[str, bytes] | None = None,
 ) -> ExportResult:
     """Write the NDJSON files of ``request`` into ``folder`` (created whole, replacing nothing).
 
-    With ``manifest_for``, ``manifest.json`` is written too, before the folder appears.
+    With ``manifest_for``, ``manifest.json`` is written too, and ``extra`` files (such as the error
+    file), all before the folder appears.
     """
     if folder.exists():
         raise Invalid(f"{folder} exists already; an export writes a new folder")
@@ -227,6 +229,8 @@ def export(
                 result.files.append((kind, name, count))
             else:
                 (scratch / name).unlink()
+        for name, data in (extra or {}).items():
+            (scratch / name).write_bytes(data)
         if manifest_for is not None:
             (scratch / "manifest.json").write_bytes(
                 orjson.dumps(manifest_for(result), option=orjson.OPT_INDENT_2)

@@ -190,25 +190,22 @@ class JobStore:
 
         base = state["base"]
         files_url: Callable[[str], str] = lambda name: f"{base}/$export-file/{job_id}/{name}"  # noqa: E731
-        error_url = files_url("OperationOutcome.ndjson") if state["warnings"] else None
+        error_url = files_url("errors.ndjson") if state["warnings"] else None
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {"severity": "warning", "code": "not-supported", "details": {"text": w}}
+                for w in state["warnings"]
+            ],
+        }
+        extra = {"errors.ndjson": orjson.dumps(outcome) + b"\n"} if state["warnings"] else {}
 
         def manifest_for(result: ExportResult) -> dict[str, Any]:
             since = request.since is not None
             return manifest(result, state["transactionTime"], state["request"], files_url, error_url, since)
 
         try:
-            export(store, request, self.root / job_id / "files", progress, manifest_for)
-            if state["warnings"]:
-                outcome = {
-                    "resourceType": "OperationOutcome",
-                    "issue": [
-                        {"severity": "warning", "code": "not-supported", "details": {"text": w}}
-                        for w in state["warnings"]
-                    ],
-                }
-                (self.root / job_id / "files" / "OperationOutcome.ndjson").write_bytes(
-                    orjson.dumps(outcome) + b"\n"
-                )
+            export(store, request, self.root / job_id / "files", progress, manifest_for, extra)
         except Exception as exc:  # the job fails; the server goes on
             current = self.read(job_id) or state
             if current["status"] != "cancelled":
