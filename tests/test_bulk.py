@@ -297,6 +297,10 @@ class TestJobLifecycle:
         second = client.get(path)
         assert_error(second, 429, "throttled")
         assert 0 < int(second.headers["Retry-After"]) <= 30
+        browser = client.get(path, headers={"Origin": "https://app.example"})  # a browser app may read them
+        assert {"X-Progress", "Retry-After"} <= set(
+            browser.headers["Access-Control-Expose-Headers"].split(", ")
+        )
         done = kick_off(client, "/fhir/Organization/$export")
         time.sleep(0.5)  # the export of 6 resources is done by then; no poll has been made yet
         assert client.get(done).status_code == 200

@@ -24,7 +24,7 @@ COMPRESSED = [
     "text/html",
 ]
 # Headers a browser app may read from responses (CORS).
-EXPOSED = ["ETag", "Last-Modified", "Content-Location", "Location"]
+EXPOSED = ["ETag", "Last-Modified", "Content-Location", "Location", "X-Progress", "Retry-After"]
 
 
 def create_app(settings: Settings | None = None) -> Flask:
