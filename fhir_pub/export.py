@@ -22,7 +22,7 @@ import orjson
 
 from fhir_pub.errors import Invalid
 from fhir_pub.search.bundle import subset
-from fhir_pub.search.dates import EPOCH
+from fhir_pub.search.dates import now_micros
 from fhir_pub.search.engine import Engine
 from fhir_pub.search.request import MAX_COUNT, SearchRequest, parse
 from fhir_pub.store import Store
@@ -133,7 +133,7 @@ def check_type_filters(store: Store, filters: Sequence[str]) -> None:
     Each is run once, as some problems show only then (a value set ``:in`` names that is not stored).
     """
     engine = Engine(store.connection, expand=store.expand)
-    now = int((datetime.now(UTC) - EPOCH).total_seconds() * 1_000_000)
+    now = now_micros()
     for text in filters:
         engine.search(_filter_query(store, text, 0), now)
 
@@ -142,7 +142,7 @@ def _filtered_ids(store: Store, filters: Sequence[str]) -> dict[str, set[str] | 
     """For each type named in ``_typeFilter``, the ids its queries match (ORed), through the search engine."""
     out: dict[str, set[str] | None] = {}
     engine = Engine(store.connection, expand=store.expand)
-    now = int((datetime.now(UTC) - EPOCH).total_seconds() * 1_000_000)
+    now = now_micros()
     for text in filters:
         kind = text.partition("?")[0]
         offset, found = 0, set[str]()

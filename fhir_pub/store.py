@@ -39,6 +39,12 @@ class Store:
                 row[0] for row in self.connection().execute("SELECT DISTINCT type FROM resource")
             )
             self.capability = self.info("capability")
+            self._has_ndjson = (
+                self.connection()
+                .execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ndjson'")
+                .fetchone()
+                is not None
+            )
             params = orjson.loads(self.info("search_params"))
         except sqlite3.DatabaseError as exc:
             raise PublicationError(f"{path}: not a fhir-pub publication ({exc})") from exc
@@ -129,18 +135,16 @@ class Store:
 
     def ndjson(self, resource_type: str) -> Iterator[tuple[bytes, int]] | None:
         """A type's resources as NDJSON chunks (bytes, lines), in id order; None if the build has none."""
-        db = self.connection()
-        if (
-            db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ndjson'").fetchone()
-            is None
-        ):
+        if not self._has_ndjson:
             return None
-        rows = db.execute("SELECT chunk, lines FROM ndjson WHERE type = ? ORDER BY seq", (resource_type,))
+        rows = self.connection().execute(
+            "SELECT chunk, lines FROM ndjson WHERE type = ? ORDER BY seq", (resource_type,)
+        )
         return ((bytes(chunk), int(lines)) for chunk, lines in rows)
 
     def oldest(self, resource_type: str) -> str | None:
         """The earliest lastUpdated of a type's resources, kept with the NDJSON chunks (None without them)."""
-        if self.ndjson(resource_type) is None:
+        if not self._has_ndjson:
             return None
         row = (
             self.connection()

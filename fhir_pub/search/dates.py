@@ -45,6 +45,11 @@ def _micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def now_micros() -> int:
+    """The current instant as the search index stores instants (microseconds since the epoch)."""
+    return _micros(datetime.now(UTC))
+
+
 def parse_range(text: str) -> Range:
     """The interval a FHIR date, dateTime or instant stands for, at its own precision."""
     match = _DATE.match(text)

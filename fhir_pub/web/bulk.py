@@ -154,12 +154,16 @@ def export_type(resource_type: str) -> Response:
     return _kickoff(resource_type)
 
 
+def _no_job(job_id: str) -> NotFound:
+    return NotFound(f"no export job {job_id} (never started, cancelled, or expired)")
+
+
 def _live(job_id: str) -> dict[str, Any]:
     store = jobs()
     store.sweep()
     state = store.read(job_id)
     if state is None or state["status"] in {"cancelled", "expired"}:
-        raise NotFound(f"no export job {job_id} (never started, cancelled, or expired)")
+        raise _no_job(job_id)
     return state
 
 
@@ -176,7 +180,7 @@ def status(job_id: str) -> Response:
                 "polled too soon; wait as Retry-After says", headers={"Retry-After": str(math.ceil(wait))}
             )
         if not jobs().polled(job_id, now):
-            raise NotFound(f"no export job {job_id} (never started, cancelled, or expired)")
+            raise _no_job(job_id)
         response = Response(status=202)
         response.headers["X-Progress"] = str(state.get("progress", "running"))
         response.headers["Retry-After"] = str(math.ceil(interval))

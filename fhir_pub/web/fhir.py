@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, request
 
 from fhir_pub.errors import Invalid, MethodNotAllowed, NotFound, NotSupported, UnsupportedMediaType
 from fhir_pub.search.bundle import entry, searchset, subset
-from fhir_pub.search.dates import EPOCH
+from fhir_pub.search.dates import now_micros
 from fhir_pub.search.engine import Engine
 from fhir_pub.search.request import SearchRequest, parse
 from fhir_pub.store import Store, Stored
@@ -126,8 +126,7 @@ def _links(
 def _search(types: Sequence[str], path: str, pairs: Sequence[tuple[str, str]]) -> Response:
     store = _store()
     req = parse(types, pairs, store.registry, strict=_strict())
-    now = int((datetime.now(UTC) - EPOCH).total_seconds() * 1_000_000)
-    result = Engine(store.connection, _base(), store.expand).search(req, now)
+    result = Engine(store.connection, _base(), store.expand).search(req, now_micros())
     entries: list[bytes] = []
     if req.summary != "count":
         for mode, keys in (("match", result.matches), ("include", result.included)):
