@@ -33,6 +33,11 @@ _TYPE_FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]+\?)")
 FILE_NAME = re.compile(r"^[A-Za-z]+\.ndjson(\.gz)?$")
 
 
+def uncached(path: str) -> bool:
+    """Bulk export URLs: job state changes as it runs, and files are streamed; no response cache."""
+    return "$export" in path
+
+
 def _settings() -> Settings:
     settings: Settings = current_app.extensions["fhir_pub"]["settings"]
     return settings

@@ -83,11 +83,21 @@ def not_modified(entry: Entry, environ: Environ) -> bool:
 class ResponseCache:
     """WSGI middleware: answer repeated GET/HEAD requests from memory (bounded; cleared when full)."""
 
-    def __init__(self, app: WSGIApp, max_entries: int = 10_000, max_body: int = 1 << 20) -> None:
-        """``max_entries`` responses of at most ``max_body`` bytes; bulk export URLs are never cached."""
+    def __init__(
+        self,
+        app: WSGIApp,
+        max_entries: int = 10_000,
+        max_body: int = 1 << 20,
+        uncached: Callable[[str], bool] = lambda path: False,
+    ) -> None:
+        """Keep ``max_entries`` responses of at most ``max_body`` bytes.
+
+        Paths ``uncached`` accepts go straight to the app: answers that change over time, or are streamed.
+        """
         self.app = app
         self.max_entries = max_entries
         self.max_body = max_body
+        self.uncached = uncached
         self._entries: dict[tuple[Any, ...], Entry] = {}
         self._lock = threading.Lock()
 
@@ -98,7 +108,7 @@ class ResponseCache:
             method not in ("GET", "HEAD")
             or environ.get("HTTP_IF_MATCH")
             or environ.get("HTTP_IF_UNMODIFIED_SINCE")
-            or "$export" in environ.get("PATH_INFO", "")
+            or self.uncached(environ.get("PATH_INFO", ""))
         ):
             return self.app(environ, start_response)
         key = tuple(environ.get(name) for name in KEY_FIELDS)
