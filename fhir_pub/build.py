@@ -25,6 +25,7 @@ from fhir_pub.capability import capability_statement
 from fhir_pub.conformance import load_conformance
 from fhir_pub.errors import FhirPubError
 from fhir_pub.graph import key_of
+from fhir_pub.processes import alive
 from fhir_pub.publication import bundled_dir, load, resource_files
 from fhir_pub.search.index import INDEX_SCHEMA, INDEXED_TYPES, index
 from fhir_pub.search.parameters import TEXT_SEARCH, Registry, registry
@@ -171,6 +172,7 @@ def build(
     )
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(out)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
     try:
@@ -211,6 +213,14 @@ def build(
     finally:
         partial.unlink(missing_ok=True)
     return Built(out, len(resources), digest, attached)
+
+
+def _remove_abandoned(out: Path) -> None:
+    """Delete scratch files of earlier builds of ``out`` whose process is gone (killed mid-write)."""
+    for scratch in out.parent.glob(f".{out.name}.*.partial"):
+        pid = scratch.name[len(out.name) + 2 : -len(".partial")]
+        if pid.isdigit() and not alive(int(pid)):
+            scratch.unlink(missing_ok=True)
 
 
 def _search_capability(

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from fhir_pub.export import ExportRequest, ExportResult, export, manifest
+from fhir_pub.processes import alive
 from fhir_pub.store import Store
 
 ACTIVE = ("accepted", "running")
@@ -32,16 +33,6 @@ STALE = 30.0  # a job silent this long has no thread left running it
 
 class Cancelled(Exception):
     """Raised inside a running export once its job is cancelled, to stop it early."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -240,7 +231,7 @@ class JobStore:
         for state in self.all():
             stale = now - self.heartbeat(state["id"]) > STALE
             here = state.get("host") == socket.gethostname()  # pids mean nothing across hosts
-            dead = here and not _pid_alive(int(state.get("pid", 0)))
+            dead = here and not alive(int(state.get("pid", 0)))
             if state["status"] in ACTIVE and (stale or dead):
                 message = "the server stopped while this export ran; start a new export"
                 self.write({**state, "status": "failed", "progress": "failed", "error": message})

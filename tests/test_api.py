@@ -159,6 +159,26 @@ class TestErrors:
         """The issue's expression names the unknown type."""
         assert client.get("/fhir/Nonsense/1").json["issue"][0]["expression"] == ["Nonsense"]
 
+    @pytest.mark.parametrize(
+        ("path", "status", "char"),
+        [
+            ("/fhir/?_type=a%1Eb", 404, "\x1e"),
+            ("/fhir/Medication/a%04b", 404, "\x04"),
+            ("/fhir/Medication?a%01b=1", 200, "\x01"),  # lenient: a warning in the Bundle
+        ],
+    )
+    @pytest.mark.parametrize("fmt", ["json", "xml", "html"])
+    def test_control_characters_echoed_escaped(
+        self, client: FlaskClient, path: str, status: int, char: str, fmt: str
+    ) -> None:
+        """Messages echoing control characters (which no FHIR string or XML holds) escape them."""
+        response = client.get(f"{path}{'&' if '?' in path else '?'}_format={fmt}")
+        text = response.get_data(as_text=True)
+        assert (response.status_code, response.mimetype.rsplit("+", 1)[-1].rsplit("/")[-1]) == (status, fmt)
+        assert char not in text
+        if (fmt, status) != ("html", 200):  # the HTML searchset page lists entries, not their warnings
+            assert f"a{ascii(char)[1:-1]}b".replace("\\", "") in text.replace("\\", "")
+
     def test_health(self, client: FlaskClient) -> None:
         """/healthz answers for orchestrators."""
         assert client.get("/healthz").json == {"status": "ok"}
@@ -287,6 +307,66 @@ class TestFormats:
         assert missing.status_code == 404
         assert b"<OperationOutcome" in missing.data
 
+    def test_every_resource_and_the_statement_as_xml(
+        self, client: FlaskClient, publication: Publication
+    ) -> None:
+        """Each published resource and the CapabilityStatement parse back from XML to the same model."""
+        from fhir.resources import get_fhir_model_class
+
+        documents = [*(entry.key for entry in publication), "metadata"]
+        for path in documents:
+            json_body = client.get(f"/fhir/{path}").json
+            model = get_fhir_model_class(json_body["resourceType"])
+            xml_body = client.get(f"/fhir/{path}?_format=xml").data
+            assert model.model_validate_xml(xml_body) == model.model_validate(json_body), path
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "ClinicalUseDefinition?_include=ClinicalUseDefinition:subject&_count=5",
+            "Provenance?_elements=target&_count=3",  # incomplete resources, tagged SUBSETTED
+            "ClinicalUseDefinition?_summary=true&_count=3",
+            "MedicationKnowledge?_summary=text",
+            "_history?_count=3",
+        ],
+    )
+    def test_bundles_as_xml_say_what_json_says(self, client: FlaskClient, query: str) -> None:
+        """XML bundles hold the JSON bundle's entries, ids and tags, even when entries are incomplete."""
+        from lxml import etree
+
+        bundle = client.get(f"/fhir/{query}").json
+        response = client.get(f"/fhir/{query}{'&' if '?' in query else '?'}_format=xml")
+        assert response.status_code == 200
+        root = etree.fromstring(response.data)
+        ns = {"f": "http://hl7.org/fhir"}
+        ids = root.xpath("f:entry/f:resource/*/f:id/@value", namespaces=ns)
+        assert ids == [e["resource"]["id"] for e in bundle["entry"]]
+        tags = root.xpath("f:entry/f:resource/*/f:meta/f:tag/f:code/@value", namespaces=ns)
+        assert tags == [
+            t["code"] for e in bundle["entry"] for t in e["resource"].get("meta", {}).get("tag", [])
+        ]
+
+    def test_xml_mapping_rules(self) -> None:
+        """Element ids and extension urls are attributes; a primitive's extension sits inside it."""
+        from fhir_pub.web.fhirxml import dumps
+
+        resource = {
+            "resourceType": "Organization",
+            "id": "o",
+            "active": True,
+            "_name": {"id": "n1", "extension": [{"url": "http://x", "valueString": "why"}]},
+            "alias": ["a", None],
+            "_alias": [None, {"extension": [{"url": "http://y", "valueBoolean": False}]}],
+            "contact": [{"id": "c1", "name": {"text": "T"}}],
+        }
+        assert dumps(resource) == (
+            b"<?xml version='1.0' encoding='utf-8'?>\n"
+            b'<Organization xmlns="http://hl7.org/fhir"><id value="o"/><active value="true"/>'
+            b'<name id="n1"><extension url="http://x"><valueString value="why"/></extension></name>'
+            b'<alias value="a"/><alias><extension url="http://y"><valueBoolean value="false"/></extension>'
+            b'</alias><contact id="c1"><name><text value="T"/></name></contact></Organization>'
+        )
+
     def test_pretty(self, client: FlaskClient) -> None:
         """_pretty=true indents JSON."""
         assert client.get("/fhir/Organization/fda?_pretty=true").data.startswith(b'{\n  "resourceType"')
@@ -348,6 +428,26 @@ class TestHtml:
             page = html.resource_page(resource, "http://localhost/fhir", app.extensions["fhir_pub"]["store"])
         assert "<script>" not in page
         assert "Hi" in page
+
+    @pytest.mark.parametrize(
+        ("markup", "kept", "dropped"),
+        [
+            ('<p style="color:red" title="t">Hi</p>', '<p style="color:red" title="t">Hi</p>', ""),
+            ('<a href="https://example.org/x">x</a>', 'href="https://example.org/x"', ""),
+            ('<a href="ftp://example.org/x">x</a>', ">x</a>", "ftp:"),
+            ('<p><img src="http://tracker.example/p.gif" alt="a" width="1"/>Hi</p>', 'alt="a"', "width"),
+            ('<table><tr><td colspan="2" bgcolor="red">c</td></tr></table>', 'colspan="2"', "bgcolor"),
+        ],
+    )
+    def test_narrative_is_sanitized(self, markup: str, kept: str, dropped: str) -> None:
+        """Narratives that pass txt-1 are still rebuilt from an allow-list before they reach a page."""
+        from fhir_pub.web.html import sanitized
+
+        div = f'<div xmlns="http://www.w3.org/1999/xhtml">{markup}</div>'
+        clean = sanitized(div)
+        assert kept in clean
+        if dropped:
+            assert dropped not in clean
 
     def test_fhir_clients_unaffected(self, client: FlaskClient) -> None:
         """*/* and FHIR media types still get FHIR JSON."""

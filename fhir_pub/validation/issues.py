@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 Severity = Literal["fatal", "error", "warning", "information"]
 SEVERITY_ORDER = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
+# FHIR strings may not hold control characters other than tab, LF and CR, nor can XML 1.0
+# (https://hl7.org/fhir/R5/datatypes.html#string); messages echo requests, so those are escaped.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def printable(text: str) -> str:
+    r"""``text`` with the characters a FHIR string cannot hold written as Python escapes (``\x04``)."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 @dataclass(frozen=True)
@@ -32,13 +41,13 @@ class Issue:
         issue: dict[str, Any] = {
             "severity": self.severity,
             "code": self.code,
-            "details": {"text": self.message},
+            "details": {"text": printable(self.message)},
         }
         if self.source or self.rule:  # where a finding came from, for people tracing it
             where = f"{self.source}: " if self.source else ""
-            issue["diagnostics"] = f"{where}[{self.layer}{'/' + self.rule if self.rule else ''}]"
+            issue["diagnostics"] = printable(f"{where}[{self.layer}{'/' + self.rule if self.rule else ''}]")
         if self.expression:
-            issue["expression"] = [self.expression]
+            issue["expression"] = [printable(self.expression)]
         return issue
 
 

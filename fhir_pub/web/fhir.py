@@ -14,6 +14,7 @@ import orjson
 from flask import Blueprint, Response, current_app, request
 
 from fhir_pub.errors import Invalid, MethodNotAllowed, NotFound, NotSupported, UnsupportedMediaType
+from fhir_pub.openapi import openapi
 from fhir_pub.search.bundle import entry, searchset, subset
 from fhir_pub.search.dates import now_micros
 from fhir_pub.search.engine import Engine
@@ -60,6 +61,13 @@ def metadata() -> Response:
     """The CapabilityStatement, as the build generated it."""
     _negotiate()
     return Response(_store().capability, content_type=FHIR_JSON)
+
+
+@blueprint.get("/openapi.json")
+def openapi_document() -> Response:
+    """The endpoint described in OpenAPI 3.1, derived from the CapabilityStatement."""
+    document = openapi(orjson.loads(_store().capability), _base())
+    return Response(orjson.dumps(document), content_type="application/json")
 
 
 @blueprint.route("/<resource_type>/<resource_id>", methods=["GET", "HEAD"])

@@ -6,12 +6,11 @@ https://hl7.org/fhir/R5/http.html#mime-type; 406 when nothing acceptable can be 
 from __future__ import annotations
 
 import orjson
-from fhir.resources import get_fhir_model_class
 from flask import Request, Response, current_app
 
 from fhir_pub.errors import NotAcceptable
 from fhir_pub.settings import Settings
-from fhir_pub.web import html
+from fhir_pub.web import fhirxml, html
 
 
 def base_url(settings: Settings, request: Request) -> str:
@@ -84,8 +83,7 @@ def render(response: Response, request: Request) -> Response:
     elif fmt == "json":
         response.set_data(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     else:
-        model = get_fhir_model_class(str(document["resourceType"])).model_validate(document)
-        response.set_data(model.model_dump_xml(pretty_print=pretty))
+        response.set_data(fhirxml.dumps(document, pretty))
         response.content_type = FHIR_XML
     response.vary.add("Accept")
     return response

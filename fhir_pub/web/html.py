@@ -11,18 +11,41 @@ import re
 from typing import Any
 from urllib.parse import urlencode
 
+import nh3
 from flask import Request, render_template
 from markupsafe import Markup
 
 from fhir_pub.narrative import concept_text
 from fhir_pub.search.index import narrative_text
 from fhir_pub.store import Store
-from fhir_pub.validation.fhirpath import html_checks
+from fhir_pub.validation.fhirpath import NARRATIVE_ELEMENTS, html_checks
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "frame-ancestors 'none'; base-uri 'self'; form-action 'none'"
 )
+
+
+# What a narrative may keep on a page: FHIR's narrative elements, their harmless attributes, web links.
+# https://hl7.org/fhir/R5/narrative.html#xhtml
+_ATTRIBUTES = {
+    "*": {"class", "id", "title", "lang", "dir", "style"},
+    "a": {"href", "name"},
+    "img": {"src", "alt"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan"},
+}
+
+
+def sanitized(div: str) -> str:
+    """A narrative's XHTML rebuilt from an allow-list (nh3): no scripts, handlers or odd URL schemes."""
+    return nh3.clean(
+        div,
+        tags=set(NARRATIVE_ELEMENTS),
+        attributes=_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto"},
+        clean_content_tags={"script", "style"},
+    )
 
 
 _HEADING = re.compile(r"<h3>(.*?)</h3>", re.DOTALL)
@@ -64,7 +87,7 @@ def resource_page(resource: dict[str, Any], base: str, store: Store) -> str:
         home=base.rsplit("/fhir", 1)[0] + "/",
         self_url=f"{base}/{kind}/{rid}",
         history_url=f"{base}/{kind}/{rid}/_history" if rid else None,
-        narrative=Markup(div) if isinstance(div, str) and html_checks(div) else None,
+        narrative=Markup(sanitized(div)) if isinstance(div, str) and html_checks(div) else None,
         narrative_text=narrative_text(resource),
         outgoing=outgoing,
         incoming=incoming,
