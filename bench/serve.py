@@ -60,7 +60,7 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, str, str]:
 
 def serve(python: str, publication: Path, port: int, workers: int, cache: bool) -> subprocess.Popen[bytes]:
     """Start ``fhir-pub serve`` (response cache on or off) and wait until it answers."""
-    env = {"FHIR_PUB_RESPONSE_CACHE": "10000" if cache else "0", "PATH": "/usr/bin:/bin"}
+    env = {"FHIR_PUB_RESPONSE_CACHE": "64" if cache else "0", "PATH": "/usr/bin:/bin"}
     command = [python, "-m", "fhir_pub", "serve", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(
         [*command, "--publication", str(publication)],

@@ -20,8 +20,8 @@ class Settings(BaseSettings):
     """The public FHIR base URL (``https://example.org/fhir``) when behind a proxy; None: from the request."""
     trusted_proxies: int = 0
     """How many reverse proxies in front are trusted to set ``X-Forwarded-For/Proto/Host/Port/Prefix``."""
-    response_cache: int = 10_000
-    """How many GET responses to keep in memory per worker (the publication never changes); 0: none."""
+    response_cache: int = 64
+    """MiB of GET responses to keep in memory per worker (the publication never changes); 0: none."""
     jobs_dir: Path | None = None
     """Where bulk export jobs and their files live; None: ``cache_dir/jobs``."""
     export_expiry: int = 3600

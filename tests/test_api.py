@@ -500,19 +500,22 @@ class TestResponseCache:
         assert client.delete("/fhir/Organization/msk").status_code == 405
         assert client.get("/fhir/Organization/msk").status_code == 200
 
-    def test_bounded(self) -> None:
-        """The cache never holds more than its limit."""
+    def test_bounded_in_bytes(self) -> None:
+        """However many distinct URLs arrive, the cache holds no more bytes than its budget."""
         from fhir_pub.web.cache import ResponseCache
 
         def app(environ: dict[str, object], start_response: object) -> list[bytes]:
             start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
-            return [str(environ["PATH_INFO"]).encode()]
+            return [str(environ["PATH_INFO"]).encode().ljust(1000, b".")]
 
-        cache = ResponseCache(app, max_entries=3)
-        for index in range(10):
+        cache = ResponseCache(app, max_bytes=10_000)
+        for index in range(500):
             body = cache({"REQUEST_METHOD": "GET", "PATH_INFO": f"/{index}"}, lambda status, headers: None)
-            assert list(body) == [f"/{index}".encode()]
-            assert len(cache._entries) <= 3
+            assert b"".join(body).startswith(f"/{index}.".encode())
+            assert sum(len(e.body) for e in cache._entries.values()) <= 10_000
+        assert 1 <= len(cache._entries) <= 10
+        again = cache({"REQUEST_METHOD": "GET", "PATH_INFO": "/499"}, lambda status, headers: None)
+        assert b"".join(again).startswith(b"/499.")
 
 
 def test_capability_statement_passes_its_invariants(client: FlaskClient) -> None:

@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.add_url_rule("/", "landing", lambda: landing_page(app))
     if settings.response_cache:
         app.wsgi_app = ResponseCache(  # type: ignore[method-assign]
-            app.wsgi_app, settings.response_cache, uncached=bulk.uncached
+            app.wsgi_app, settings.response_cache << 20, uncached=bulk.uncached
         )
     errors.register(app)
     app.after_request(lambda response: security_headers(formats.render(response, request)))

@@ -86,17 +86,21 @@ class ResponseCache:
     def __init__(
         self,
         app: WSGIApp,
-        max_entries: int = 10_000,
+        max_bytes: int = 64 << 20,
         max_body: int = 1 << 20,
         uncached: Callable[[str], bool] = lambda path: False,
     ) -> None:
-        """Keep ``max_entries`` responses of at most ``max_body`` bytes.
+        """Keep responses of at most ``max_body`` bytes each, ``max_bytes`` in all.
+
+        The budget is in bytes, not entries: a client sending endless distinct URLs (a cache-busting
+        crawl or an attack) must not grow a worker past it.
 
         Paths ``uncached`` accepts go straight to the app: answers that change over time, or are streamed.
         """
         self.app = app
-        self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.max_body = max_body
+        self._size = 0
         self.uncached = uncached
         self._entries: dict[tuple[Any, ...], Entry] = {}
         self._lock = threading.Lock()
@@ -116,10 +120,14 @@ class ResponseCache:
         if entry is None:
             entry = self._render(environ)
             if entry.status[:1] != "5" and len(entry.body) <= self.max_body:
+                cost = len(entry.body) + 512  # the body, and roughly its key, headers and bookkeeping
                 with self._lock:
-                    if len(self._entries) >= self.max_entries:
+                    if self._size + cost > self.max_bytes:
                         self._entries.clear()
-                    self._entries[key] = entry
+                        self._size = 0
+                    if key not in self._entries:
+                        self._entries[key] = entry
+                        self._size += cost
         if entry.status.startswith("200") and not_modified(entry, environ):
             start_response("304 Not Modified", entry.not_modified_headers)
             return [b""]
