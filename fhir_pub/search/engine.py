@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fhir_pub.errors import TooCostly
 from fhir_pub.search.dates import Range
 from fhir_pub.search.index import TABLES, normalize, words
 from fhir_pub.search.parameters import TEXT_SEARCH
@@ -194,7 +195,17 @@ class Engine:
         self.expand = expand
 
     def search(self, request: SearchRequest, now: int) -> Result:
-        """Run the request: matches for this page, the total, and included resources."""
+        """Run the request: matches for this page, the total, and included resources.
+
+        SQLite refusing a query (a pattern or expression too large for it) is a TooCostly error.
+        """
+        try:
+            return self._search(request, now)
+        except sqlite3.OperationalError as exc:
+            # Only SQLite's own limits reach here (the SQL is ours): the search is too big to run.
+            raise TooCostly("the search is too complex to run here; use fewer or shorter values") from exc
+
+    def _search(self, request: SearchRequest, now: int) -> Result:
         matches: list[Key] = []
         total = 0
         skip, take = request.offset, request.count
