@@ -96,6 +96,7 @@ PARAMETER_ENTITY = (
     b'<Organization xmlns="http://hl7.org/fhir"/>'
 )
 XML_ORG = b'<Organization xmlns="http://hl7.org/fhir"><id value="x"/><name value="x"/></Organization>'
+AT_LIMIT = "&".join(["name=" + "a" * 1000] * 8) + "&_id="  # + 122 characters: a URL of 8,192
 LONG = "a" * 9000  # past the app's URL limit (8 KiB), below granian's (64 KiB)
 
 CATALOG: list[Case] = [
@@ -226,6 +227,20 @@ CATALOG: list[Case] = [
     Case("value-at-limit", "GET", "/fhir/Organization?name:contains=" + "a" * 2048, 200, None),
     Case("value-past-limit", "GET", "/fhir/Organization?name:contains=" + "a" * 2049, 400, "too-long"),
     # --- URL and header size (limits.py answers before granian's own, bare, limits) ---
+    Case("url-too-long", "GET", "/fhir/Organization?name=" + LONG, 414, "too-long"),
+    Case("path-too-long", "GET", "/fhir/Organization/" + LONG, 414, "too-long"),
+    Case("header-too-large", "GET", "/fhir/metadata", 431, "too-long", {"X-Padding": "a" * 40_000}),
+    Case(
+        "headers-too-large-total",
+        "GET",
+        "/fhir/metadata",
+        431,
+        "too-long",
+        {f"X-Pad-{n}": "a" * 1000 for n in range(40)},
+    ),
+    Case("header-at-limit", "GET", "/fhir/metadata", 200, None, {"X-Padding": "a" * 30_000}),
+    Case("url-at-limit", "GET", "/fhir/Organization?" + AT_LIMIT + "b" * 122, 200, None),
+    Case("url-past-limit", "GET", "/fhir/Organization?" + AT_LIMIT + "b" * 123, 414, "too-long"),
     # --- formats (http.html#mime-type: 406 when nothing acceptable can be produced) ---
     Case("format-unknown", "GET", "/fhir/metadata?_format=text/turtle", 406, "not-supported"),
     Case("format-garbage", "GET", "/fhir/metadata?_format=%00%FF", 406, "not-supported"),
@@ -272,8 +287,52 @@ CATALOG: list[Case] = [
         "not-supported",
         {"Content-Type": "multipart/form-data"},
     ),
-    # --- XML bodies: entities and DTDs are refused, nothing is expanded or fetched ---
     # --- compressed request bodies: gzip is decoded under the body limit; other codings are refused ---
+    Case(
+        "gzip-bomb",
+        "POST",
+        "/fhir/$validate",
+        413,
+        "too-long",
+        {**JSON, "Content-Encoding": "gzip"},
+        _gzip(b"{" + b" " * (10 * MIB) + b"}"),
+    ),
+    Case(
+        "gzip-ok",
+        "POST",
+        "/fhir/$validate",
+        200,
+        "business-rule",
+        {**JSON, "Content-Encoding": "gzip"},
+        _gzip(ORG),
+    ),
+    Case(
+        "gzip-corrupt",
+        "POST",
+        "/fhir/$validate",
+        400,
+        "invalid",
+        {**JSON, "Content-Encoding": "gzip"},
+        b"\x1f\x8bjunk",
+    ),
+    Case(
+        "brotli-body",
+        "POST",
+        "/fhir/$validate",
+        415,
+        "not-supported",
+        {**JSON, "Content-Encoding": "br"},
+        ORG,
+    ),
+    Case(
+        "deflate-body",
+        "POST",
+        "/fhir/$validate",
+        415,
+        "not-supported",
+        {**JSON, "Content-Encoding": "x-y"},
+        ORG,
+    ),
     # --- POST _search (search.html#search: form-encoded only) ---
     Case("search-post-json", "POST", "/fhir/Organization/_search", 415, "not-supported", JSON, b"{}"),
     Case(
@@ -459,3 +518,13 @@ def test_catalog_is_large_and_unique() -> None:
     """At least 80 hand-written rows, each id once."""
     assert len(CATALOG) >= 80
     assert len({c.id for c in CATALOG}) == len(CATALOG)
+
+
+def test_granian_own_limits_are_above_the_apps(server: str) -> None:
+    """Past granian's limits the answer is granian's bare 414/431 (no body); the server keeps serving."""
+    too_long = Case("granian-414", "GET", "/fhir/Organization?name=" + "a" * 70_000, 414, None)
+    too_many = Case("granian-431", "GET", "/fhir/metadata", 431, None, {f"X-H-{n}": "a" for n in range(120)})
+    for case in (too_long, too_many):
+        status, _, body = send(server, case)
+        assert (status, body) == (case.status, b"")
+    assert send(server, Case("after", "GET", "/fhir/metadata", 200, None))[0] == 200
