@@ -155,6 +155,7 @@ CATALOG: list[Case] = [
     Case("history-since-garbage", "GET", "/fhir/_history?_since=yesterday", 400, "invalid"),
     Case("history-since-no-zone", "GET", "/fhir/_history?_since=2024-01-01T00:00:00", 400, "invalid"),
     # --- result parameters ---
+    Case("sort-large-page", "GET", "/fhir/Provenance?_sort=-recorded&_count=500", 200, None),
     Case("summary-bad", "GET", "/fhir/Organization?_summary=maybe", 400, "invalid"),
     Case("total-bad", "GET", "/fhir/Organization?_total=lots", 400, "invalid"),
     Case("sort-unknown", "GET", "/fhir/Organization?_sort=colour", 200, "not-supported"),
@@ -528,3 +529,60 @@ def test_granian_own_limits_are_above_the_apps(server: str) -> None:
         status, _, body = send(server, case)
         assert (status, body) == (case.status, b"")
     assert send(server, Case("after", "GET", "/fhir/metadata", 200, None))[0] == 200
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory: pytest.TempPathFactory, built: Path) -> Iterator[str]:
+    """A server with tiny limits: 3 included resources per page, no export job slot."""
+    port = free_port()
+    process = start(tmp_path_factory.mktemp("tight"), built, port, max_includes="3", export_max_jobs="0")
+    yield f"http://127.0.0.1:{port}"
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory: pytest.TempPathFactory, built: Path) -> Iterator[str]:
+    """A server whose search time budget (1 ns) no search of more than 1,000 SQLite steps fits in."""
+    port = free_port()
+    process = start(tmp_path_factory.mktemp("slow"), built, port, search_timeout="0.000000001")
+    yield f"http://127.0.0.1:{port}"
+    stop(process)
+
+
+INCLUDES = "/fhir/ClinicalUseDefinition?_include:iterate=*&_revinclude:iterate=*&_count=500"
+LIMITS = {
+    "tight": [
+        # search.html#errors: the page is answered, with a warning outcome entry for what was cut
+        Case("include-fan-out-capped", "GET", INCLUDES, 200, "too-costly"),
+        Case(
+            "include-under-cap",
+            "GET",
+            "/fhir/MedicationKnowledge?_include=MedicationKnowledge:monograph",
+            200,
+            None,
+        ),
+        # Bulk Data IG: too many jobs is 429 with Retry-After
+        Case("export-no-slot", "GET", "/fhir/$export", 429, "throttled", ASYNC),
+    ],
+    "slow": [
+        Case("search-over-budget", "GET", "/fhir/Provenance?_sort=-recorded&_count=500", 400, "too-costly"),
+        Case("search-over-budget-include", "GET", INCLUDES, 400, "too-costly"),
+        Case("read-has-no-budget", "GET", "/fhir/Organization/fda", 200, None),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "case"),
+    [(n, c) for n, cases in LIMITS.items() for c in cases],
+    ids=lambda x: getattr(x, "id", x),
+)
+def test_limits(request: pytest.FixtureRequest, name: str, case: Case) -> None:
+    """The limits that need their own settings: include fan-out, export slots, the search time budget."""
+    base = request.getfixturevalue(name)
+    check(base, case)
+    if case.id == "export-no-slot":
+        assert send(base, case)[1]["retry-after"].isdigit()
+    if case.id == "include-fan-out-capped":
+        bundle = json.loads(send(base, case)[2])
+        assert [e["search"]["mode"] for e in bundle["entry"]].count("include") == 3

@@ -126,7 +126,10 @@ def _links(
 def _search(types: Sequence[str], path: str, pairs: Sequence[tuple[str, str]]) -> Response:
     store = _store()
     req = parse(types, pairs, store.registry, strict=_strict())
-    result = Engine(store.connection, _base(), store.expand).search(req, now_micros())
+    settings = current_app.extensions["fhir_pub"]["settings"]
+    budget, most = settings.search_timeout, settings.max_includes
+    engine = Engine(store.connection, _base(), store.expand, budget=budget, max_includes=most)
+    result = engine.search(req, now_micros())
     entries: list[bytes] = []
     if req.summary != "count":
         for mode, keys in (("match", result.matches), ("include", result.included)):
