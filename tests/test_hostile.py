@@ -288,6 +288,42 @@ CATALOG: list[Case] = [
         "not-supported",
         {"Content-Type": "multipart/form-data"},
     ),
+    # --- XML bodies: a DOCTYPE (DTD, entities) is refused; nothing is expanded or fetched ---
+    Case("xml-xxe", "POST", "/fhir/$validate", 400, "invalid", XML, XXE),
+    Case("xml-billion-laughs", "POST", "/fhir/$validate", 400, "invalid", XML, LAUGHS),
+    Case("xml-external-dtd", "POST", "/fhir/$validate", 400, "invalid", XML, EXTERNAL_DTD),
+    Case("xml-parameter-entity", "POST", "/fhir/$validate", 400, "invalid", XML, PARAMETER_ENTITY),
+    Case("xml-malformed", "POST", "/fhir/$validate", 400, "invalid", XML, b"<Organization"),
+    Case("xml-not-fhir", "POST", "/fhir/$validate", 400, "invalid", XML, b"<html><body/></html>"),
+    Case(
+        "xml-unknown-type",
+        "POST",
+        "/fhir/$validate",
+        400,
+        "invalid",
+        XML,
+        b'<Nope xmlns="http://hl7.org/fhir"/>',
+    ),
+    Case(
+        "xml-unknown-element",
+        "POST",
+        "/fhir/$validate",
+        400,
+        "invalid",
+        XML,
+        b'<Organization xmlns="http://hl7.org/fhir"><colour value="x"/></Organization>',
+    ),
+    Case(
+        "xml-bad-boolean",
+        "POST",
+        "/fhir/$validate",
+        400,
+        "invalid",
+        XML,
+        b'<Organization xmlns="http://hl7.org/fhir"><active value="maybe"/></Organization>',
+    ),
+    Case("xml-valid", "POST", "/fhir/Organization/$validate", 200, "business-rule", XML, XML_ORG),
+    Case("xml-wrong-type", "POST", "/fhir/Medication/$validate", 400, "invalid", XML, XML_ORG),
     # --- compressed request bodies: gzip is decoded under the body limit; other codings are refused ---
     Case(
         "gzip-bomb",
@@ -586,3 +622,25 @@ def test_limits(request: pytest.FixtureRequest, name: str, case: Case) -> None:
     if case.id == "include-fan-out-capped":
         bundle = json.loads(send(base, case)[2])
         assert [e["search"]["mode"] for e in bundle["entry"]].count("include") == 3
+
+
+def test_xml_validates_like_json(server: str) -> None:
+    """A published resource posted as FHIR XML gets the same $validate outcome as its JSON form."""
+    read = Case("read", "GET", "/fhir/DocumentReference/medlineplus-a617041", 200, None)
+    as_json = send(server, read)[2]
+    as_xml = send(server, Case("read", "GET", read.target, 200, None, {"Accept": "application/fhir+xml"}))[2]
+    outcomes = [
+        json.loads(
+            send(server, Case("v", "POST", "/fhir/DocumentReference/$validate", 200, None, kind, body))[2]
+        )
+        for kind, body in ((JSON, as_json), (XML, as_xml))
+    ]
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0]["issue"][0]["severity"] == "information"
+
+
+def test_xxe_reads_nothing(server: str) -> None:
+    """The external entity is never resolved: the answer holds nothing of the file it names."""
+    status, _, body = send(server, Case("xxe", "POST", "/fhir/$validate", 400, None, XML, XXE))
+    assert status == 400
+    assert b"root:" not in body
