@@ -36,6 +36,17 @@ class Invalid(FhirPubError):
     status = 400
 
 
+class TooCostly(FhirPubError):
+    """A request that would take more than the server spends on one answer: 400 ``too-costly``.
+
+    A 4xx, not a 5xx: the publication is immutable, so the same request would cost the same again; the
+    client has to narrow it. https://hl7.org/fhir/R5/http.html#search: 400 when a search cannot be processed.
+    """
+
+    code = "too-costly"
+    status = 400
+
+
 class UnsupportedMediaType(FhirPubError):
     """A request body in a format this server does not read: 415."""
 

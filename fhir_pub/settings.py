@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,5 +31,9 @@ class Settings(BaseSettings):
     """Bulk exports running at once; more get 429 with Retry-After."""
     export_poll_interval: float = 1.0
     """Seconds a client should wait between status polls; polling faster gets 429."""
+    search_timeout: float = Field(default=10.0, gt=0)
+    """Seconds one search may run in SQLite; a longer one is stopped and answered 400 ``too-costly``."""
+    max_includes: int = Field(default=1000, ge=0)
+    """Resources ``_include``/``_revinclude`` add to one page; past it they are cut, with a warning."""
     cors_origins: str = "*"
     """Origins allowed to call from a browser (comma-separated), ``*`` for any; empty: no CORS."""

@@ -96,7 +96,7 @@ class TestCannotRun:
         [
             ("/fhir/$validate", b"{not json", FHIR_JSON, 400, "invalid"),
             ("/fhir/$validate", b"[" * 5000 + b"]" * 5000, FHIR_JSON, 400, "invalid"),
-            ("/fhir/$validate", b"<Organization/>", "application/fhir+xml", 415, "not-supported"),
+            ("/fhir/$validate", b"<Organization/>", "application/fhir+xml", 400, "invalid"),  # no FHIR ns
             ("/fhir/$validate", b"x", "text/plain", 415, "not-supported"),
             (
                 "/fhir/$validate",
@@ -108,7 +108,7 @@ class TestCannotRun:
             ("/fhir/Organization/$validate", b'{"resourceType": "Group"}', FHIR_JSON, 400, "invalid"),
             ("/fhir/$validate", b"x" * (9 * 1024 * 1024), FHIR_JSON, 413, "too-long"),
         ],
-        ids=["syntax", "deep", "xml", "text", "no-resource", "type-mismatch", "too-large"],
+        ids=["syntax", "deep", "xml-not-fhir", "text", "no-resource", "type-mismatch", "too-large"],
     )
     def test_status(
         self, client: FlaskClient, path: str, data: bytes, content_type: str, status: int, code: str

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fhir_pub.errors import TooCostly
 from fhir_pub.search.dates import Range
 from fhir_pub.search.index import TABLES, normalize, words
 from fhir_pub.search.parameters import TEXT_SEARCH
 from fhir_pub.search.request import Filter, Include, InvalidSearch, SearchRequest, Value
 
-MAX_INCLUDES = 1000
+MAX_INCLUDES = 1000  # included resources per page; more are cut, with a too-costly warning (outcome entry)
+PROGRESS_STEPS = 1000
 MAX_ITERATE = 4
 DAY = 86_400_000_000
 
@@ -187,14 +190,44 @@ class Engine:
     """Searches one built publication."""
 
     def __init__(
-        self, db: Callable[[], sqlite3.Connection], base_url: str = "", expand: Expand | None = None
+        self,
+        db: Callable[[], sqlite3.Connection],
+        base_url: str = "",
+        expand: Expand | None = None,
+        *,
+        budget: float | None = None,
+        max_includes: int = MAX_INCLUDES,
     ) -> None:
         self._db = db
         self.base_url = base_url
         self.expand = expand
+        self.budget = budget  # seconds one search may run (None: no limit)
+        self.max_includes = max_includes
 
     def search(self, request: SearchRequest, now: int) -> Result:
-        """Run the request: matches for this page, the total, and included resources."""
+        """Run the request: matches for this page, the total, and included resources.
+
+        SQLite refusing a query (a pattern or expression too large for it) is a TooCostly error.
+        """
+        db = self._db()
+        if self.budget is not None:
+            deadline = time.monotonic() + self.budget
+            # Every 1,000 SQLite VM steps: a nonzero answer interrupts the running statement.
+            db.set_progress_handler(lambda: int(time.monotonic() > deadline), PROGRESS_STEPS)
+        try:
+            return self._search(request, now)
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc):
+                raise TooCostly(
+                    f"the search ran longer than this server's budget of {self.budget:g} s; narrow it"
+                ) from exc
+            # Only SQLite's own limits reach here (the SQL is ours): the search is too big to run.
+            raise TooCostly("the search is too complex to run here; use fewer or shorter values") from exc
+        finally:
+            if self.budget is not None:
+                db.set_progress_handler(None, 0)
+
+    def _search(self, request: SearchRequest, now: int) -> Result:
         matches: list[Key] = []
         total = 0
         skip, take = request.offset, request.count
@@ -262,9 +295,11 @@ class Engine:
                     if key not in seen:
                         seen.add(key)
                         new.append(key)
-            if len(found) + len(new) > MAX_INCLUDES:
-                new = new[: MAX_INCLUDES - len(found)]
-                notes.append(f"includes stopped at {MAX_INCLUDES} resources")
+            if len(found) + len(new) > self.max_includes:
+                # https://hl7.org/fhir/R5/search.html#errors: the page is still answered, with an
+                # OperationOutcome entry (search.mode = outcome) saying what was left out.
+                new = new[: self.max_includes - len(found)]
+                notes.append(f"includes stopped at {self.max_includes} resources")
                 found.extend(new)
                 break
             found.extend(new)

@@ -11,7 +11,10 @@ from fhir_pub.search.dates import PREFIXES, Range, parse_range
 from fhir_pub.search.parameters import SORTABLE, Registry, SearchParam
 
 DEFAULT_COUNT = 20
-MAX_COUNT = 500
+MAX_COUNT = 500  # https://hl7.org/fhir/R5/search.html#count: a larger _count gets at most this many
+MAX_OFFSET = 10**9  # past the end of any publication: a larger _offset is an empty page, not an error
+MAX_VALUE = 2048  # characters in one parameter value; longer is a 400 too-long (a denial of service guard)
+MAX_OR = 100  # comma-separated alternatives in one parameter value; more is a 400 too-costly
 SUMMARY = ("true", "text", "data", "count", "false")
 TOTAL = ("none", "estimate", "accurate")
 # Parameters the web layer handles (format negotiation) or that change nothing here.
@@ -23,6 +26,18 @@ RESULT = frozenset(
 
 class InvalidSearch(Invalid):
     """A search request this server cannot run as asked: 400 with the offending parameter."""
+
+
+class TooLongValue(InvalidSearch):
+    """A parameter value longer than this server reads (https://hl7.org/fhir/R5/valueset-issue-type.html)."""
+
+    code = "too-long"
+
+
+class TooManyValues(InvalidSearch):
+    """More OR alternatives than this server runs in one parameter."""
+
+    code = "too-costly"
 
 
 class UnsupportedSearch(InvalidSearch):
@@ -234,13 +249,18 @@ def _filter(
             raise InvalidSearch(f"{key}={value!r}: :missing takes true or false", expression=key)
         return Filter(name, param, mod, (Value(value, code=value),))
     raws = split_unescaped(value, ",")
+    if len(raws) > MAX_OR:
+        raise TooManyValues(
+            f"{key}: {len(raws)} alternatives; at most {MAX_OR} per parameter", expression=key
+        )
     return Filter(name, param, mod, tuple(_value(param, raw, key) for raw in raws), target_type)
 
 
-def _int(name: str, value: str, low: int) -> int:
-    if not re.fullmatch(r"-?\d{1,9}", value) or int(value) < low:
-        raise InvalidSearch(f"{name}={value!r}: expected a whole number of at least {low}", expression=name)
-    return int(value)
+def whole_number(name: str, value: str, high: int) -> int:
+    """A non-negative whole number in ASCII digits, any length, capped at ``high``; else a 400."""
+    if not re.fullmatch(r"[0-9]+", value):
+        raise InvalidSearch(f"{name}={value!r}: expected a whole number of at least 0", expression=name)
+    return min(int(value), high)
 
 
 def _includes(key: str, value: str, types: Sequence[str], reverse: bool) -> Include:
@@ -265,12 +285,14 @@ def parse(
     search_type = types[0] if len(types) == 1 else "Resource"
     for key, value in query:
         name = key.split(":", 1)[0]
+        if len(value) > MAX_VALUE or len(key) > MAX_VALUE:
+            raise TooLongValue(f"{key[:64]}: values longer than {MAX_VALUE} characters are not read")
         if name in IGNORED_HERE or name == "_type":
             continue
         if name == "_count":
-            count = min(_int(key, value, 0), MAX_COUNT)
+            count = whole_number(key, value, MAX_COUNT)
         elif name == "_offset":
-            offset = _int(key, value, 0)
+            offset = whole_number(key, value, MAX_OFFSET)
         elif name == "_summary":
             if value not in SUMMARY:
                 raise InvalidSearch(

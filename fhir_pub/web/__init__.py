@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from fhir_pub.build import bundled_publication
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
-from fhir_pub.web import bulk, errors, fhir, formats, html, operations
+from fhir_pub.web import bulk, errors, fhir, formats, html, limits, operations
 from fhir_pub.web.cache import ResponseCache
 
 MAX_BODY = 8 * 1024 * 1024  # bytes: a larger request body is refused with 413
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ResponseCache(  # type: ignore[method-assign]
             app.wsgi_app, settings.response_cache << 20, uncached=bulk.uncached
         )
+    app.wsgi_app = limits.Limits(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]  # outermost
     errors.register(app)
     app.after_request(lambda response: security_headers(formats.render(response, request)))
     return app

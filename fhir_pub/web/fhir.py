@@ -18,7 +18,7 @@ from fhir_pub.openapi import openapi
 from fhir_pub.search.bundle import entry, searchset, subset
 from fhir_pub.search.dates import now_micros
 from fhir_pub.search.engine import Engine
-from fhir_pub.search.request import SearchRequest, parse
+from fhir_pub.search.request import MAX_COUNT, MAX_OFFSET, SearchRequest, parse, whole_number
 from fhir_pub.store import Store, Stored
 from fhir_pub.validation.issues import Issue, operation_outcome
 from fhir_pub.web import formats
@@ -134,7 +134,10 @@ def _links(
 def _search(types: Sequence[str], path: str, pairs: Sequence[tuple[str, str]]) -> Response:
     store = _store()
     req = parse(types, pairs, store.registry, strict=_strict())
-    result = Engine(store.connection, _base(), store.expand).search(req, now_micros())
+    settings = current_app.extensions["fhir_pub"]["settings"]
+    budget, most = settings.search_timeout, settings.max_includes
+    engine = Engine(store.connection, _base(), store.expand, budget=budget, max_includes=most)
+    result = engine.search(req, now_micros())
     entries: list[bytes] = []
     if req.summary != "count":
         for mode, keys in (("match", result.matches), ("include", result.included)):
@@ -192,9 +195,13 @@ def search_system() -> Response:
 
 @blueprint.route("", methods=WRITES)  # transaction and batch too
 @blueprint.route("/", methods=WRITES)
-@blueprint.route("/<path:anything>", methods=WRITES)
+@blueprint.route("/<path:anything>", methods=[*WRITES, "GET", "HEAD"])
 def write(**_: Any) -> Response:
-    """Every write verb: the publication is read-only."""
+    """Every write verb: the publication is read-only. A read of an address no route serves: 404."""
+    if request.method in {"GET", "HEAD"}:
+        # Without this, werkzeug would answer a GET on an unknown deep path (traversal attempts,
+        # unknown operations) with 405 because the write rule matches it; http.html: unknown is 404.
+        raise NotFound(f"nothing is served at {request.path[:200]}")
     raise MethodNotAllowed(f"{request.method} is not allowed: this FHIR endpoint is read-only")
 
 
@@ -210,8 +217,8 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
             raise Invalid(f"_since={since_text!r}: expected an instant", expression="_since") from exc
         if since.tzinfo is None:
             raise Invalid(f"_since={since_text!r}: an instant needs a time zone", expression="_since")
-    count = _bounded(request.args.get("_count", "20"), "_count", 0, 500)
-    offset = _bounded(request.args.get("_offset", "0"), "_offset", 0, 10**9)
+    count = whole_number("_count", request.args.get("_count", "20"), MAX_COUNT)
+    offset = whole_number("_offset", request.args.get("_offset", "0"), MAX_OFFSET)
     since_key = since.astimezone(UTC).isoformat().replace("+00:00", "Z") if since else None
     total, versions = _store().history(resource_type, resource_id, since_key, count, offset)
     if resource_id is not None and total == 0 and since is None:
@@ -241,12 +248,6 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
         }
     )
     return Response(head[:-1] + b',"entry":[' + b",".join(entries) + b"]}", content_type=FHIR_JSON)
-
-
-def _bounded(text: str, name: str, low: int, high: int) -> int:
-    if not text.isdigit():
-        raise Invalid(f"{name}={text!r}: expected a whole number", expression=name)
-    return max(low, min(int(text), high))
 
 
 def _history_links(path: str, count: int, offset: int, total: int) -> list[dict[str, str]]:

@@ -5,10 +5,15 @@ https://hl7.org/fhir/R5/http.html#mime-type; 406 when nothing acceptable can be 
 
 from __future__ import annotations
 
-import orjson
-from flask import Request, Response, current_app
+from typing import Any
 
-from fhir_pub.errors import NotAcceptable
+import orjson
+from fhir.resources import get_fhir_model_class
+from flask import Request, Response, current_app
+from lxml import etree
+from pydantic import ValidationError
+
+from fhir_pub.errors import Invalid, NotAcceptable
 from fhir_pub.settings import Settings
 from fhir_pub.web import fhirxml, html
 
@@ -87,3 +92,49 @@ def render(response: Response, request: Request) -> Response:
         response.content_type = FHIR_XML
     response.vary.add("Accept")
     return response
+
+
+FHIR_NS = "{http://hl7.org/fhir}"
+
+
+def _hardened() -> Any:
+    """A parser for untrusted XML: no DTD loaded, no entity expanded, nothing fetched, no huge trees.
+
+    lxml parsers are not shared between threads, so each body gets its own.
+    """
+    return etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False
+    )
+
+
+def resource_from_xml(data: bytes) -> dict[str, Any]:
+    """A FHIR XML resource as FHIR JSON; 400 for anything with a DOCTYPE, entities, or not FHIR XML.
+
+    FHIR XML is defined by its schema, never by a DTD (https://hl7.org/fhir/R5/xml.html), so a DOCTYPE
+    is refused outright: that is where external entities (XXE) and entity expansion ("billion laughs")
+    would come from (https://hl7.org/fhir/R5/security.html).
+    """
+    try:
+        root = etree.fromstring(data, parser=_hardened())
+    except etree.XMLSyntaxError as exc:
+        raise Invalid(f"the body is not acceptable XML: {str(exc)[:200]}") from exc
+    info = root.getroottree().docinfo
+    if info.doctype or info.internalDTD is not None or any(True for _ in root.iter(etree.Entity)):
+        raise Invalid("XML with a DOCTYPE or entity declarations is not accepted (FHIR XML has no DTD)")
+    if not isinstance(root.tag, str) or not root.tag.startswith(FHIR_NS):
+        raise Invalid("the XML root is not a FHIR resource (namespace http://hl7.org/fhir)")
+    name = root.tag[len(FHIR_NS) :]
+    try:
+        model = get_fhir_model_class(name)
+    except (KeyError, ValueError) as exc:
+        raise Invalid(f"{name[:64]!r} is not an R5 resource type") from exc
+    try:
+        parsed = model.model_validate_xml(etree.tostring(root), xmlparser=_hardened())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise Invalid(f"the XML is not a valid {name}: {where}: {first['msg']}", expression=name) from exc
+    except Exception as exc:  # the XML reader's own failures (unknown elements ...) on untrusted input
+        raise Invalid(f"the XML is not a valid {name} (an element or value it cannot read)") from exc
+    resource: dict[str, Any] = orjson.loads(parsed.model_dump_json())
+    return resource

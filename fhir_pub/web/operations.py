@@ -14,10 +14,12 @@ from fhir_pub.graph import key_of
 from fhir_pub.store import Store
 from fhir_pub.validation import Validator, candidate_from_bytes
 from fhir_pub.validation.issues import Issue, operation_outcome
+from fhir_pub.web import formats
 
 blueprint = Blueprint("operations", __name__)
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 JSON_BODIES = {"application/fhir+json", "application/json"}
+XML_BODIES = {"application/fhir+xml", "application/xml", "text/xml"}
 MODES = {"create", "update", "delete", "profile"}
 _lock = threading.Lock()
 
@@ -57,15 +59,18 @@ def _arguments(body: Any) -> tuple[dict[str, Any], str, str | None]:
 
 
 def _validate(resource_type: str | None) -> Response:
-    if request.mimetype not in JSON_BODIES:
+    if request.mimetype not in JSON_BODIES | XML_BODIES:
         raise UnsupportedMediaType(
-            f"{request.mimetype or 'no content type'}: $validate reads application/fhir+json"
+            f"{request.mimetype or 'no content type'}: $validate reads application/fhir+json or +xml"
         )
     data = request.get_data(cache=False)
-    try:
-        body = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise Invalid(f"the body is not valid JSON: {exc.msg}") from exc
+    if request.mimetype in XML_BODIES:  # the CapabilityStatement declares xml: bodies too
+        body: Any = formats.resource_from_xml(data)
+    else:
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise Invalid(f"the body is not valid JSON: {exc.msg}") from exc
     resource, mode, profile = _arguments(body)
     validator, context = _validator()
     if profile is not None and profile.split("|", 1)[0] not in validator.schemas:
