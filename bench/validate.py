@@ -1,7 +1,6 @@
-"""Validation throughput: the publication, and a generated corpus of >= 10,000 resources of the same shape.
+"""Validation throughput: the publication, and a generated corpus of 10,000 resources of the same shape.
 
-The corpus copies the publication with every id (and every reference and narrative link to it) renamed
-per copy, so the reference graph stays closed and no two copies share references or narratives.
+The corpus is bench/corpus.py's (synthetic drugs, each a complete graph like the bundled one, seed 1).
 Runs on one core (pinned where the OS allows), from files on disk, all four layers.
 
     .venv/bin/python bench/validate.py [--resources 10000] [--runs 5]
@@ -10,10 +9,7 @@ Runs on one core (pinned where the OS allows), from files on disk, all four laye
 from __future__ import annotations
 
 import argparse
-import copy
-import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -21,45 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fhir_pub.graph import key_of
+from corpus import write  # bench/corpus.py, beside this script
+
 from fhir_pub.publication import load
 from fhir_pub.validation import Validator, candidate_from_file
 from fhir_pub.validation.invariants import InvariantSet
 from fhir_pub.validation.schema import SchemaValidator
 from fhir_pub.validation.structure import structure_issues
 from fhir_pub.validation.validator import gather
-
-
-def renamed(resource: dict[str, Any], suffix: str, keys: set[str]) -> dict[str, Any]:
-    """A copy of ``resource`` whose id and every reference to a publication resource carry ``suffix``."""
-    text = json.dumps(resource)
-    text = re.sub(
-        r'"([A-Za-z]+/[a-z0-9-]+)"',
-        lambda m: f'"{m.group(1)}{suffix}"' if m.group(1) in keys else m.group(0),
-        text,
-    )
-    text = re.sub(
-        r'href=\\\\"([A-Za-z]+/[a-z0-9-]+)\\\\"',
-        lambda m: f'href=\\\\"{m.group(1)}{suffix}\\\\"' if m.group(1) in keys else m.group(0),
-        text,
-    )
-    out: dict[str, Any] = json.loads(text)
-    out["id"] = f"{resource['id']}{suffix}"
-    return out
-
-
-def corpus(size: int, folder: Path) -> int:
-    """Write at least ``size`` resources (whole copies of the publication) below ``folder``."""
-    publication = [copy.deepcopy(e.resource) for e in load()]
-    keys = {key_of(r) for r in publication}
-    copies = -(-size // len(publication))
-    for index in range(copies):
-        for resource in publication:
-            new = renamed(resource, f"-c{index}", keys)
-            path = folder / new["resourceType"] / f"{new['id']}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(new), encoding="utf-8")
-    return copies * len(publication)
 
 
 def timed(runs: int, work: Any, setup: Any = None) -> list[float]:
@@ -89,8 +54,8 @@ def main() -> None:
     print(f"{'corpus':<34}{'resources':>10}{'seconds':>10}{'resources/s':>13}")
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "corpus"
-        count = corpus(args.resources, big)
-        for label, folder in (("publication (bundled)", load().root), (f"generated x{count // 138}", big)):
+        write(args.resources, 1, big)
+        for label, folder in (("publication (bundled)", load().root), ("generated (bench/corpus.py)", big)):
             files = gather([folder])
             report = validator.validate_paths([folder])
             assert report.ok, [i.message for i in report.issues][:5]

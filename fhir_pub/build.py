@@ -140,13 +140,18 @@ def build(
     resources_dir: Path | None = None,
     profiles_dir: Path | None = None,
     attach_dir: Path | None = None,
+    workers: int | None = None,
 ) -> Built:
-    """Validate, then write the publication to ``out`` atomically; BuildError on any validation error."""
+    """Validate, then write the publication to ``out`` atomically; BuildError on any validation error.
+
+    Validation runs in ``workers`` processes (default: one per core) for a large publication; the file
+    written is the same whatever the number.
+    """
     resources_dir = resources_dir or bundled_dir("resources")
     profiles_dir = profiles_dir or bundled_dir("profiles")
     conformance = load_conformance(profiles_dir)
     validator = Validator(conformance)
-    report = validator.validate_paths([resources_dir])
+    report = validator.validate_paths([resources_dir], workers=workers)
     if not report.ok:
         raise BuildError(report)
     publication = load(resources_dir)

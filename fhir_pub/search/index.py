@@ -1,5 +1,8 @@
 """Build-time search index: each SearchParameter's FHIRPath evaluated once per resource, stored as rows.
 
+Expressions are compiled once per resource type, to plain Python where they stay within the simple subset
+of FHIRPath (``fhir_pub.search.extract``), else with fhirpathpy.
+
 Rows are typed by parameter type (https://hl7.org/fhir/R5/search.html#ptypes): tokens keep system, code
 and human text; strings a normalized form for the default starts-with match; references the target type,
 id or URL; dates their range; URIs their value. A parameter whose expression cannot be evaluated on some
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_pub.search.dates import InvalidDate, parse_range
+from fhir_pub.search.extract import Extractor, Unsupported, compile_native
 from fhir_pub.search.parameters import Registry, SearchParam
 from fhir_pub.validation.fhirpath import RESOLVABLE, compile_expression
 
@@ -135,28 +139,60 @@ class IndexRows:
     failed: dict[str, str] = field(default_factory=dict)  # param url -> why
 
 
+def extractors(registry: Registry, resource_type: str) -> list[tuple[SearchParam, Extractor]]:
+    """The indexed parameters of one type, each compiled once: natively, else with fhirpathpy."""
+    out = []
+    for param in registry.for_type(resource_type).values():
+        if param.type not in INDEXED_TYPES:
+            continue
+        expression = for_type(param.expression, resource_type)
+        try:
+            extractor = compile_native(expression, resource_type)
+        except Unsupported:
+            extractor = _with_fhirpathpy(expression)
+        out.append((param, extractor))
+    return out
+
+
+def _with_fhirpathpy(expression: str) -> Extractor:
+    try:
+        function = compile_expression(expression)
+    except Exception as exc:
+        problem = exc
+
+        def failing(resource: Mapping[str, Any], resolvable: Mapping[str, Any]) -> list[Any]:
+            raise problem
+
+        return failing
+
+    def evaluate(resource: Mapping[str, Any], resolvable: Mapping[str, Any]) -> list[Any]:
+        values: list[Any] = function(resource, {"resource": resource, "rootResource": resource})
+        return values
+
+    return evaluate
+
+
 def index(resources: Iterable[Mapping[str, Any]], registry: Registry) -> IndexRows:
     """Evaluate every applicable parameter on every resource (``resolve()`` reaches the whole set)."""
     resources = list(resources)
     out = IndexRows()
-    compiled: dict[str, Any] = {}
-    token = RESOLVABLE.set({f"{r['resourceType']}/{r['id']}": r for r in resources})
+    by_type: dict[str, list[tuple[SearchParam, Extractor]]] = {}
+    resolvable = {f"{r['resourceType']}/{r['id']}": r for r in resources}
+    token = RESOLVABLE.set(resolvable)  # for expressions fhirpathpy evaluates
     try:
         for resource in resources:
             kind, rid = resource["resourceType"], resource["id"]
             narrative = narrative_text(resource)
             content = " ".join([narrative, *(s for key, s in _content_strings(resource) if key != "div")])
             out.rows["search_text"].append((kind, rid, narrative, content))
-            for param in registry.for_type(kind).values():
-                if param.type not in INDEXED_TYPES or param.url in out.failed:
+            if kind not in by_type:
+                by_type[kind] = extractors(registry, kind)
+            for param, extractor in by_type[kind]:
+                if param.url in out.failed:
                     continue
                 try:
-                    expression = for_type(param.expression, kind)
-                    if expression not in compiled:
-                        compiled[expression] = compile_expression(expression)
-                    function = compiled[expression]
-                    values = function(resource, {"resource": resource, "rootResource": resource})
-                except Exception as exc:  # an expression fhirpathpy cannot run: the parameter is not offered
+                    values = extractor(resource, resolvable)
+                except Exception as exc:  # an expression that cannot run: the parameter is not offered
                     out.failed[param.url] = f"{type(exc).__name__}: {exc}"[:200]
                     continue
                 _add(out, kind, rid, param, values)

@@ -11,6 +11,8 @@ and a failure inside a layer becomes an issue, never an exception.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +22,7 @@ import orjson
 
 from fhir_pub.conformance import Conformance, load_conformance
 from fhir_pub.definitions import Node, is_resource_type, walk_json
-from fhir_pub.graph import build_graph, key_of
+from fhir_pub.graph import Graph, build_graph, key_of
 from fhir_pub.validation.fhirpath import RESOLVABLE
 from fhir_pub.validation.invariants import InvariantSet
 from fhir_pub.validation.issues import Issue, is_error, operation_outcome
@@ -191,8 +193,13 @@ class Validator:
         candidates: Sequence[Candidate],
         context: Sequence[Mapping[str, Any]] = (),
         profile: str | None = None,
+        workers: int | None = None,
     ) -> Report:
-        """Validate the candidates as one set; ``context`` resources may be referred to, not checked."""
+        """Validate the candidates as one set; ``context`` resources may be referred to, not checked.
+
+        The per-resource layers run in ``workers`` processes (default: one per core) when the set is
+        large; the report is the same, in the same order, whatever the number.
+        """
         checked = [
             _shape_checked(c) for c in candidates
         ]  # whoever built them, candidates pass the input checks
@@ -204,38 +211,24 @@ class Validator:
         source_of = {key_of(c.resource): c.source for c in present if c.resource is not None}
         walks = {id(r): list(walk_json(r)) for r in resources}  # shared by the layers
         graph = self._guard(lambda: build_graph([*context, *resources], walks), "graph", None)
-        for candidate in present:
-            assert candidate.resource is not None
-            issues.extend(
-                self._resource(candidate.resource, candidate.source, walks[id(candidate.resource)], profile)
-            )
+        token = RESOLVABLE.set(by_key)
+        try:
+            run = _Run(self, present, walks, graph, profile)
+            results = _map_chunks(run, len(present), workers)
+        finally:
+            RESOLVABLE.reset(token)
+        issues.extend(i for found, _ in results for i in found)
         if graph is not None:
             found = self._guard(lambda: list(graph_issues(resources, graph, by_key)), "graph", None) or []
             issues.extend(replace(i, source=source_of.get(i.source or "", i.source)) for i in found)
-        token = RESOLVABLE.set(by_key)
-        try:
-            for candidate in present:
-                assert candidate.resource is not None
-                resource = candidate.resource
-                environment = graph.environment(key_of(resource)) if graph is not None else {}
-                profiles = [url for url in declared_profiles(resource) if url in self._schema_validators]
-                if profile in self._schema_validators and profile not in profiles:
-                    profiles.append(profile)
-                found = self._guard(
-                    lambda r=resource, p=profiles, e=environment, s=candidate.source: self.invariants.issues(
-                        r, p, e, s, walks[id(r)]
-                    ),
-                    "invariant",
-                    candidate.source,
-                )
-                issues.extend(found or [])
-        finally:
-            RESOLVABLE.reset(token)
+        issues.extend(i for _, found in results for i in found)
         return Report(tuple(issues), len(checked))
 
-    def validate_paths(self, paths: Iterable[Path], max_bytes: int = MAX_BYTES) -> Report:
+    def validate_paths(
+        self, paths: Iterable[Path], max_bytes: int = MAX_BYTES, workers: int | None = None
+    ) -> Report:
         """Validate every ``*.json`` file below the given files and folders as one set."""
-        return self.validate([candidate_from_file(p, max_bytes) for p in gather(paths)])
+        return self.validate([candidate_from_file(p, max_bytes) for p in gather(paths)], workers=workers)
 
     def _resource(
         self, resource: dict[str, Any], source: str, nodes: list[Node], extra: str | None
@@ -289,3 +282,65 @@ class Validator:
                 return None
             message = f"the {layer} layer could not check this resource (internal error, logged)"
             return [Issue("error", "exception", message, None, source, None, layer)]
+
+
+@dataclass
+class _Run:
+    """The per-resource layers over one validation's candidates: structure and profile, then invariants."""
+
+    validator: Validator
+    present: list[Candidate]
+    walks: dict[int, list[Node]]
+    graph: Graph | None
+    profile: str | None
+
+    def chunk(self, start: int, stop: int) -> tuple[list[Issue], list[Issue]]:
+        """(structure and profile issues, invariant issues) of candidates ``start`` to ``stop``."""
+        validator, walks, profile = self.validator, self.walks, self.profile
+        layered: list[Issue] = []
+        invariant: list[Issue] = []
+        for candidate in self.present[start:stop]:
+            resource = candidate.resource
+            assert resource is not None
+            layered.extend(validator._resource(resource, candidate.source, walks[id(resource)], profile))
+            environment = self.graph.environment(key_of(resource)) if self.graph is not None else {}
+            profiles = [url for url in declared_profiles(resource) if url in validator._schema_validators]
+            if profile in validator._schema_validators and profile not in profiles:
+                profiles.append(profile)
+            found = validator._guard(
+                lambda r=resource, p=profiles, e=environment, s=candidate.source: validator.invariants.issues(
+                    r, p, e, s, walks[id(r)]
+                ),
+                "invariant",
+                candidate.source,
+            )
+            invariant.extend(found or [])
+        return layered, invariant
+
+
+# Below this many resources a process pool costs more than it saves.
+PARALLEL_MIN = 2000
+_forked: _Run | None = None  # the run a forked worker inherits
+
+
+def _chunk_in_worker(bounds: tuple[int, int]) -> tuple[list[Issue], list[Issue]]:
+    assert _forked is not None
+    return _forked.chunk(*bounds)
+
+
+def _map_chunks(run: _Run, count: int, workers: int | None) -> list[tuple[list[Issue], list[Issue]]]:
+    """Run every chunk, in forked workers when it pays; results in chunk order, so output is the same."""
+    global _forked
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if workers <= 1 or count < PARALLEL_MIN or "fork" not in multiprocessing.get_all_start_methods():
+        return [run.chunk(0, count)]
+    size = -(-count // (workers * 8))
+    bounds = [(start, min(start + size, count)) for start in range(0, count, size)]
+    # fork: workers inherit the resources, walks, graph and compiled validators without pickling them.
+    _forked = run
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_chunk_in_worker, bounds, chunksize=1)
+    finally:
+        _forked = None
