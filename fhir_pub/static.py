@@ -32,7 +32,6 @@ from fhir_pub.export import new_folder
 from fhir_pub.store import Store
 from fhir_pub.validation.issues import Issue, operation_outcome
 
-FHIR_JSON = "application/fhir+json; charset=utf-8"
 METADATA = "fhir/metadata"
 NOT_FOUND = "errors/not-found"
 # Names become paths: only what FHIR allows, so none can climb out of the folder or hide in it.
@@ -73,7 +72,13 @@ def _name(pattern: re.Pattern[str], text: str, what: str) -> str:
 
 
 def _write(path: Path, body: bytes, mtime: float) -> None:
-    path.write_bytes(body)
+    try:
+        with path.open("xb") as sink:  # never over another file
+            sink.write(body)
+    except FileExistsError as exc:  # FHIR ids are case-sensitive; some file systems are not
+        raise PublicationError(
+            f"{path.name}: another resource's file has this name on this file system"
+        ) from exc
     os.utime(path, (mtime, mtime))
 
 
