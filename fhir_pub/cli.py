@@ -23,6 +23,7 @@ from fhir_pub.narrative import with_narrative
 from fhir_pub.package import write_package
 from fhir_pub.publication import Publication, bundled_dir, load
 from fhir_pub.settings import Settings
+from fhir_pub.static import write_static
 from fhir_pub.store import Store
 from fhir_pub.validation import Report, Validator
 
@@ -246,8 +247,15 @@ def serve(host: str, port: int, workers: int, publication: Path | None) -> None:
     "--out",
     "out",
     type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="A new folder to write.",
+    default=None,
+    help="A new folder to write NDJSON files and manifest.json into.",
+)
+@click.option(
+    "--static",
+    "static",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Instead, a new (or empty) folder to write metadata and every read and vread into, as files.",
 )
 @click.option(
     "--type", "types", multiple=True, help="Only these resource types (repeat, or comma-separated)."
@@ -267,7 +275,8 @@ def serve(host: str, port: int, workers: int, publication: Path | None) -> None:
     help="A built publication (default: the bundled one, built if needed).",
 )
 def export_command(
-    out: Path,
+    out: Path | None,
+    static: Path | None,
     types: tuple[str, ...],
     since: str | None,
     type_filters: tuple[str, ...],
@@ -275,16 +284,41 @@ def export_command(
     compressed: bool,
     publication: Path | None,
 ) -> None:
-    """Export the publication as NDJSON files (one per type) and a Bulk Data manifest, written atomically."""
+    """Export the publication as NDJSON files (one per type) and a Bulk Data manifest, written atomically.
+
+    With --static DIR instead, write what a static web server needs to answer metadata, reads and vreads.
+    """
+    if (out is None) == (static is None):
+        raise click.UsageError("give exactly one of --out DIR (NDJSON) and --static DIR (static files)")
+    ndjson_only = {
+        "--type": types,
+        "--since": since,
+        "--type-filter": type_filters,
+        "--elements": elements,
+        "--gzip": compressed,
+    }
+    given = [name for name, value in ndjson_only.items() if value]
+    if static is not None and given:
+        raise click.UsageError(f"{', '.join(given)}: only with --out; --static writes every resource")
     settings = Settings()
-    store = Store(publication if publication is not None else bundled_publication(settings.cache_dir))
-    request = ExportRequest(
-        types=tuple(t for value in types for t in value.split(",") if t),
-        since=parse_instant(since) if since else None,
-        type_filters=type_filters,
-        elements=tuple(e for e in (elements or "").split(",") if e),
-        gzip=compressed,
-    )
+    try:
+        store = Store(publication if publication is not None else bundled_publication(settings.cache_dir))
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
+    if static is not None:
+        _export_static(store, static)
+        return
+    assert out is not None  # one of the two, checked above
+    try:
+        request = ExportRequest(
+            types=tuple(t for value in types for t in value.split(",") if t),
+            since=parse_instant(since) if since else None,
+            type_filters=type_filters,
+            elements=tuple(e for e in (elements or "").split(",") if e),
+            gzip=compressed,
+        )
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
     transaction_time = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     query = urlencode(
         [
@@ -316,6 +350,15 @@ def export_command(
     for kind, name, count in result.files:
         click.echo(f"{name}: {count} {kind}")
     click.echo(f"wrote {out} ({sum(c for _, _, c in result.files)} resources, manifest.json)")
+
+
+def _export_static(store: Store, folder: Path) -> None:
+    try:
+        with click.progressbar(length=store.count(), label="writing", file=sys.stderr) as bar:
+            result = write_static(store, folder, bar.update)
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
+    click.echo(f"wrote {folder} ({result.resources} resources, {result.files} files)")
 
 
 @main.command("package")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import gzip as gzip_module
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,6 +168,34 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def new_folder(folder: Path) -> Iterator[Path]:
+    """A scratch folder next to ``folder`` that becomes ``folder``, whole, when the block succeeds.
+
+    Everything written in it (files and subfolders) is flushed to disk before the rename, and the rename
+    itself after, so neither a reader nor a crash sees a half-written folder; on any error it is deleted.
+    ``folder`` may exist only as an empty folder (rename(2) replaces an empty directory).
+    """
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise Invalid(f"{folder} exists and is not empty; an export writes a new folder")
+    scratch = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        yield scratch
+        # Deepest first: each file, then the folder that lists it.
+        for written in sorted(scratch.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            _fsync(written)
+        _fsync(scratch)
+        try:
+            scratch.rename(folder)
+        except OSError as exc:  # e.g. something was written into the empty folder meanwhile
+            raise Invalid(f"{folder}: cannot move the export into place ({exc.strerror})") from exc
+        _fsync(folder.parent)  # the rename itself survives a crash: the folder is whole or absent
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _open(path: Path, compressed: bool) -> Any:
     return gzip_module.open(path, "wb", compresslevel=5) if compressed else path.open("wb")
 
@@ -192,11 +221,8 @@ def export(
         raise Invalid(f"_type: {', '.join(unknown)} not in this publication", expression="_type")
     allowed = _filtered_ids(store, request.type_filters)
     since = request.since
-    scratch = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
     result = ExportResult()
-    try:
+    with new_folder(folder) as scratch:
         for kind in types:
             wanted = allowed.get(kind)
             name = f"{kind}.ndjson" + (".gz" if request.gzip else "")
@@ -235,12 +261,6 @@ def export(
             (scratch / "manifest.json").write_bytes(
                 orjson.dumps(manifest_for(result), option=orjson.OPT_INDENT_2)
             )
-        for written in scratch.iterdir():
-            _fsync(written)
-        scratch.rename(folder)
-        _fsync(folder.parent)  # the rename itself survives a crash: the export is whole or absent
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 

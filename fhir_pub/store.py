@@ -172,6 +172,15 @@ class Store:
         for rid, body, last_updated in rows:
             yield rid, bytes(body), last_updated
 
+    def stored(self, resource_type: str) -> Iterator[tuple[str, Stored]]:
+        """(id, what a read answers) of every resource of a type, by id, streamed."""
+        rows = self.connection().execute(
+            "SELECT id, body, version, last_updated FROM resource WHERE type = ? ORDER BY id",
+            (resource_type,),
+        )
+        for rid, body, version, last_updated in rows:
+            yield rid, Stored(bytes(body), version, last_updated)
+
     def read(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version of one resource, or None."""
         row = (
