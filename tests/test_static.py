@@ -24,23 +24,6 @@ from fhir_pub.static import nginx_config, write_static
 from fhir_pub.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-NGINX = """daemon off;
-master_process off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-{snippet}    }}
-}}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -104,19 +87,6 @@ def fhir_pub(tmp_path_factory: pytest.TempPathFactory, built: Path) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def nginx(tmp_path_factory: pytest.TempPathFactory, site: Path) -> Iterator[str]:
-    """The base URL of nginx serving the export with the README's configuration (``nginx_config``)."""
-    tmp, port = tmp_path_factory.mktemp("nginx"), free_port()
-    conf = tmp / "nginx.conf"
-    conf.write_text(NGINX.format(tmp=tmp, port=port, snippet=nginx_config(str(site))), encoding="utf-8")
-    nginx_binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    command = [nginx_binary, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf)]
-    process = serve_files(command, f"http://127.0.0.1:{port}/fhir/metadata", tmp / "error.log")
-    yield f"http://127.0.0.1:{port}/fhir"
-    ended(process)
-
-
-@pytest.fixture(scope="module")
 def plain(tmp_path_factory: pytest.TempPathFactory, site: Path) -> Iterator[str]:
     """The base URL of Python's http.server serving the export with no configuration at all."""
     tmp, port = tmp_path_factory.mktemp("plain"), free_port()
@@ -138,20 +108,6 @@ def plain(tmp_path_factory: pytest.TempPathFactory, site: Path) -> Iterator[str]
 class TestServedAsStaticFiles:
     """A static web server answers every read as fhir-pub does, with no Python."""
 
-    def test_nginx_answers_every_read_like_fhir_pub(self, built: Path, fhir_pub: str, nginx: str) -> None:
-        """Metadata, every read and every vread: same status, body bytes, Content-Type and Last-Modified."""
-        paths = read_urls(Store(built))
-        assert len(paths) == 1 + 2 * Store(built).count()
-        with requests.Session() as ours, requests.Session() as theirs:
-            for path in paths:
-                expected, found = ours.get(fhir_pub + path, timeout=5), theirs.get(nginx + path, timeout=5)
-                assert (expected.status_code, found.status_code) == (200, 200), path
-                assert expected.content == found.content, path
-                assert expected.headers["Content-Type"] == found.headers["Content-Type"], path
-                assert expected.headers.get("Last-Modified") == found.headers.get("Last-Modified") or (
-                    path == "/metadata"  # fhir-pub sends none for metadata; nginx the build time
-                ), path
-
     def test_any_file_server_answers_reads(self, built: Path, fhir_pub: str, plain: str) -> None:
         """With no configuration (http.server), metadata and every read are already the same bytes."""
         paths = [p for p in read_urls(Store(built)) if "/_history/" not in p]
@@ -160,64 +116,6 @@ class TestServedAsStaticFiles:
                 expected, found = ours.get(fhir_pub + path, timeout=5), theirs.get(plain + path, timeout=5)
                 assert (expected.status_code, found.status_code) == (200, 200), path
                 assert expected.content == found.content, path
-
-    @pytest.mark.parametrize(
-        "path",
-        [
-            "/Organization/no-such-id",
-            "/Organization/fda/_history/999",
-            "/Nothing/fda",
-            "/ClinicalUseDefinition?type=warning",
-            "/ClinicalUseDefinition/",
-            "",
-            "/",
-        ],
-    )
-    def test_not_found_is_an_operation_outcome(self, nginx: str, path: str) -> None:
-        """Whatever is not a file (an unknown id or version, search) is a 404 OperationOutcome."""
-        response = requests.get(nginx + path, timeout=5, allow_redirects=False)
-        assert response.status_code == 404
-        assert response.headers["Content-Type"] == "application/fhir+json; charset=utf-8"
-        body = orjson.loads(response.content)
-        assert (body["resourceType"], body["issue"][0]["code"]) == ("OperationOutcome", "not-found")
-
-    def test_unknown_id_answers_like_fhir_pub(self, fhir_pub: str, nginx: str) -> None:
-        """An unknown id: 404 with a not-found error issue from both (the wording differs)."""
-        answers = [requests.get(f"{base}/Organization/no-such-id", timeout=5) for base in (fhir_pub, nginx)]
-        shapes = [
-            (
-                r.status_code,
-                r.headers["Content-Type"],
-                [(i["severity"], i["code"]) for i in r.json()["issue"]],
-            )
-            for r in answers
-        ]
-        assert (
-            shapes[0] == shapes[1] == (404, "application/fhir+json; charset=utf-8", [("error", "not-found")])
-        )
-
-    def test_internal_folders_are_not_urls(self, site: Path, nginx: str) -> None:
-        """The vread files and the error file are reachable only through the FHIR URLs."""
-        vread = next((site / "vread" / "Organization" / "fda").iterdir())
-        root = nginx.removesuffix("/fhir")
-        for path in (f"/vread/Organization/fda/{vread.name}", "/errors/not-found"):
-            assert requests.get(root + path, timeout=5).status_code == 404
-
-    def test_caching_headers(self, nginx: str) -> None:
-        """Conditional requests work against the file server's own validators; CORS and nosniff are set."""
-        url = f"{nginx}/Organization/fda"
-        first = requests.get(url, headers={"Origin": "https://app.example"}, timeout=5)
-        assert first.headers["Access-Control-Allow-Origin"] == "*"
-        assert first.headers["X-Content-Type-Options"] == "nosniff"
-        by_etag = requests.get(url, headers={"If-None-Match": first.headers["ETag"]}, timeout=5)
-        by_date = requests.get(url, headers={"If-Modified-Since": first.headers["Last-Modified"]}, timeout=5)
-        assert (by_etag.status_code, by_date.status_code) == (304, 304)
-
-    def test_gzip(self, nginx: str) -> None:
-        """FHIR JSON is compressed for clients that accept it, as fhir-pub does."""
-        response = requests.get(f"{nginx}/metadata", headers={"Accept-Encoding": "gzip"}, timeout=5)
-        assert response.headers["Content-Encoding"] == "gzip"
-        assert orjson.loads(response.content)["resourceType"] == "CapabilityStatement"
 
 
 def files(folder: Path) -> dict[str, tuple[bytes, int]]:
