@@ -532,6 +532,8 @@ def check(base: str, case: Case) -> None:
     shown = body.decode("utf-8", "replace") + "\n".join(f"{k}: {v}" for k, v in headers.items())
     assert not LEAKS.search(shown), (case.id, LEAKS.search(shown))
     assert "server" not in {k.lower() for k in headers} or not re.search(r"\d", headers.get("server", ""))
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert lowered.get("x-content-type-options") == "nosniff", (case.id, headers)  # even when refused early
     if status >= 400:
         assert headers["content-type"].startswith("application/fhir+json"), (case.id, headers)
     fhir_json = headers.get("content-type", "").startswith("application/fhir+json")

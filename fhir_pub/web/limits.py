@@ -89,5 +89,6 @@ def _refuse(
     """Answer with the one error shape (an OperationOutcome), without reaching the app."""
     response = outcome_response(status, code, message)
     response.headers.update(headers or {})
+    response.headers["X-Content-Type-Options"] = "nosniff"  # as the app sets on every answer
     body: Iterable[bytes] = response(environ, start_response)
     return body
