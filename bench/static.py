@@ -4,8 +4,8 @@ Two publications: the bundled one, and a generated one (``grow`` from bench/expo
 the bundled resources added to a normal build). For each, over several runs, medians of:
 
 - ``static``: ``fhir_pub.static.write_static`` (what ``fhir-pub export --static`` runs): read every
-  resource from the store, write two files each (read and vread) plus two, set mtimes, fsync every file
-  and folder, rename the folder into place;
+  resource from the store, write two files each (read and vread) plus two, set mtimes, flush them to
+  disk (an fsync per file for small folders, one sync(2) past 256 entries), rename the folder into place;
 - ``raw``: the same files (same tree, same bytes) written straight from memory, then each file and
   folder fsynced: the floor for a file-per-URL export that survives a crash. Nearly all of both is
   fsync, so the figures are the disk's.

@@ -168,6 +168,9 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+MANY_FILES = 256  # past this many entries a folder is flushed with one sync(2), not fsync(2) per file
+
+
 @contextmanager
 def new_folder(folder: Path) -> Iterator[Path]:
     """A scratch folder next to ``folder`` that becomes ``folder``, whole, when the block succeeds.
@@ -183,9 +186,12 @@ def new_folder(folder: Path) -> Iterator[Path]:
     scratch.mkdir(parents=True)
     try:
         yield scratch
-        # Deepest first: each file, then the folder that lists it.
-        for written in sorted(scratch.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            _fsync(written)
+        written = sorted(scratch.rglob("*"), key=lambda p: len(p.parts), reverse=True)
+        if len(written) > MANY_FILES:
+            os.sync()  # one flush of everything beats an fsync per file (a static export has millions)
+        else:
+            for path in written:  # deepest first: each file, then the folder that lists it
+                _fsync(path)
         _fsync(scratch)
         try:
             scratch.rename(folder)
