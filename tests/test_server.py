@@ -204,12 +204,16 @@ def test_export_jobs_shared_by_workers_and_survive_restarts(tmp_path: Path, buil
         assert statuses == {200}
     finally:
         stop(process)
-    process = start(tmp_path, built, port)
+    # Restarted on a fresh port (the old one may be taken meanwhile); the job's URL moves with it.
+    again = free_port()
+    process = start(tmp_path, built, again)
+    status_url = status_url.replace(f":{port}/", f":{again}/")
     try:
         manifest = poll(status_url).json()
         (output,) = manifest["output"]
         assert output["type"] == "Organization"
-        response = requests.get(output["url"], timeout=5)
+        # The manifest keeps the URLs of the kick-off's base (a fixed FHIR_PUB_BASE_URL in production).
+        response = requests.get(output["url"].replace(f":{port}/", f":{again}/"), timeout=5)
         assert len(response.content.splitlines()) == output["count"] > 0
     finally:
         stop(process)
@@ -236,9 +240,11 @@ def test_export_running_at_a_crash_is_reported_failed(tmp_path: Path, built: Pat
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert running.status_code == 202, "the export finished before the crash; make it larger"
-    process = start(tmp_path, large, port)
+    again_port = free_port()  # the old port may be taken by now
+    process = start(tmp_path, large, again_port)
+    base = f"http://127.0.0.1:{again_port}/fhir"
     try:
-        crashed = poll(status_url)
+        crashed = poll(status_url.replace(f":{port}/", f":{again_port}/"))
         assert crashed.status_code == 500
         assert crashed.json()["issue"][0]["code"] == "exception"
         assert "server stopped" in crashed.json()["issue"][0]["details"]["text"]
