@@ -192,7 +192,7 @@ class _Files(Mapping[str, Mapping[str, Any]]):
     only what ``resolve()`` actually reads is loaded, and the last few are kept.
     """
 
-    CACHED = 4096
+    CACHED = 1024
 
     def __init__(self, root: Path, keys: set[str], attachments: Attachments | None) -> None:
         self.root, self.known, self.attachments = root, keys, attachments

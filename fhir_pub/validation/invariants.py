@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from fhirpathpy.engine.nodes import ResourceNode
@@ -21,11 +21,12 @@ from fhir_pub.conformance import Conformance
 from fhir_pub.definitions import Node, element_at, is_backbone, walk_json
 from fhir_pub.graph import ENVIRONMENT
 from fhir_pub.validation.dependencies import Plan, analyze
-from fhir_pub.validation.fhirpath import Compiled, compile_expression, resolvable
+from fhir_pub.validation.fhirpath import Compiled, compile_expression, html_checks, resolvable
 from fhir_pub.validation.issues import Issue, Severity
 
 NATIVE = {"ele-1"}
 MEMO_LIMIT = 200_000
+MEMO_BYTES = 32 << 20  # keys hold the values read: bounded in bytes as well as in number
 ENVIRONMENT_DEFAULTS: dict[str, list[str]] = {"referencedBy": [], "referrerTypes": [], "sources": []}
 REF_1 = (
     "reference.exists()  implies (reference.startsWith('#').not() or (reference.substring(1).trace('url') in "
@@ -58,8 +59,36 @@ def ref_1(focus: Mapping[str, Any], variables: Mapping[str, Any]) -> bool | None
     return reference[1:] in ids
 
 
+# txt-1 and txt-2 on Narrative.div, moved to the Narrative (see _on_element).
+NARRATIVE_CHECKS = "`div`.all(htmlChecks())"
+
+
+def narrative_checks(focus: Mapping[str, Any], variables: Mapping[str, Any]) -> bool | None:
+    """txt-1/txt-2 in Python: every narrative is one unique string, so memoizing FHIRPath saves nothing.
+
+    Equal to fhirpathpy on :data:`NARRATIVE_CHECKS` (a property test compares them); None where
+    fhirpathpy should decide (a primitive extension ``_div``, a value that is not a string).
+    """
+    if "_div" in focus:
+        return None
+    if "div" not in focus:
+        return True  # all() of nothing is true
+    div = focus["div"]
+    return _html_checks_once(div) if isinstance(div, str) else None
+
+
+@lru_cache(maxsize=16)
+def _html_checks_once(div: str) -> bool:
+    """txt-1 and txt-2 check the same div one after the other: parse it once."""
+    return html_checks(div)
+
+
 # Expressions evaluated in Python, by (key, exact R5 text): a changed expression falls back to FHIRPath.
-NATIVE_EXPRESSIONS = {("ref-1", REF_1): ref_1}
+NATIVE_EXPRESSIONS = {
+    ("ref-1", REF_1): ref_1,
+    ("txt-1", NARRATIVE_CHECKS): narrative_checks,
+    ("txt-2", NARRATIVE_CHECKS): narrative_checks,
+}
 
 
 @dataclass(frozen=True)
@@ -137,7 +166,8 @@ class InvariantSet:
             for element, constraint in _constraints(profile):
                 path, expression = _on_element(element["path"], constraint.get("expression", ""))
                 self._add(by_path.setdefault(path, []), constraint, expression, path, url)
-        self._memo: dict[str, bool | None] = {}
+        self._memo: dict[tuple[str, str, str | bytes], bool | None] = {}
+        self._memo_bytes = 0
 
     def _add(
         self,
@@ -245,15 +275,17 @@ class InvariantSet:
                         )
                     continue
             key = invariant.plan.key(value, variables, index_token)
-            memo_key = f"{invariant.expression}\x00{type_path}\x00{key}" if key is not None else None
+            memo_key = (invariant.expression, type_path, key) if key is not None else None
             if memo_key is not None and memo_key in self._memo:
                 passed = self._memo[memo_key]
             else:
                 passed = self._run(invariant, value, wrap, type_path, variables)
                 if memo_key is not None:
-                    if len(self._memo) >= MEMO_LIMIT:
+                    if len(self._memo) >= MEMO_LIMIT or self._memo_bytes >= MEMO_BYTES:
                         self._memo.clear()
+                        self._memo_bytes = 0
                     self._memo[memo_key] = passed
+                    self._memo_bytes += len(memo_key[2])
             if passed is None:
                 message = f"{invariant.key} could not be evaluated on {expression}"
                 yield Issue("error", "processing", message, expression, source, invariant.key, "invariant")
