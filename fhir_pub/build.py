@@ -12,7 +12,10 @@ import base64
 import hashlib
 import os
 import sqlite3
-from dataclasses import dataclass
+import sys
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,13 +26,14 @@ import orjson
 from fhir_pub import __version__
 from fhir_pub.capability import capability_statement
 from fhir_pub.conformance import load_conformance
-from fhir_pub.errors import FhirPubError
+from fhir_pub.errors import FhirPubError, PublicationError
 from fhir_pub.graph import key_of
 from fhir_pub.processes import alive
-from fhir_pub.publication import bundled_dir, load, resource_files
-from fhir_pub.search.index import INDEX_SCHEMA, INDEXED_TYPES, index
+from fhir_pub.publication import bundled_dir, resource_files
+from fhir_pub.search.index import INDEX_SCHEMA, INDEXED_TYPES, Indexer, IndexRows
 from fhir_pub.search.parameters import TEXT_SEARCH, Registry, registry
 from fhir_pub.validation import Candidate, Report, Validator
+from fhir_pub.validation.validator import Session, declared_profiles, read_candidate
 
 SCHEMA = """
 CREATE TABLE resource (
@@ -59,7 +63,9 @@ NDJSON_CHUNK = 4 << 20
 
 def write_ndjson(db: sqlite3.Connection, chunk_size: int = NDJSON_CHUNK) -> None:
     """(Re)compute the ``ndjson`` table from the ``resource`` table."""
-    db.executescript("DROP TABLE IF EXISTS ndjson;" + NDJSON_SCHEMA)
+    db.execute("DROP TABLE IF EXISTS ndjson")
+    for statement in statements(NDJSON_SCHEMA):
+        db.execute(statement)
     types = [row[0] for row in db.execute("SELECT DISTINCT type FROM resource ORDER BY type")]
     for kind in types:
         seq, parts, dates, size = 0, list[bytes](), list[str](), 0
@@ -98,33 +104,51 @@ class Built:
     attached: list[str]
 
 
+def statements(script: str) -> list[str]:
+    """The SQL statements of a schema script (ours hold no ``;`` inside a statement)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+def _digest_file(digest: Any, relative: str, file_digest: bytes) -> None:
+    digest.update(relative.encode() + b"\0" + file_digest + b"\0")
+
+
 def source_digest(resources_dir: Path, profiles_dir: Path) -> str:
-    """A digest of every source file (and this fhir-pub version): equal digests build equal publications."""
+    """A digest of every source file (and this fhir-pub version): equal digests build equal publications.
+
+    Each file counts by its path and its own SHA-256, so a build can fold in the files it reads anyway.
+    """
     digest = hashlib.sha256(__version__.encode())
     for root in (resources_dir, profiles_dir):
         for path in resource_files(root):
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+            _digest_file(
+                digest, path.relative_to(root).as_posix(), hashlib.sha256(path.read_bytes()).digest()
+            )
     return digest.hexdigest()
 
 
-def attach(resources: list[dict[str, Any]], folder: Path) -> list[str]:
-    """Embed leaflet copies from ``folder`` into DocumentReference attachments; return what was attached.
+class Attachments:
+    """Leaflet copies from a folder, to embed in DocumentReference attachments.
 
     A file matches an attachment when its name is the last segment of the attachment's url, or its stem is
     the DocumentReference's id. ``data`` is base64, ``size`` an integer64 (a JSON string), ``hash`` the
     base64 SHA-1 (https://hl7.org/fhir/R5/datatypes.html#Attachment).
     """
-    files = {p.name: p for p in sorted(folder.iterdir()) if p.is_file()}
-    stems = {p.stem: p for p in files.values()}
-    done = []
-    for resource in resources:
+
+    def __init__(self, folder: Path) -> None:
+        self.files = {p.name: p for p in sorted(folder.iterdir()) if p.is_file()}
+        self.stems = {p.stem: p for p in self.files.values()}
+
+    def embed(self, resource: dict[str, Any]) -> list[str]:
+        """Embed the matching copies into one resource (changed in place); return what was attached."""
         if resource.get("resourceType") != "DocumentReference":
-            continue
+            return []
+        done = []
         for content in resource.get("content", []):
             attachment = content.get("attachment", {})
             name = PurePosixPath(urlsplit(str(attachment.get("url", ""))).path).name
-            found = files.get(name) if name else None
-            found = found or stems.get(str(resource["id"]))
+            found = self.files.get(name) if name else None
+            found = found or self.stems.get(str(resource["id"]))
             if found is None:
                 continue
             data = found.read_bytes()
@@ -132,7 +156,138 @@ def attach(resources: list[dict[str, Any]], folder: Path) -> list[str]:
             attachment["size"] = str(len(data))
             attachment["hash"] = base64.b64encode(hashlib.sha1(data).digest()).decode("ascii")
             done.append(f"{found.name} -> DocumentReference/{resource['id']} ({len(data):,} bytes)")
-    return done
+        return done
+
+
+def attach(resources: list[dict[str, Any]], folder: Path) -> list[str]:
+    """Embed leaflet copies from ``folder`` into DocumentReference attachments; return what was attached."""
+    attachments = Attachments(folder)
+    return [line for resource in resources for line in attachments.embed(resource)]
+
+
+def _listing(root: Path) -> list[str]:
+    """The ``*.json`` files below ``root`` as relative POSIX paths, in ``resource_files`` order.
+
+    Strings, not Path objects: a million of them is what a large publication holds in memory.
+    """
+    found: list[str] = []
+    for folder, _, names in os.walk(root):
+        relative = os.path.relpath(folder, root)
+        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+        found.extend(prefix + name for name in names if name.endswith(".json"))
+    found = [r for r in found if (root / r).is_file()]
+    return sorted(found, key=lambda r: r.split("/"))
+
+
+def _key_of_path(relative: str) -> str | None:
+    """``Type/id`` for a file at ``Type/id.json``; None for a file anywhere else."""
+    parts = relative.split("/")
+    return f"{parts[0]}/{parts[1][: -len('.json')]}" if len(parts) == 2 else None
+
+
+class _Files(Mapping[str, Mapping[str, Any]]):
+    """The publication's resources by ``Type/id``, read from their files on demand (``resolve()``).
+
+    Which keys exist is known from the file names, so membership and a reference's type cost nothing;
+    only what ``resolve()`` actually reads is loaded, and the last few are kept.
+    """
+
+    CACHED = 1024
+
+    def __init__(self, root: Path, keys: set[str], attachments: Attachments | None) -> None:
+        self.root, self.known, self.attachments = root, keys, attachments
+        self._cache: OrderedDict[str, Mapping[str, Any] | None] = OrderedDict()
+
+    def type_of(self, reference: str) -> str | None:
+        """The type of the resource a reference names, if the publication holds it."""
+        return reference.split("/", 1)[0] if reference in self.known else None
+
+    def __getitem__(self, key: str) -> Mapping[str, Any]:
+        if key not in self.known:
+            raise KeyError(key)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            found = self._cache[key]
+        else:
+            found = read_candidate(self.root / f"{key}.json")[0].resource
+            if found is not None and self.attachments is not None:
+                self.attachments.embed(found)
+            self._cache[key] = found
+            if len(self._cache) > self.CACHED:
+                self._cache.popitem(last=False)
+        if found is None or key_of(found) != key:
+            raise KeyError(key)
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.known)
+
+    def __len__(self) -> int:
+        return len(self.known)
+
+
+@dataclass
+class _Rows:
+    """What one chunk adds to the publication file."""
+
+    resources: list[tuple[str, str, str, str, bytes]] = field(default_factory=list)
+    index: IndexRows = field(default_factory=IndexRows)
+    digests: list[tuple[str, bytes]] = field(default_factory=list)
+    profiles: dict[str, set[str]] = field(default_factory=dict)
+    attached: list[str] = field(default_factory=list)
+    misplaced: list[str] = field(default_factory=list)
+
+
+class _Reader:
+    """Reads the publication's files for the validator's session, and turns the checked ones into rows.
+
+    Runs where the session's chunks run (forked workers for a large publication): each file is read
+    and parsed once, and validated, indexed and serialised in the same process.
+    """
+
+    def __init__(self, root: Path, files: list[str], files_map: _Files, indexer: Indexer) -> None:
+        self.root, self.files, self.resolvable, self.indexer = root, files, files_map, indexer
+        self._read: dict[int, tuple[bytes, list[str]]] = {}
+
+    def source(self, index: int) -> str:
+        """The file resource ``index`` is read from."""
+        return str(self.root / self.files[index])
+
+    def read(self, index: int) -> Candidate:
+        """Read and parse one file (its leaflet copies embedded)."""
+        candidate, data = read_candidate(self.root / self.files[index])
+        attached: list[str] = []
+        if candidate.resource is not None and self.resolvable.attachments is not None:
+            attached = self.resolvable.attachments.embed(candidate.resource)
+        self._read[index] = (hashlib.sha256(data or b"").digest(), attached)
+        return candidate
+
+    def rows(self, checked: list[tuple[int, dict[str, Any]]]) -> _Rows:
+        """The rows of a chunk's checked resources: the resource, its index rows, its file's digest."""
+        out = _Rows()
+        for index, resource in checked:
+            relative = self.files[index]
+            digest, attached = self._read.pop(index)
+            out.digests.append((relative, digest))
+            out.attached.extend(attached)
+            key = key_of(resource)
+            if not resource.get("id"):
+                out.misplaced.append(f"{self.source(index)}: not a FHIR resource (needs resourceType and id)")
+                continue
+            if _key_of_path(relative) != key:
+                expected = f"{resource['resourceType']}/{resource['id']}.json"
+                out.misplaced.append(f"{self.source(index)}: holds {key}, so it belongs at {expected}")
+                continue
+            meta = resource["meta"]  # the profiles require versionId and lastUpdated
+            row = (resource["resourceType"], resource["id"], meta["versionId"], meta["lastUpdated"])
+            out.resources.append((*row, orjson.dumps(resource)))
+            out.profiles.setdefault(resource["resourceType"], set()).update(declared_profiles(resource))
+            self.indexer.add(resource, out.index)
+        self._read.clear()
+        return out
 
 
 def build(
@@ -144,80 +299,105 @@ def build(
 ) -> Built:
     """Validate, then write the publication to ``out`` atomically; BuildError on any validation error.
 
-    Validation runs in ``workers`` processes (default: one per core) for a large publication; the file
-    written is the same whatever the number.
+    The files are read once and streamed in chunks (validated, indexed and written as they come), in
+    ``workers`` processes (default: one per core) for a large publication; only ids and references are
+    kept for the whole set. The file written is the same whatever the number of workers.
     """
     resources_dir = resources_dir or bundled_dir("resources")
     profiles_dir = profiles_dir or bundled_dir("profiles")
+    if not resources_dir.is_dir():
+        raise PublicationError(f"{resources_dir} is not a folder")
     conformance = load_conformance(profiles_dir)
     validator = Validator(conformance)
-    report = validator.validate_paths([resources_dir], workers=workers)
-    if not report.ok:
-        raise BuildError(report)
-    publication = load(resources_dir)
-    resources = [entry.resource for entry in publication]
-    attached: list[str] = []
-    if attach_dir is not None:
-        resources = [orjson.loads(orjson.dumps(r)) for r in resources]
-        attached = attach(resources, attach_dir)
-        report = validator.validate([Candidate(key_of(r), r) for r in resources])
-        if not report.ok:
-            raise BuildError(report)
     params = registry(conformance)
-    rows = index(resources, params)
-    digest = source_digest(resources_dir, profiles_dir)
-    built_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    types: dict[str, set[str]] = {}
-    for resource in resources:
-        types.setdefault(resource["resourceType"], set()).update(resource["meta"].get("profile", []))
-    capability = capability_statement(
-        {t: sorted(p) for t, p in types.items()},
-        built_at,
-        *_search_capability(params, set(types), rows.failed),
+    files = _listing(resources_dir)
+    keys = {sys.intern(k) for k in map(_key_of_path, files) if k is not None}
+    resolvable = _Files(resources_dir, keys, Attachments(attach_dir) if attach_dir is not None else None)
+    reader = _Reader(resources_dir, files, resolvable, Indexer(params, resolvable))
+    session = Session(
+        validator,
+        len(files),
+        reader.read,
+        resolvable,
+        reader.rows,
+        source=reader.source,
+        type_of=resolvable.type_of,
     )
+    digest = hashlib.sha256(__version__.encode())
+    failed: dict[str, str] = {}
+    types: dict[str, set[str]] = {}
+    attached: list[str] = []
+    misplaced: list[str] = []
+    count = 0
 
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(out)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
+    db = sqlite3.connect(partial, isolation_level=None)
     try:
-        with sqlite3.connect(partial) as db:
-            db.executescript(SCHEMA + INDEX_SCHEMA)
-            for table, table_rows in rows.rows.items():
+        # A scratch file: no journal, no syncs; it is fsynced once complete, then renamed into place.
+        db.execute("PRAGMA journal_mode = OFF")
+        db.execute("PRAGMA synchronous = OFF")
+        db.execute("BEGIN")
+        schema = statements(SCHEMA + INDEX_SCHEMA)
+        later = [s for s in schema if s.upper().startswith(("CREATE INDEX", "CREATE UNIQUE INDEX"))]
+        for statement in schema:
+            if statement not in later:
+                db.execute(statement)
+        for chunk in session.chunks(workers):
+            rows: _Rows = chunk.extra
+            db.executemany("INSERT INTO resource VALUES (?, ?, ?, ?, ?)", rows.resources)
+            for table, table_rows in rows.index.rows.items():
                 if table_rows:
                     marks = ",".join("?" * len(table_rows[0]))
                     db.executemany(f"INSERT INTO {table} VALUES ({marks})", table_rows)
-            db.executemany(
-                "INSERT INTO resource VALUES (?, ?, ?, ?, ?)",
-                (
-                    (
-                        r["resourceType"],
-                        r["id"],
-                        r["meta"]["versionId"],
-                        r["meta"]["lastUpdated"],
-                        orjson.dumps(r),
-                    )
-                    for r in resources
-                ),
-            )
-            offered = [p for p in params.all() if p.url not in rows.failed]
-            info = {
-                "capability": orjson.dumps(capability),
-                "conformance": orjson.dumps(list(conformance.by_url.values())),
-                "search_params": orjson.dumps([p.__dict__ for p in offered]),
-                "digest": digest.encode(),
-                "built_at": built_at.encode(),
-                "fhir_pub_version": __version__.encode(),
-            }
-            db.executemany("INSERT INTO info VALUES (?, ?)", info.items())
-            write_ndjson(db)
+            for url, why in rows.index.failed.items():
+                failed.setdefault(url, why)
+            for relative, file_digest in rows.digests:
+                _digest_file(digest, relative, file_digest)
+            for kind, profiles in rows.profiles.items():
+                types.setdefault(kind, set()).update(profiles)
+            attached.extend(rows.attached)
+            misplaced.extend(rows.misplaced)
+            count += len(rows.resources)
+        report = session.report()
+        if not report.ok:
+            raise BuildError(report)
+        if misplaced:
+            raise PublicationError(misplaced[0])
+        for path in resource_files(profiles_dir):
+            file_digest = hashlib.sha256(path.read_bytes()).digest()
+            _digest_file(digest, path.relative_to(profiles_dir).as_posix(), file_digest)
+        # Secondary indexes after the bulk insert: one sorted build each, not a million B-tree updates.
+        for statement in later:
+            db.execute(statement)
+        built_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        capability = capability_statement(
+            {t: sorted(p) for t, p in sorted(types.items())},
+            built_at,
+            *_search_capability(params, set(types), failed),
+        )
+        offered = [p for p in params.all() if p.url not in failed]
+        info = {
+            "capability": orjson.dumps(capability),
+            "conformance": orjson.dumps(list(conformance.by_url.values())),
+            "search_params": orjson.dumps([p.__dict__ for p in offered]),
+            "digest": digest.hexdigest().encode(),
+            "built_at": built_at.encode(),
+            "fhir_pub_version": __version__.encode(),
+        }
+        db.executemany("INSERT INTO info VALUES (?, ?)", info.items())
+        write_ndjson(db)
+        db.execute("COMMIT")
         db.close()
         with partial.open("rb") as handle:
             os.fsync(handle.fileno())
         partial.replace(out)  # atomic: readers see the old file or the whole new one
     finally:
+        db.close()
         partial.unlink(missing_ok=True)
-    return Built(out, len(resources), digest, attached)
+    return Built(out, count, digest.hexdigest(), attached)
 
 
 def _remove_abandoned(out: Path) -> None:

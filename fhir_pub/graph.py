@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fhir_pub.definitions import Node, walk_json
@@ -60,14 +61,88 @@ def key_of(resource: Mapping[str, Any]) -> str:
     return f"{resource.get('resourceType')}/{resource.get('id')}"
 
 
-@dataclass
-class Graph:
-    """Who refers to whom in a set of resources, and which leaflets each resource is traced to."""
+@dataclass(frozen=True)
+class Facts:
+    """What the graph layer keeps of one resource: its key and its references, not its content.
 
-    links: dict[str, list[Link]] = field(default_factory=dict)
-    referenced_by: dict[str, list[str]] = field(default_factory=dict)
-    used_by: dict[str, set[str]] = field(default_factory=dict)
-    sources: dict[str, list[str]] = field(default_factory=dict)
+    ``references``: every literal reference, in document order; ``uses``: those that make their target
+    used (all but a Provenance's ``target``); ``sources``: for a Provenance, each target with the
+    DocumentReferences it names as sources.
+    """
+
+    key: str
+    kind: str
+    references: tuple[str, ...]
+    uses: tuple[str, ...]
+    sources: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+def facts_of(resource: Mapping[str, Any], found: Iterable[Link]) -> Facts:
+    """The graph facts of one resource, from its links."""
+    key, kind = key_of(resource), str(resource.get("resourceType"))
+    references, uses = [], []
+    for link in found:
+        references.append(link.reference)
+        if not (kind in ANNOTATION_TYPES and link.path.startswith(f"{kind}.target")):
+            uses.append(link.reference)
+    sources: list[tuple[str, tuple[str, ...]]] = []
+    if kind == "Provenance":
+        named = tuple(
+            entity["what"]["reference"]
+            for entity in _items(resource.get("entity"))
+            if isinstance(entity, dict)
+            and entity.get("role") == "source"
+            and isinstance(entity.get("what"), dict)
+            and isinstance(entity["what"].get("reference"), str)
+        )
+        sources = [
+            (target["reference"], named)
+            for target in _items(resource.get("target"))
+            if isinstance(target, dict) and isinstance(target.get("reference"), str)
+        ]
+    return Facts(key, kind, tuple(references), tuple(uses), tuple(sources))
+
+
+def _items(value: Any) -> list[Any]:
+    """A list element's items; whatever else an invalid resource holds there counts as nothing."""
+    return value if isinstance(value, list) else []
+
+
+ENVIRONMENT = ("referencedBy", "referrerTypes", "sources")
+
+
+class Referrals:
+    """Who refers to whom in a set of resources, kept as keys only (memory grows with ids, not content).
+
+    Keys are interned, so the many places one key is kept share one string. ``wanted`` names the
+    environment variables some invariant reads: referrer lists are only kept when ``referencedBy`` is.
+    """
+
+    def __init__(self, wanted: Iterable[str] = ENVIRONMENT) -> None:
+        self.wanted = frozenset(wanted)
+        self.referrers: dict[str, list[str]] = {}
+        self.referrer_types: dict[str, frozenset[str]] = {}
+        self.sources: dict[str, tuple[str, ...]] = {}
+        self.used: set[str] = set()
+        self._types: dict[frozenset[str], frozenset[str]] = {}
+        self._sources: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def add(self, facts: Facts) -> None:
+        """Record one resource's references."""
+        key = sys.intern(facts.key)
+        for reference in facts.references:
+            reference = sys.intern(reference)
+            if "referencedBy" in self.wanted:
+                self.referrers.setdefault(reference, []).append(key)
+            types = self.referrer_types.get(reference, frozenset())
+            if facts.kind not in types:
+                merged = types | {facts.kind}
+                self.referrer_types[reference] = self._types.setdefault(merged, merged)
+        self.used.update(sys.intern(r) for r in facts.uses)
+        for target, named in facts.sources:
+            target = sys.intern(target)
+            joined = self.sources.get(target, ()) + named
+            self.sources[target] = self._sources.setdefault(joined, joined)
 
     def environment(self, key: str) -> dict[str, list[str]]:
         """The FHIRPath environment our invariants read for one resource.
@@ -76,43 +151,8 @@ class Graph:
         many resources share, so invariants on it are cheap to memoize); ``%sources``: the DocumentReferences
         its Provenance names as sources.
         """
-        referrers = self.referenced_by.get(key, [])
         return {
-            "referencedBy": referrers,
-            "referrerTypes": sorted({r.split("/", 1)[0] for r in referrers}),
-            "sources": self.sources.get(key, []),
+            "referencedBy": list(self.referrers.get(key, [])),
+            "referrerTypes": sorted(self.referrer_types.get(key, ())),
+            "sources": list(self.sources.get(key, ())),
         }
-
-
-def build_graph(
-    resources: Iterable[Mapping[str, Any]], nodes: Mapping[int, Sequence[Node]] | None = None
-) -> Graph:
-    """Collect every link between the resources, the referrers of each, and the sources of each.
-
-    ``nodes`` may hold each resource's walk, by ``id(resource)``, to save walking it again.
-    """
-    graph = Graph()
-    for resource in resources:
-        key = key_of(resource)
-        found = list(links(resource, (nodes or {}).get(id(resource))))
-        graph.links[key] = found
-        for link in found:
-            graph.referenced_by.setdefault(link.reference, []).append(key)
-            if not (
-                resource.get("resourceType") in ANNOTATION_TYPES
-                and link.path.startswith(f"{key.split('/')[0]}.target")
-            ):
-                graph.used_by.setdefault(link.reference, set()).add(key)
-        if resource.get("resourceType") == "Provenance":
-            sources = [
-                entity["what"]["reference"]
-                for entity in resource.get("entity", [])
-                if isinstance(entity, dict)
-                and entity.get("role") == "source"
-                and isinstance(entity.get("what"), dict)
-                and isinstance(entity["what"].get("reference"), str)
-            ]
-            for target in resource.get("target", []):
-                if isinstance(target, dict) and isinstance(target.get("reference"), str):
-                    graph.sources.setdefault(target["reference"], []).extend(sources)
-    return graph

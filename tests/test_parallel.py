@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fhir_pub.build import build
+from fhir_pub.build import BuildError, build, source_digest
+from fhir_pub.publication import bundled_dir
 from fhir_pub.validation import Validator
 from fhir_pub.validation.validator import PARALLEL_MIN
 
@@ -49,6 +50,15 @@ class TestParallel:
 
     def test_invalid_report(self, corpus: Path, tmp_path: Path) -> None:
         """Broken resources: the same issues, in the same order."""
+        broken = self.broken(corpus, tmp_path)
+        validator = Validator()
+        serial = validator.validate_paths([broken], workers=1)
+        assert serial.errors > 20
+        assert serial == validator.validate_paths([broken], workers=2)
+
+    @staticmethod
+    def broken(corpus: Path, tmp_path: Path) -> Path:
+        """A copy of the corpus with every 97th file broken (unknown profile, or a narrative not a div)."""
         broken = tmp_path / "broken"
         subprocess.run(["cp", "-r", str(corpus), str(broken)], check=True)
         for index, path in enumerate(sorted(broken.rglob("*.json"))[::97]):
@@ -58,10 +68,20 @@ class TestParallel:
             else:
                 resource["text"]["div"] = "<p>not a div</p>"
             path.write_text(json.dumps(resource), encoding="utf-8")
-        validator = Validator()
-        serial = validator.validate_paths([broken], workers=1)
-        assert serial.errors > 20
-        assert serial == validator.validate_paths([broken], workers=2)
+        return broken
+
+    def test_refused_build(self, corpus: Path, tmp_path: Path) -> None:
+        """A broken publication: both refuse, with the report validation gives, and write nothing."""
+        broken = self.broken(corpus, tmp_path)
+        reports = []
+        for workers in (1, 2):
+            with pytest.raises(BuildError) as refused:
+                build(tmp_path / "out.sqlite", broken, workers=workers)
+            reports.append(refused.value.report)
+        assert reports[0].errors > 20
+        assert reports[0] == reports[1]
+        assert reports[0] == Validator().validate_paths([broken], workers=1)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
 
     def test_build(self, corpus: Path, tmp_path: Path) -> None:
         """The same SQLite content."""
@@ -69,3 +89,4 @@ class TestParallel:
         two = build(tmp_path / "two.sqlite", corpus, workers=2)
         assert one.resources == two.resources == PARALLEL_MIN + 100
         assert content(one.path) == content(two.path)
+        assert one.digest == two.digest == source_digest(corpus, bundled_dir("profiles"))

@@ -172,32 +172,47 @@ def _with_fhirpathpy(expression: str) -> Extractor:
     return evaluate
 
 
-def index(resources: Iterable[Mapping[str, Any]], registry: Registry) -> IndexRows:
-    """Evaluate every applicable parameter on every resource (``resolve()`` reaches the whole set)."""
-    resources = list(resources)
-    out = IndexRows()
-    by_type: dict[str, list[tuple[SearchParam, Extractor]]] = {}
-    resolvable = {f"{r['resourceType']}/{r['id']}": r for r in resources}
-    token = RESOLVABLE.set(resolvable)  # for expressions fhirpathpy evaluates
-    try:
-        for resource in resources:
-            kind, rid = resource["resourceType"], resource["id"]
-            narrative = narrative_text(resource)
-            content = " ".join([narrative, *(s for key, s in _content_strings(resource) if key != "div")])
-            out.rows["search_text"].append((kind, rid, narrative, content))
-            if kind not in by_type:
-                by_type[kind] = extractors(registry, kind)
-            for param, extractor in by_type[kind]:
+class Indexer:
+    """Index rows of one resource at a time; each type's expressions compiled on first use."""
+
+    def __init__(self, registry: Registry, resolvable: Mapping[str, Mapping[str, Any]]) -> None:
+        self.registry = registry
+        self.resolvable = resolvable  # what ``resolve()`` reaches: the whole publication
+        self._by_type: dict[str, list[tuple[SearchParam, Extractor]]] = {}
+
+    def add(self, resource: Mapping[str, Any], out: IndexRows) -> None:
+        """Evaluate every applicable parameter on ``resource``, adding its rows to ``out``.
+
+        A parameter that fails is recorded in ``out.failed`` and not evaluated again for ``out``.
+        """
+        kind, rid = resource["resourceType"], resource["id"]
+        narrative = narrative_text(resource)
+        content = " ".join([narrative, *(s for key, s in _content_strings(resource) if key != "div")])
+        out.rows["search_text"].append((kind, rid, narrative, content))
+        if kind not in self._by_type:
+            self._by_type[kind] = extractors(self.registry, kind)
+        token = RESOLVABLE.set(self.resolvable)  # for expressions fhirpathpy evaluates
+        try:
+            for param, extractor in self._by_type[kind]:
                 if param.url in out.failed:
                     continue
                 try:
-                    values = extractor(resource, resolvable)
+                    values = extractor(resource, self.resolvable)
                 except Exception as exc:  # an expression that cannot run: the parameter is not offered
                     out.failed[param.url] = f"{type(exc).__name__}: {exc}"[:200]
                     continue
                 _add(out, kind, rid, param, values)
-    finally:
-        RESOLVABLE.reset(token)
+        finally:
+            RESOLVABLE.reset(token)
+
+
+def index(resources: Iterable[Mapping[str, Any]], registry: Registry) -> IndexRows:
+    """Evaluate every applicable parameter on every resource (``resolve()`` reaches the whole set)."""
+    resources = list(resources)
+    out = IndexRows()
+    indexer = Indexer(registry, {f"{r['resourceType']}/{r['id']}": r for r in resources})
+    for resource in resources:
+        indexer.add(resource, out)
     return out
 
 

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from fhirpathpy.engine.nodes import ResourceNode
 
 from fhir_pub.conformance import Conformance
 from fhir_pub.definitions import Node, element_at, is_backbone, walk_json
+from fhir_pub.graph import ENVIRONMENT
 from fhir_pub.validation.dependencies import Plan, analyze
-from fhir_pub.validation.fhirpath import Compiled, compile_expression, resolvable
+from fhir_pub.validation.fhirpath import Compiled, compile_expression, html_checks, resolvable
 from fhir_pub.validation.issues import Issue, Severity
 
 NATIVE = {"ele-1"}
 MEMO_LIMIT = 200_000
+MEMO_BYTES = 32 << 20  # keys hold the values read: bounded in bytes as well as in number
 ENVIRONMENT_DEFAULTS: dict[str, list[str]] = {"referencedBy": [], "referrerTypes": [], "sources": []}
 REF_1 = (
     "reference.exists()  implies (reference.startsWith('#').not() or (reference.substring(1).trace('url') in "
@@ -57,8 +59,36 @@ def ref_1(focus: Mapping[str, Any], variables: Mapping[str, Any]) -> bool | None
     return reference[1:] in ids
 
 
+# txt-1 and txt-2 on Narrative.div, moved to the Narrative (see _on_element).
+NARRATIVE_CHECKS = "`div`.all(htmlChecks())"
+
+
+def narrative_checks(focus: Mapping[str, Any], variables: Mapping[str, Any]) -> bool | None:
+    """txt-1/txt-2 in Python: every narrative is one unique string, so memoizing FHIRPath saves nothing.
+
+    Equal to fhirpathpy on :data:`NARRATIVE_CHECKS` (a property test compares them); None where
+    fhirpathpy should decide (a primitive extension ``_div``, a value that is not a string).
+    """
+    if "_div" in focus:
+        return None
+    if "div" not in focus:
+        return True  # all() of nothing is true
+    div = focus["div"]
+    return _html_checks_once(div) if isinstance(div, str) else None
+
+
+@lru_cache(maxsize=16)
+def _html_checks_once(div: str) -> bool:
+    """txt-1 and txt-2 check the same div one after the other: parse it once."""
+    return html_checks(div)
+
+
 # Expressions evaluated in Python, by (key, exact R5 text): a changed expression falls back to FHIRPath.
-NATIVE_EXPRESSIONS = {("ref-1", REF_1): ref_1}
+NATIVE_EXPRESSIONS = {
+    ("ref-1", REF_1): ref_1,
+    ("txt-1", NARRATIVE_CHECKS): narrative_checks,
+    ("txt-2", NARRATIVE_CHECKS): narrative_checks,
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +104,24 @@ class Invariant:
     compiled: Compiled = field(repr=False, compare=False)
     plan: Plan = field(repr=False, compare=False)
     native: Any = field(default=None, repr=False, compare=False)
+    number: int = field(default=-1, repr=False, compare=False)
+
+    @property
+    def reads_environment(self) -> bool:
+        """Whether the expression may read a graph variable (``%sources`` ...), known once all is read."""
+        return any(f"%{name}" in self.expression for name in ENVIRONMENT)
+
+    @property
+    def focus_free(self) -> bool:
+        """Whether the result depends on the graph variables only, not on the resource (see dependencies)."""
+        reads = self.plan.reads
+        roots = {path[0] for path, _, _ in reads.paths}
+        return not reads.opaque and not reads.uses_index and roots <= {f"%{name}" for name in ENVIRONMENT}
+
+
+Deferred = tuple[int, str, str, Any, Any]
+"""An evaluation left for when the graph is complete: (invariant number, element expression, type path,
+focus and resource, both None when the invariant reads only graph variables)."""
 
 
 @cache
@@ -107,6 +155,7 @@ class InvariantSet:
         self.by_type: dict[str, list[Invariant]] = {}
         self.by_profile: dict[str, dict[str, list[Invariant]]] = {}
         self.failures: list[str] = []
+        self.all: list[Invariant] = []
         for type_name, profile in conformance.datatype_profiles.items():
             for element, constraint in _constraints(profile):
                 path, expression = _on_element(element["path"], constraint.get("expression", ""))
@@ -117,7 +166,8 @@ class InvariantSet:
             for element, constraint in _constraints(profile):
                 path, expression = _on_element(element["path"], constraint.get("expression", ""))
                 self._add(by_path.setdefault(path, []), constraint, expression, path, url)
-        self._memo: dict[str, bool | None] = {}
+        self._memo: dict[tuple[str, str, str | bytes], bool | None] = {}
+        self._memo_bytes = 0
 
     def _add(
         self,
@@ -134,19 +184,20 @@ class InvariantSet:
         except Exception as exc:  # fhirpathpy raises bare Exceptions for grammar errors
             self.failures.append(f"{constraint['key']} in {profile}: cannot compile ({exc})")
             return
-        bucket.append(
-            Invariant(
-                constraint["key"],
-                constraint.get("severity", "error"),
-                constraint.get("human", ""),
-                expression,
-                context,
-                profile,
-                compiled,
-                plan,
-                NATIVE_EXPRESSIONS.get((constraint["key"], expression)),
-            )
+        invariant = Invariant(
+            constraint["key"],
+            constraint.get("severity", "error"),
+            constraint.get("human", ""),
+            expression,
+            context,
+            profile,
+            compiled,
+            plan,
+            NATIVE_EXPRESSIONS.get((constraint["key"], expression)),
+            len(self.all),
         )
+        self.all.append(invariant)
+        bucket.append(invariant)
 
     def issues(
         self,
@@ -155,8 +206,13 @@ class InvariantSet:
         environment: Mapping[str, Any],
         source: str | None,
         nodes: Sequence[Node] | None = None,
+        deferred: list[Deferred] | None = None,
     ) -> list[Issue]:
-        """Evaluate every applicable invariant on ``resource`` and return the failures."""
+        """Evaluate every applicable invariant on ``resource`` and return the failures.
+
+        With ``deferred``, invariants that read graph variables are not evaluated but appended there, for
+        :meth:`evaluate_deferred` once the graph is complete (``environment`` is then not used).
+        """
         variables = {**ENVIRONMENT_DEFAULTS, **environment, "resource": resource, "rootResource": resource}
         found: list[Issue] = list(ele_1(resource, source))
         by_path = [self.by_profile.get(url, {}) for url in profiles]
@@ -166,53 +222,86 @@ class InvariantSet:
                 candidates.extend(paths.get(node.path, ()))
             if not candidates:
                 continue
-            found.extend(self._evaluate(candidates, variables, node, source))
+            if deferred is not None:
+                now = []
+                for invariant in candidates:
+                    if not invariant.reads_environment:
+                        now.append(invariant)
+                    elif invariant.focus_free:
+                        deferred.append((invariant.number, node.expression, _type_path(node), None, None))
+                    else:
+                        item = (invariant.number, node.expression, _type_path(node), node.value, resource)
+                        deferred.append(item)
+                candidates = now
+            wrap = node.info is not None
+            found.extend(
+                self._evaluate(
+                    candidates, variables, node.value, node.expression, _type_path(node), wrap, source
+                )
+            )
         return found
 
+    def evaluate_deferred(
+        self, item: Deferred, environment: Mapping[str, Any], source: str | None
+    ) -> list[Issue]:
+        """Evaluate one deferred invariant with the complete graph's ``environment``."""
+        number, expression, type_path, focus, resource = item
+        if focus is None:  # reads graph variables only: any focus gives the same result
+            focus = resource = {}
+        variables = {**ENVIRONMENT_DEFAULTS, **environment, "resource": resource, "rootResource": resource}
+        wrap = "." in expression
+        return list(self._evaluate([self.all[number]], variables, focus, expression, type_path, wrap, source))
+
     def _evaluate(
-        self, candidates: list[Invariant], variables: Mapping[str, Any], node: Node, source: str | None
+        self,
+        candidates: list[Invariant],
+        variables: Mapping[str, Any],
+        value: Any,
+        expression: str,
+        type_path: str,
+        wrap: bool,
+        source: str | None,
     ) -> Iterator[Issue]:
-        type_path = _type_path(node)
         index_token = id(resolvable())
         for invariant in candidates:
-            if invariant.native is not None and isinstance(node.value, dict):
-                passed = invariant.native(node.value, variables)
+            if invariant.native is not None and isinstance(value, dict):
+                passed = invariant.native(value, variables)
                 if passed is not None:
                     if not passed:
                         level: Severity = "warning" if invariant.severity == "warning" else "error"
                         message = f"{invariant.key}: {invariant.human}"
                         yield Issue(
-                            level, "invariant", message, node.expression, source, invariant.key, "invariant"
+                            level, "invariant", message, expression, source, invariant.key, "invariant"
                         )
                     continue
-            key = invariant.plan.key(node.value, variables, index_token)
-            memo_key = f"{invariant.expression}\x00{type_path}\x00{key}" if key is not None else None
+            key = invariant.plan.key(value, variables, index_token)
+            memo_key = (invariant.expression, type_path, key) if key is not None else None
             if memo_key is not None and memo_key in self._memo:
                 passed = self._memo[memo_key]
             else:
-                passed = self._run(invariant, node, type_path, variables)
+                passed = self._run(invariant, value, wrap, type_path, variables)
                 if memo_key is not None:
-                    if len(self._memo) >= MEMO_LIMIT:
+                    if len(self._memo) >= MEMO_LIMIT or self._memo_bytes >= MEMO_BYTES:
                         self._memo.clear()
+                        self._memo_bytes = 0
                     self._memo[memo_key] = passed
+                    self._memo_bytes += len(memo_key[2])
             if passed is None:
-                message = f"{invariant.key} could not be evaluated on {node.expression}"
-                yield Issue(
-                    "error", "processing", message, node.expression, source, invariant.key, "invariant"
-                )
+                message = f"{invariant.key} could not be evaluated on {expression}"
+                yield Issue("error", "processing", message, expression, source, invariant.key, "invariant")
             elif not passed:
                 severity: Severity = "warning" if invariant.severity == "warning" else "error"
                 message = f"{invariant.key}: {invariant.human}"
-                yield Issue(
-                    severity, "invariant", message, node.expression, source, invariant.key, "invariant"
-                )
+                yield Issue(severity, "invariant", message, expression, source, invariant.key, "invariant")
 
     @staticmethod
-    def _run(invariant: Invariant, node: Node, type_path: str, variables: Mapping[str, Any]) -> bool | None:
+    def _run(
+        invariant: Invariant, value: Any, wrap: bool, type_path: str, variables: Mapping[str, Any]
+    ) -> bool | None:
         """Evaluate once: True (holds, or empty), False (fails), None (could not be evaluated)."""
-        focus = node.value
-        if node.info is not None:
-            focus = ResourceNode.create_node(node.value, type_path)  # type: ignore[no-untyped-call]
+        focus = value
+        if wrap:  # an element inside the resource: typed by its path
+            focus = ResourceNode.create_node(value, type_path)  # type: ignore[no-untyped-call]
         try:
             result = invariant.compiled(focus, dict(variables))
         except Exception:  # an expression that cannot run on this input is itself a finding

@@ -481,6 +481,8 @@ def fhirpath_of(root: str, location: deque[str | int] | list[str | int]) -> str:
 
 
 MEMO_LIMIT = 100_000
+# Keys are serialized values (a narrative is kilobytes): each profile's memo is bounded in bytes too.
+MEMO_BYTES = 4 << 20
 
 
 class _Part:
@@ -548,6 +550,7 @@ class SchemaValidator:
             name: _Part({**sub, "$defs": defs}) for name, sub in schema.get("properties", {}).items()
         }
         self._memo: dict[tuple[str, bytes], list[Issue]] = {}
+        self._memo_bytes = 0
 
     def issues(self, resource: dict[str, Any], source: str | None) -> list[Issue]:
         """Return the issues of ``resource`` against this schema."""
@@ -563,9 +566,11 @@ class SchemaValidator:
             cached = self._memo.get(key)
             if cached is None:
                 cached = part.issues(value, [name], root, None)
-                if len(self._memo) >= MEMO_LIMIT:
+                if len(self._memo) >= MEMO_LIMIT or self._memo_bytes >= MEMO_BYTES:
                     self._memo.clear()
+                    self._memo_bytes = 0
                 self._memo[key] = cached
+                self._memo_bytes += len(key[1])
             found.extend(replace(issue, source=source) for issue in cached)
         return found
 

@@ -1,15 +1,13 @@
-"""Layer 1: structure, as fhir.resources (R5) parses it; and layer 4: the graph of the whole set."""
+"""Layer 1: structure, as fhir.resources (R5) parses it (layer 4, the graph, is the validator's session)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from fhir_pub.definitions import Node, elements, walk_json
-from fhir_pub.graph import ANNOTATION_TYPES, ROOT_TYPES, Graph, key_of
 from fhir_pub.model import parse
 from fhir_pub.validation.issues import Issue
 from fhir_pub.validation.schema import fhirpath_of
@@ -69,41 +67,6 @@ def structure_issues(
             )
         ]
     return list(json_type_issues(resource, source, nodes))
-
-
-def graph_issues(
-    resources: Sequence[Mapping[str, Any]], graph: Graph, resolvable: Mapping[str, Any]
-) -> Iterator[Issue]:
-    """References resolve to types R5 allows; ids are unique; every resource is used by another."""
-    counts = Counter(key_of(r) for r in resources)
-    for key, count in sorted(counts.items()):
-        if count > 1:
-            yield Issue(
-                "error",
-                "duplicate",
-                f"{key} occurs {count} times; ids must be unique per type",
-                None,
-                key,
-                "unique-id",
-                "graph",
-            )
-    for resource in resources:
-        key = key_of(resource)
-        for link in graph.links.get(key, []):
-            target = resolvable.get(link.reference)
-            if link.reference.startswith("#"):
-                continue  # local references to contained resources: ref-1 checks them
-            if target is None:
-                message = f"{link.path} refers to {link.reference}, which is not in the publication"
-                yield Issue("error", "not-found", message, link.path, key, "resolve", "graph")
-            elif not link.allows(str(target.get("resourceType"))):
-                allowed = ", ".join(link.allowed)
-                message = f"{link.path} refers to a {target.get('resourceType')}; R5 allows {allowed} here"
-                yield Issue("error", "invalid", message, link.path, key, "target-type", "graph")
-        kind = resource.get("resourceType")
-        if kind not in ROOT_TYPES and kind not in ANNOTATION_TYPES and not graph.used_by.get(key):
-            message = f"{key} is an orphan: no other resource of the publication refers to it"
-            yield Issue("error", "business-rule", message, str(kind), key, "orphan", "graph")
 
 
 JSON_TYPES: dict[str, tuple[type, ...]] = {

@@ -10,10 +10,13 @@ and a failure inside a layer becomes an issue, never an exception.
 
 from __future__ import annotations
 
+import collections
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,12 +25,22 @@ import orjson
 
 from fhir_pub.conformance import Conformance, load_conformance
 from fhir_pub.definitions import Node, is_resource_type, walk_json
-from fhir_pub.graph import Graph, build_graph, key_of
+from fhir_pub.graph import (
+    ANNOTATION_TYPES,
+    ENVIRONMENT,
+    ROOT_TYPES,
+    Facts,
+    Link,
+    Referrals,
+    facts_of,
+    key_of,
+    links,
+)
 from fhir_pub.validation.fhirpath import RESOLVABLE
-from fhir_pub.validation.invariants import InvariantSet
+from fhir_pub.validation.invariants import Deferred, InvariantSet
 from fhir_pub.validation.issues import Issue, is_error, operation_outcome
 from fhir_pub.validation.schema import ProfileCompiler, Schema, SchemaValidator
-from fhir_pub.validation.structure import graph_issues, structure_issues
+from fhir_pub.validation.structure import structure_issues
 
 log = logging.getLogger(__name__)
 
@@ -109,20 +122,23 @@ def candidate_from_value(value: Any, source: str) -> Candidate:
 
 def candidate_from_file(path: Path, max_bytes: int = MAX_BYTES) -> Candidate:
     """Read one file as a candidate; an unreadable or oversized file becomes an issue."""
+    return read_candidate(path, max_bytes)[0]
+
+
+def read_candidate(path: Path, max_bytes: int = MAX_BYTES) -> tuple[Candidate, bytes | None]:
+    """Read one file as a candidate, with the bytes read (None when it could not be read)."""
     source = str(path)
     try:
         size = path.stat().st_size
         if size > max_bytes:
             message = f"{size:,} bytes is more than the limit of {max_bytes:,} bytes for one resource"
-            return Candidate(source, None, [Issue("fatal", "too-long", message, None, source, None, "input")])
+            issue = Issue("fatal", "too-long", message, None, source, None, "input")
+            return Candidate(source, None, [issue]), None
         data = path.read_bytes()
     except OSError as exc:
-        return Candidate(
-            source,
-            None,
-            [Issue("fatal", "exception", f"cannot read: {exc.strerror}", None, source, None, "input")],
-        )
-    return candidate_from_bytes(data, source, max_bytes)
+        issue = Issue("fatal", "exception", f"cannot read: {exc.strerror}", None, source, None, "input")
+        return Candidate(source, None, [issue]), None
+    return candidate_from_bytes(data, source, max_bytes), data
 
 
 def _shape_checked(candidate: Candidate) -> Candidate:
@@ -200,29 +216,29 @@ class Validator:
         The per-resource layers run in ``workers`` processes (default: one per core) when the set is
         large; the report is the same, in the same order, whatever the number.
         """
-        checked = [
-            _shape_checked(c) for c in candidates
-        ]  # whoever built them, candidates pass the input checks
-        issues: list[Issue] = [i for c in checked for i in c.issues]
-        present = [c for c in checked if c.resource is not None]
-        resources = [c.resource for c in present if c.resource is not None]
+        checked = [_shape_checked(c) for c in candidates]  # whoever built them, they pass the input checks
+        present = [c.resource for c in checked if c.resource is not None]
         by_key = {key_of(r): r for r in context}
-        by_key.update({key_of(r): r for r in resources})
-        source_of = {key_of(c.resource): c.source for c in present if c.resource is not None}
-        walks = {id(r): list(walk_json(r)) for r in resources}  # shared by the layers
-        graph = self._guard(lambda: build_graph([*context, *resources], walks), "graph", None)
-        token = RESOLVABLE.set(by_key)
-        try:
-            run = _Run(self, present, walks, graph, profile)
-            results = _map_chunks(run, len(present), workers)
-        finally:
-            RESOLVABLE.reset(token)
-        issues.extend(i for found, _ in results for i in found)
-        if graph is not None:
-            found = self._guard(lambda: list(graph_issues(resources, graph, by_key)), "graph", None) or []
-            issues.extend(replace(i, source=source_of.get(i.source or "", i.source)) for i in found)
-        issues.extend(i for _, found in results for i in found)
-        return Report(tuple(issues), len(checked))
+        by_key.update({key_of(r): r for r in present})
+        session = Session(self, len(checked), checked.__getitem__, by_key, profile=profile)
+        for _ in session.chunks(workers):
+            pass  # nothing to keep beyond the issues and the graph facts the session holds
+        counts = Counter(key_of(r) for r in present)
+        source_of = {key_of(c.resource): c.source for c in checked if c.resource is not None}
+        duplicates = [
+            Issue(
+                "error",
+                "duplicate",
+                f"{key} occurs {n} times; ids must be unique per type",
+                None,
+                source_of[key],
+                "unique-id",
+                "graph",
+            )
+            for key, n in sorted(counts.items())
+            if n > 1
+        ]
+        return session.report(context, duplicates)
 
     def validate_paths(
         self, paths: Iterable[Path], max_bytes: int = MAX_BYTES, workers: int | None = None
@@ -285,62 +301,198 @@ class Validator:
 
 
 @dataclass
-class _Run:
-    """The per-resource layers over one validation's candidates: structure and profile, then invariants."""
+class Chunk:
+    """What the per-resource layers found in one chunk of a set, and what the graph layer needs later."""
 
-    validator: Validator
-    present: list[Candidate]
-    walks: dict[int, list[Node]]
-    graph: Graph | None
-    profile: str | None
-
-    def chunk(self, start: int, stop: int) -> tuple[list[Issue], list[Issue]]:
-        """(structure and profile issues, invariant issues) of candidates ``start`` to ``stop``."""
-        validator, walks, profile = self.validator, self.walks, self.profile
-        layered: list[Issue] = []
-        invariant: list[Issue] = []
-        for candidate in self.present[start:stop]:
-            resource = candidate.resource
-            assert resource is not None
-            layered.extend(validator._resource(resource, candidate.source, walks[id(resource)], profile))
-            environment = self.graph.environment(key_of(resource)) if self.graph is not None else {}
-            profiles = [url for url in declared_profiles(resource) if url in validator._schema_validators]
-            if profile in validator._schema_validators and profile not in profiles:
-                profiles.append(profile)
-            found = validator._guard(
-                lambda r=resource, p=profiles, e=environment, s=candidate.source: validator.invariants.issues(
-                    r, p, e, s, walks[id(r)]
-                ),
-                "invariant",
-                candidate.source,
-            )
-            invariant.extend(found or [])
-        return layered, invariant
+    start: int
+    input: list[Issue] = field(default_factory=list)
+    layered: list[Issue] = field(default_factory=list)
+    graph: list[Issue] = field(default_factory=list)
+    invariant: list[Issue] = field(default_factory=list)
+    facts: list[tuple[Facts, int, tuple[Deferred, ...]]] = field(default_factory=list)
+    extra: Any = None
 
 
+# Resources per chunk: fixed, so that what a chunk yields never depends on the number of workers.
+CHUNK = 250
 # Below this many resources a process pool costs more than it saves.
 PARALLEL_MIN = 2000
-_forked: _Run | None = None  # the run a forked worker inherits
 
 
-def _chunk_in_worker(bounds: tuple[int, int]) -> tuple[list[Issue], list[Issue]]:
+class Session:
+    """One validation of a set, streamed: the per-resource layers chunk by chunk, then the graph.
+
+    ``read(i)`` gives candidate ``i`` (read here, or in a forked worker); ``resolvable`` is what
+    ``resolve()`` reaches (the set, and any context); ``type_of`` gives the type of a reference that
+    resolves, else None (default: from ``resolvable``). ``extra``, when given, gets the chunk's checked
+    resources (with their numbers) in the same process after the layers; its result is the chunk's
+    ``extra`` (the build indexes and serialises resources there). ``source(i)`` names resource ``i``.
+    The parent keeps only keys and references: the graph facts (who refers to whom) and the invariants
+    that read them, evaluated at :meth:`report`.
+    """
+
+    def __init__(
+        self,
+        validator: Validator,
+        count: int,
+        read: Callable[[int], Candidate],
+        resolvable: Mapping[str, Mapping[str, Any]],
+        extra: Callable[[list[tuple[int, dict[str, Any]]]], Any] | None = None,
+        profile: str | None = None,
+        source: Callable[[int], str] | None = None,
+        type_of: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.validator = validator
+        self.count = count
+        self.read = read
+        self.resolvable = resolvable
+        self.extra = extra
+        self.profile = profile
+        self.source = source or (lambda index: self.read(index).source)
+        self.type_of = type_of or self._type_of
+        wanted = {
+            name
+            for invariant in validator.invariants.all
+            for name in ENVIRONMENT
+            if f"%{name}" in invariant.expression
+        }
+        self.referrals = Referrals(wanted)
+        self.issues: dict[str, list[Issue]] = {"input": [], "layered": [], "graph": [], "invariant": []}
+        self.present: list[tuple[str, str, int]] = []  # (key, type, index) of each resource checked
+        self.deferred: list[tuple[str, int, tuple[Deferred, ...]]] = []
+        self._items: dict[tuple[Deferred, ...], tuple[Deferred, ...]] = {}
+
+    def chunks(self, workers: int | None = None) -> Iterator[Chunk]:
+        """Run the per-resource layers on every chunk, in order; keep the graph facts of each."""
+        token = RESOLVABLE.set(self.resolvable)
+        try:
+            for chunk in _map_ordered(self, self.count, workers):
+                for name in ("input", "layered", "graph", "invariant"):
+                    self.issues[name].extend(getattr(chunk, name))
+                for facts, index, deferred in chunk.facts:
+                    self.referrals.add(facts)
+                    key = sys.intern(facts.key)
+                    self.present.append((key, facts.kind, index))
+                    if deferred:
+                        self.deferred.append((key, index, self._items.setdefault(deferred, deferred)))
+                chunk.facts = []
+                yield chunk
+        finally:
+            RESOLVABLE.reset(token)
+
+    def chunk(self, start: int, stop: int) -> Chunk:
+        """The per-resource layers on candidates ``start`` to ``stop`` (in a worker, or here)."""
+        out = Chunk(start)
+        checked = []
+        for index in range(start, stop):
+            candidate = _shape_checked(self.read(index))
+            out.input.extend(candidate.issues)
+            if candidate.resource is not None:
+                self._check(candidate.resource, candidate.source, index, out)
+                checked.append((index, candidate.resource))
+        if self.extra is not None:
+            out.extra = self.extra(checked)
+        return out
+
+    def _type_of(self, reference: str) -> str | None:
+        target = self.resolvable.get(reference)
+        return None if target is None else str(target.get("resourceType"))
+
+    def _check(self, resource: dict[str, Any], source: str, index: int, out: Chunk) -> None:
+        validator, profile = self.validator, self.profile
+        guard = validator._guard
+        nodes = list(walk_json(resource))  # shared by the layers
+        out.layered.extend(validator._resource(resource, source, nodes, profile))
+        found = guard(lambda: list(links(resource, nodes)), "graph", source)
+        found = found if isinstance(found, list) and all(isinstance(f, Link) for f in found) else []
+        for link in found:
+            if link.reference.startswith("#"):
+                continue  # local references to contained resources: ref-1 checks them
+            kind = self.type_of(link.reference)
+            if kind is None:
+                message = f"{link.path} refers to {link.reference}, which is not in the publication"
+                out.graph.append(Issue("error", "not-found", message, link.path, source, "resolve", "graph"))
+            elif not link.allows(kind):
+                allowed = ", ".join(link.allowed)
+                message = f"{link.path} refers to a {kind}; R5 allows {allowed} here"
+                out.graph.append(
+                    Issue("error", "invalid", message, link.path, source, "target-type", "graph")
+                )
+        profiles = [url for url in declared_profiles(resource) if url in validator._schema_validators]
+        if profile in validator._schema_validators and profile not in profiles:
+            profiles.append(profile)
+        deferred: list[Deferred] = []
+        issues = guard(
+            lambda: validator.invariants.issues(resource, profiles, {}, source, nodes, deferred),
+            "invariant",
+            source,
+        )
+        out.invariant.extend(issues or [])
+        out.facts.append((facts_of(resource, found), index, tuple(deferred)))
+
+    def report(self, context: Sequence[Mapping[str, Any]] = (), duplicates: Sequence[Issue] = ()) -> Report:
+        """The graph layer (orphans) and the invariants that read the graph, then the whole report."""
+        for resource in context:
+            found = self.validator._guard(lambda r=resource: list(links(r)), "graph", None) or []
+            self.referrals.add(facts_of(resource, found))
+        graph = [*duplicates, *self.issues["graph"]]
+        used = self.referrals.used
+        for key, kind, index in self.present:
+            if kind not in ROOT_TYPES and kind not in ANNOTATION_TYPES and key not in used:
+                message = f"{key} is an orphan: no other resource of the publication refers to it"
+                issue = Issue("error", "business-rule", message, kind, self.source(index), "orphan", "graph")
+                graph.append(issue)
+        invariant = self.issues["invariant"]
+        invariants = self.validator.invariants
+        token = RESOLVABLE.set(self.resolvable)
+        try:
+            for key, index, items in self.deferred:
+                environment, source = self.referrals.environment(key), self.source(index)
+                for item in items:
+                    found = self.validator._guard(
+                        lambda i=item, e=environment, s=source: invariants.evaluate_deferred(i, e, s),
+                        "invariant",
+                        source,
+                    )
+                    invariant.extend(found or [])
+        finally:
+            RESOLVABLE.reset(token)
+        issues = [*self.issues["input"], *self.issues["layered"], *graph, *invariant]
+        return Report(tuple(issues), self.count)
+
+
+_forked: Session | None = None  # the session a forked worker inherits
+
+
+def _chunk_in_worker(bounds: tuple[int, int]) -> Chunk:
     assert _forked is not None
     return _forked.chunk(*bounds)
 
 
-def _map_chunks(run: _Run, count: int, workers: int | None) -> list[tuple[list[Issue], list[Issue]]]:
-    """Run every chunk, in forked workers when it pays; results in chunk order, so output is the same."""
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _map_ordered(session: Session, count: int, workers: int | None) -> Iterator[Chunk]:
+    """Every chunk's result, in chunk order, from forked workers when it pays; a few chunks in flight."""
     global _forked
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = cores() if workers is None else workers
+    bounds = [(start, min(start + CHUNK, count)) for start in range(0, count, CHUNK)]
     if workers <= 1 or count < PARALLEL_MIN or "fork" not in multiprocessing.get_all_start_methods():
-        return [run.chunk(0, count)]
-    size = -(-count // (workers * 8))
-    bounds = [(start, min(start + size, count)) for start in range(0, count, size)]
-    # fork: workers inherit the resources, walks, graph and compiled validators without pickling them.
-    _forked = run
+        yield from (session.chunk(*b) for b in bounds)
+        return
+    # fork: workers inherit the candidates, the compiled validators and the index without pickling them.
+    _forked = session
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return pool.map(_chunk_in_worker, bounds, chunksize=1)
+            _forked = None
+            pending: collections.deque[Any] = collections.deque()
+            for bound in bounds:
+                pending.append(pool.apply_async(_chunk_in_worker, (bound,)))
+                if len(pending) >= 3 * workers:  # bounded: results wait for the parent, not pile up
+                    yield pending.popleft().get()
+            while pending:
+                yield pending.popleft().get()
     finally:
         _forked = None
