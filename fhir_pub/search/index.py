@@ -23,6 +23,7 @@ from fhir_pub.search.extract import Extractor, Unsupported, compile_native
 from fhir_pub.search.parameters import Registry, SearchParam
 from fhir_pub.validation.fhirpath import RESOLVABLE, compile_expression
 
+# The *_source indexes find one resource's own rows: the sort keys of the matches (engine._order).
 INDEX_SCHEMA = """
 CREATE TABLE search_token (type TEXT, id TEXT, param TEXT, system TEXT, code TEXT, text TEXT);
 CREATE TABLE search_string (type TEXT, id TEXT, param TEXT, norm TEXT, value TEXT);
@@ -35,6 +36,10 @@ CREATE INDEX search_token_code ON search_token (type, param, code, system);
 CREATE INDEX search_string_norm ON search_string (type, param, norm);
 CREATE INDEX search_reference_target ON search_reference (type, param, target_id, target_type);
 CREATE INDEX search_reference_source ON search_reference (type, id, param);
+CREATE INDEX search_token_source ON search_token (type, id, param, code);
+CREATE INDEX search_string_source ON search_string (type, id, param, norm);
+CREATE INDEX search_date_source ON search_date (type, id, param, low, high);
+CREATE INDEX search_uri_source ON search_uri (type, id, param, value);
 CREATE INDEX search_date_low ON search_date (type, param, low, high);
 CREATE INDEX search_uri_value ON search_uri (type, param, value);
 """
