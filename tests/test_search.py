@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from fhir_pub.build import build
 from fhir_pub.publication import Publication
 from fhir_pub.search.dates import Range, matches, parse_range
-from fhir_pub.search.engine import date_condition
-from fhir_pub.search.request import InvalidSearch, split_unescaped, unescape
+from fhir_pub.search.engine import Engine, date_condition
+from fhir_pub.search.request import InvalidSearch, parse, split_unescaped, unescape
 from fhir_pub.settings import Settings
+from fhir_pub.store import Store
 from fhir_pub.web import create_app
 
 CUD = "ClinicalUseDefinition"
@@ -711,3 +712,32 @@ class TestValueSetModifiers:
         status = ids(client, f"{CUD}?status:in=http://hl7.org/fhir/ValueSet/publication-status")
         assert status == of_type(publication, CUD)
         assert client.get(f"/fhir/{CUD}?effect:in=http://example.org/unknown").status_code == 400
+
+
+class TestQueryPlans:
+    """The searches' SQL reads indexes sized by the matches, not by the type (EXPLAIN QUERY PLAN)."""
+
+    def plan(self, built: Path, request_query: str) -> list[str]:
+        """The plan of every statement the engine runs for one search, as SQLite describes it."""
+        store = Store(built)
+        statements: list[str] = []
+        store.connection().set_trace_callback(statements.append)
+        kind, _, query = request_query.partition("?")
+        Engine(store.connection).search(parse([kind], parse_qsl(query), store.registry), now=0)
+        store.connection().set_trace_callback(None)
+        details = []
+        for sql in statements:
+            details += [row[3] for row in store.connection().execute(f"EXPLAIN QUERY PLAN {sql}")]
+        return details
+
+    def test_count_and_page_use_the_key_index(self, built: Path) -> None:
+        """Matches are checked against resource_key (keys only), never against the rows with bodies."""
+        details = self.plan(built, f"{CUD}?type=warning")
+        assert "SEARCH r USING COVERING INDEX resource_key (type=? AND id=?)" in details
+        assert not any("PRIMARY KEY" in d for d in details)
+
+    def test_sort_looks_up_each_match(self, built: Path) -> None:
+        """A sort key is a lookup of each match's own rows, not an aggregate of the whole type."""
+        details = self.plan(built, f"{CUD}?type=warning&_sort=-effect")
+        assert not any(d.startswith("MATERIALIZE") for d in details)
+        assert any("search_token_source (type=? AND id=? AND param=?)" in d for d in details)
