@@ -34,8 +34,11 @@ print(time.perf_counter() - start, built.resources)
 """
 
 
-def build_once(corpus: Path, out: Path, workers: str) -> tuple[float, int, int, float]:
-    """Seconds, resources, peak RSS bytes and CPU seconds (its workers' too) of one build in a child."""
+def build_once(corpus: Path, out: Path, workers: str, keep: bool = False) -> tuple[float, int, int, float]:
+    """Seconds, resources, peak RSS bytes and CPU seconds (its workers' too) of one build in a child.
+
+    The built file is deleted unless ``keep``.
+    """
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(corpus), str(out), workers], stdout=subprocess.PIPE, text=True
     )
@@ -46,7 +49,8 @@ def build_once(corpus: Path, out: Path, workers: str) -> tuple[float, int, int, 
     if child.returncode != 0:
         raise SystemExit(f"build failed ({child.returncode}) on {corpus}")
     seconds, resources = output.split()
-    out.unlink()
+    if not keep:
+        out.unlink()
     cpu = usage.ru_utime + usage.ru_stime
     return float(seconds), int(resources), usage.ru_maxrss * 1024, cpu  # Linux reports KiB
 

@@ -22,12 +22,16 @@ import argparse
 import copy
 import json
 import random
+import re
+import shutil
+import sqlite3
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fhir_pub.build import write_ndjson
 from fhir_pub.graph import key_of
 from fhir_pub.narrative import with_narrative
 from fhir_pub.publication import bundled_dir, load
@@ -236,6 +240,66 @@ def write(size: int, seed: int, out: Path) -> dict[str, int]:
         (out / kind / f"{resource['id']}.json").write_text(text, encoding="utf-8")
         counts[kind] = counts.get(kind, 0) + 1
     return dict(sorted(counts.items()))
+
+
+# Where a drug's number appears: its ids (``d000042-warning-3``), its label (``drug 00042``) and its
+# synthetic web addresses (``/synthetic/00042/``).
+_DRUG_ID = re.compile(rb"(?<![0-9A-Za-z])d([0-9]{6})(?![0-9])")
+_DRUG_LABEL = re.compile(rb"(drug |/synthetic/)([0-9]{5})(?![0-9])")
+# Columns of the publication's tables that can hold a drug number; the rest (type, parameter, dates,
+# systems) are copied as they are.
+_RENAMED = frozenset(
+    {"id", "target_id", "url", "code", "text", "norm", "value", "narrative", "content", "body"}
+)
+_SKIPPED = ("info", "ndjson", "sqlite_", "search_text_")  # documents, recomputed, internal, FTS5 shadows
+
+
+def replicate(source: Path, out: Path, copies: int) -> int:
+    """A publication ``copies`` times the size of ``source`` (a build of a corpus), in SQLite; its size.
+
+    Copy ``k`` renumbers every drug ``n`` to ``n + k * drugs`` in every table: resources, the search
+    index tables (full text included), so each copy is a set of new drugs with ids, references, labels
+    and index rows of their own, as a corpus of that size would have. The precomputed NDJSON is then
+    recomputed as the build does. Validation is skipped: this stands in for a build too slow to run.
+    """
+    shutil.copy(source, out)
+    with sqlite3.connect(out) as db:
+        db.execute("ATTACH DATABASE ? AS src", (f"file:{source}?mode=ro",))
+        drugs = db.execute("SELECT COUNT(*) FROM src.resource WHERE type = 'MedicationKnowledge'").fetchone()[
+            0
+        ]
+        if (copies * drugs) > 99_999:
+            raise ValueError("drug labels have five digits: at most 99,999 drugs")
+        offset = 0
+
+        def renumber(value: Any) -> Any:
+            if not isinstance(value, (str, bytes)):
+                return value
+            data = value.encode() if isinstance(value, str) else value
+            data = _DRUG_ID.sub(lambda m: b"d%06d" % (int(m[1]) + offset), data)
+            data = _DRUG_LABEL.sub(lambda m: m[1] + b"%05d" % (int(m[2]) + offset), data)
+            return data.decode() if isinstance(value, str) else data
+
+        db.create_function("renumber", 1, renumber, deterministic=True)
+        tables = [
+            row[0]
+            for row in db.execute("SELECT name FROM src.sqlite_master WHERE type = 'table' ORDER BY name")
+            if not row[0].startswith(_SKIPPED)
+        ]
+        for copy_number in range(1, copies):
+            offset = copy_number * drugs
+            for table in tables:
+                columns = [row[1] for row in db.execute(f"PRAGMA src.table_info({table})")]
+                values = ", ".join(f"renumber({c})" if c in _RENAMED else c for c in columns)
+                db.execute(
+                    f"INSERT INTO main.{table} ({', '.join(columns)}) SELECT {values} FROM src.{table}"
+                )
+        db.commit()
+        db.execute("DETACH DATABASE src")
+        write_ndjson(db)
+        total = int(db.execute("SELECT COUNT(*) FROM resource").fetchone()[0])
+    db.close()
+    return total
 
 
 def main() -> None:

@@ -96,8 +96,12 @@ def paired(run: Callable[[Path], Path], scratch: Path, runs: int) -> tuple[list[
     return exports, raws, size
 
 
-def measure(label: str, path: Path, scratch: Path, runs: int) -> None:
-    """Print the medians for one publication."""
+def measure(label: str, path: Path, scratch: Path, runs: int) -> dict[str, dict[str, float]]:
+    """Print the medians for one publication; return them by way (``offline``, ``server``).
+
+    Each way's figures: ``resources``, ``bytes``, ``seconds`` (median), ``raw_seconds`` (median) and
+    ``ratio`` (median of the per-pair export-to-raw-write ratios).
+    """
     store = Store(path)
     count = store.count(None)
 
@@ -113,6 +117,7 @@ def measure(label: str, path: Path, scratch: Path, runs: int) -> None:
         return out / state["id"] / "files"
 
     print(f"{label}: {count:,} resources")
+    results = {}
     for name, run in (("offline", offline), ("server", server)):
         exports, raws, size = paired(run, scratch, runs)
         seconds, raw = statistics.median(exports), statistics.median(raws)
@@ -122,6 +127,14 @@ def measure(label: str, path: Path, scratch: Path, runs: int) -> None:
             f"  ({size / 1e6:,.0f} MB in {seconds:.2f} s)   raw write {size / raw / 1e6:,.0f} MB/s"
             f"  -> {ratio:.2f} of raw (median of {runs} pairs)"
         )
+        results[name] = {
+            "resources": count,
+            "bytes": size,
+            "seconds": seconds,
+            "raw_seconds": raw,
+            "ratio": ratio,
+        }
+    return results
 
 
 def main() -> None:

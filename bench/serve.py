@@ -44,32 +44,86 @@ def wait(url: str) -> None:
     raise SystemExit(f"nothing answered at {url}")
 
 
-def wrk(url: str, seconds: int, connections: int) -> tuple[float, str, str]:
-    """Requests/s, p50 and p99 of one wrk run."""
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+# A wrk script that sends the paths of the list it is given in turn, so that many distinct URLs arrive.
+ROTATE_LUA = """
+paths = {%s}
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", paths[(counter %% #paths) + 1])
+end
+"""
+
+
+def milliseconds(text: str) -> float:
+    """A wrk latency figure (``812.00us``, ``1.23ms``, ``2.10s``) in milliseconds."""
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * UNITS_MS[unit]
+
+
+def wrk(
+    url: str, seconds: float, connections: int, paths: list[str] | None = None
+) -> tuple[float, float, float]:
+    """Requests/s, p50 and p99 (ms) of one wrk run: ``url``, or each of ``paths`` below it in turn.
+
+    Any non-2xx answer or socket error fails the run: a fast error page is not a result.
+    """
+    duration = f"-d{max(1, round(seconds))}s"  # whole seconds only
+    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", duration, "--latency"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if paths:
+            script.write(ROTATE_LUA % ", ".join(f'"{p}"' for p in paths))
+            script.flush()
+            command += ["-s", script.name]
+        out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"errors under load at {url}:\n{out}")
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
-    return rate, p50, p99
+    # The distribution's lines only ("  50%  1.23ms"), not the stdev column's "75.50%".
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    return rate, milliseconds(p50), milliseconds(p99)
 
 
-def serve(python: str, publication: Path, port: int, workers: int, cache: bool) -> subprocess.Popen[bytes]:
-    """Start ``fhir-pub serve`` (response cache on or off) and wait until it answers."""
-    env = {"FHIR_PUB_RESPONSE_CACHE": "64" if cache else "0", "PATH": "/usr/bin:/bin"}
+def serve(
+    python: str, publication: Path, port: int, workers: int, cache: bool | int
+) -> subprocess.Popen[bytes]:
+    """Start ``fhir-pub serve`` (response cache on, off, or this many MiB) and wait until it answers."""
+    mib = 64 if cache is True else int(cache)
+    env = {"FHIR_PUB_RESPONSE_CACHE": str(mib), "PATH": "/usr/bin:/bin"}
     command = [python, "-m", "fhir_pub", "serve", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(
         [*command, "--publication", str(publication)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: it can be killed with its workers
     )
     wait(f"http://127.0.0.1:{port}/healthz")
     return process
+
+
+def nginx(root: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    """Start nginx on the files of ``root``/www (written by the caller) at ``port``, once it answers."""
+    root.chmod(0o755)  # nginx's workers (user nobody) read the files below it
+    (root / "www").mkdir(exist_ok=True)
+    (root / "www" / "ready").write_bytes(b"{}")
+    conf = NGINX_CONF.format(workers=workers, root=root, port=port)
+    (root / "nginx.conf").write_text(conf, encoding="utf-8")
+    process = subprocess.Popen(
+        ["nginx", "-c", str(root / "nginx.conf"), "-p", str(root), "-g", "daemon off;"],
+        stderr=subprocess.DEVNULL,
+    )
+    wait(f"http://127.0.0.1:{port}/ready")
+    return process
+
+
+def require_tools() -> None:
+    """Exit with a hint when nginx or wrk is missing."""
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"{tool} is needed: apt-get install nginx-light wrk")
 
 
 def main() -> None:
@@ -79,13 +133,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    for tool in ("nginx", "wrk"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            raise SystemExit(f"{tool} is needed: apt-get install nginx-light wrk")
+    require_tools()
     python = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        root.chmod(0o755)  # nginx's workers (user nobody) read the files below it
         publication = root / "p.sqlite"
         subprocess.run(
             [python, "-m", "fhir_pub", "build", "--out", str(publication)],
@@ -93,28 +144,22 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
         (root / "www").mkdir()
-        (root / "nginx.conf").write_text(
-            NGINX_CONF.format(workers=args.workers, root=root, port=18190), encoding="utf-8"
-        )
         results = []
         app = serve(python, publication, 18191, args.workers, cache=True)
         try:
             for name, path in REQUESTS.items():
                 body = urllib.request.urlopen(f"http://127.0.0.1:18191{path}").read()
                 (root / "www" / name).write_bytes(body)
-            nginx = subprocess.Popen(
-                ["nginx", "-c", str(root / "nginx.conf"), "-p", str(root), "-g", "daemon off;"]
-            )
+            static = nginx(root, 18190, args.workers)
             try:
-                wait("http://127.0.0.1:18190/read")
                 for name, path in REQUESTS.items():
                     ours = wrk(f"http://127.0.0.1:18191{path}", args.seconds, args.connections)
                     theirs = wrk(f"http://127.0.0.1:18190/{name}", args.seconds, args.connections)
                     results.append((name, "fhir-pub (response cache)", ours, theirs[0]))
                     results.append((name, "nginx, same bytes", theirs, theirs[0]))
             finally:
-                nginx.terminate()
-                nginx.wait()
+                static.terminate()
+                static.wait()
         finally:
             app.terminate()
             app.wait()
@@ -139,7 +184,7 @@ def main() -> None:
     for name, server, (rate, p50, p99), nginx_rate in sorted(
         results, key=lambda r: (list(REQUESTS).index(r[0]), r[1])
     ):
-        print(f"{name:<10}{server:<30}{rate:>12,.0f}{p50:>10}{p99:>10}{rate / nginx_rate:>8.2f}")
+        print(f"{name:<10}{server:<30}{rate:>12,.0f}{p50:>8.2f}ms{p99:>8.2f}ms{rate / nginx_rate:>8.2f}")
 
 
 if __name__ == "__main__":

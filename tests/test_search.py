@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -13,9 +14,10 @@ from hypothesis import strategies as st
 from fhir_pub.build import build
 from fhir_pub.publication import Publication
 from fhir_pub.search.dates import Range, matches, parse_range
-from fhir_pub.search.engine import date_condition
-from fhir_pub.search.request import InvalidSearch, split_unescaped, unescape
+from fhir_pub.search.engine import Engine, date_condition
+from fhir_pub.search.request import InvalidSearch, parse, split_unescaped, unescape
 from fhir_pub.settings import Settings
+from fhir_pub.store import Store
 from fhir_pub.web import create_app
 
 CUD = "ClinicalUseDefinition"
@@ -27,10 +29,15 @@ DOCS = {
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> FlaskClient:
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh build of the bundled publication."""
+    return build(tmp_path_factory.mktemp("built") / "p.sqlite").path
+
+
+@pytest.fixture(scope="module")
+def client(built: Path) -> FlaskClient:
     """A test client of an app serving a fresh build of the bundled publication."""
-    path = build(tmp_path_factory.mktemp("built") / "p.sqlite").path
-    return create_app(Settings(publication=path)).test_client()
+    return create_app(Settings(publication=built)).test_client()
 
 
 def ids(client: FlaskClient, query: str) -> set[str]:
@@ -271,6 +278,86 @@ class TestResultParameters:
         assert [e["resource"]["id"] for e in bundle["entry"]] == [DOCS["mlp"], DOCS["msk"], DOCS["pfz"]]
         bundle = client.get("/fhir/DocumentReference?_sort=creation").json
         assert [e["resource"]["id"] for e in bundle["entry"]] == [DOCS["msk"], DOCS["mlp"], DOCS["pfz"]]
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            f"{CUD}?_sort=type",
+            f"{CUD}?_sort=-type",
+            f"{CUD}?_sort=-type,-effect,subject",
+            f"{CUD}?type=warning,undesirable-effect&_sort=effect,-status&_count=11&_offset=5",
+            f"{CUD}?_sort=subject,-_lastUpdated&_count=500",
+            "DocumentReference?_sort=-creation,description",
+            "DocumentReference?_sort=location,-date",
+            "Organization?_sort=-name&_count=3&_offset=2",
+            "Provenance?_sort=-recorded,agent-type&_count=50",
+            "MedicationKnowledge?_sort=-code",
+        ],
+    )
+    def test_sort_order(self, client: FlaskClient, built: Path, query: str) -> None:
+        """A sorted page is its window of the matches ordered by each key's least (or greatest) value.
+
+        Descending keys take the greatest value of the resource's own index rows; missing keys go last;
+        ties are ordered by id.
+        """
+        path, _, text = query.partition("?")
+        pairs = parse_qsl(text)
+        params = dict(pairs)
+        kind = path
+        with sqlite3.connect(built) as db:
+            index_rows = {
+                (table, column): db.execute(
+                    f"SELECT id, param, {column} FROM {table} WHERE type = ?", (kind,)
+                ).fetchall()
+                for table, column in [
+                    ("search_token", "code"),
+                    ("search_string", "norm"),
+                    ("search_date", "low"),
+                    ("search_date", "high"),
+                    ("search_uri", "value"),
+                    ("search_reference", "target_id"),
+                ]
+            }
+        db.close()
+        filters = "&".join(f"{k}={v}" for k, v in pairs if not k.startswith("_"))
+        ordered = sorted(ids(client, f"{kind}?{filters}" if filters else kind))
+        column_of = {
+            "token": "code",
+            "string": "norm",
+            "date": "low",
+            "uri": "value",
+            "reference": "target_id",
+        }
+        kinds = {
+            "type": "token",
+            "effect": "token",
+            "status": "token",
+            "subject": "reference",
+            "_lastUpdated": "date",
+            "creation": "date",
+            "date": "date",
+            "description": "string",
+            "location": "uri",
+            "name": "string",
+            "recorded": "date",
+            "agent-type": "token",
+            "code": "token",
+        }
+        for key in reversed(params["_sort"].split(",")):  # stable sorts, the last key first
+            descending, code = key.startswith("-"), key.lstrip("-")
+            column = column_of[kinds[code]]
+            column = "high" if kinds[code] == "date" and descending else column
+            table = f"search_{kinds[code]}"
+            values: dict[str, list[object]] = {}
+            for rid, param, value in index_rows[table, column]:
+                if param == code and value is not None:
+                    values.setdefault(rid, []).append(value)
+            pick = {rid: (max if descending else min)(found) for rid, found in values.items()}
+            present = sorted((r for r in ordered if r in pick), key=lambda r: pick[r], reverse=descending)
+            ordered = present + [r for r in ordered if r not in pick]
+        offset, count = int(params.get("_offset", 0)), int(params.get("_count", 20))
+        bundle = client.get(f"/fhir/{query}").json
+        assert ordered[offset : offset + count] == [e["resource"]["id"] for e in bundle.get("entry", [])]
 
     def test_includes(self, client: FlaskClient) -> None:
         """_include follows references; _revinclude finds referrers; :iterate goes on from included ones."""
@@ -625,3 +712,32 @@ class TestValueSetModifiers:
         status = ids(client, f"{CUD}?status:in=http://hl7.org/fhir/ValueSet/publication-status")
         assert status == of_type(publication, CUD)
         assert client.get(f"/fhir/{CUD}?effect:in=http://example.org/unknown").status_code == 400
+
+
+class TestQueryPlans:
+    """The searches' SQL reads indexes sized by the matches, not by the type (EXPLAIN QUERY PLAN)."""
+
+    def plan(self, built: Path, request_query: str) -> list[str]:
+        """The plan of every statement the engine runs for one search, as SQLite describes it."""
+        store = Store(built)
+        statements: list[str] = []
+        store.connection().set_trace_callback(statements.append)
+        kind, _, query = request_query.partition("?")
+        Engine(store.connection).search(parse([kind], parse_qsl(query), store.registry), now=0)
+        store.connection().set_trace_callback(None)
+        details = []
+        for sql in statements:
+            details += [row[3] for row in store.connection().execute(f"EXPLAIN QUERY PLAN {sql}")]
+        return details
+
+    def test_count_and_page_use_the_key_index(self, built: Path) -> None:
+        """Matches are checked against resource_key (keys only), never against the rows with bodies."""
+        details = self.plan(built, f"{CUD}?type=warning")
+        assert "SEARCH r USING COVERING INDEX resource_key (type=? AND id=?)" in details
+        assert not any("PRIMARY KEY" in d for d in details)
+
+    def test_sort_looks_up_each_match(self, built: Path) -> None:
+        """A sort key is a lookup of each match's own rows, not an aggregate of the whole type."""
+        details = self.plan(built, f"{CUD}?type=warning&_sort=-effect")
+        assert not any(d.startswith("MATERIALIZE") for d in details)
+        assert any("search_token_source (type=? AND id=? AND param=?)" in d for d in details)

@@ -235,13 +235,12 @@ class Engine:
             where, args = self._where(resource_type, request, now)
             count = self._db().execute(f"SELECT COUNT(*) FROM resource r WHERE {where}", args).fetchone()[0]
             if take > 0 and skip < count:
-                order, joins, join_args = self._order(resource_type, request)
+                order, keys, key_args = self._order(resource_type, request)
                 rows = (
                     self._db()
                     .execute(
-                        f"SELECT r.id FROM resource r {joins} WHERE {where} "
-                        f"ORDER BY {order} LIMIT ? OFFSET ?",
-                        [*join_args, *args, take, skip],
+                        f"SELECT r.id{keys} FROM resource r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                        [*key_args, *args, take, skip],
                     )
                     .fetchall()
                 )
@@ -262,7 +261,13 @@ class Engine:
 
     @staticmethod
     def _order(resource_type: str, request: SearchRequest) -> tuple[str, str, list[Any]]:
-        order, joins, args = [], [], []
+        """ORDER BY, and the sort key columns it names with their arguments.
+
+        Each key is a correlated subquery (the least value, or the greatest when descending, of the
+        resource's own index rows), looked up by (type, id, param) for the matching resources only: a
+        join on all the type's keys would cost as much as the type is large, whatever the page.
+        """
+        order, columns, args = [], [], []
         for index, (param, descending) in enumerate(request.sort):
             column = SORT_COLUMN.get(param.type)
             if column is None:
@@ -271,14 +276,12 @@ class Engine:
             pick = "MAX" if descending else "MIN"
             if param.type == "date" and descending:
                 column = "high"
-            joins.append(
-                f"LEFT JOIN (SELECT id, {pick}({column}) AS k FROM {table} "
-                f"WHERE type = ? AND param = ? GROUP BY id) s{index} ON s{index}.id = r.id"
-            )
+            key = f"SELECT {pick}({column}) FROM {table} WHERE type = ? AND id = r.id AND param = ?"
+            columns.append(f", ({key}) AS k{index}")
             args.extend([resource_type, param.code])
-            order.append(f"(s{index}.k IS NULL), s{index}.k {'DESC' if descending else 'ASC'}")
+            order.append(f"(k{index} IS NULL), k{index} {'DESC' if descending else 'ASC'}")
         order.append("r.id")
-        return ", ".join(order), " ".join(joins), args
+        return ", ".join(order), "".join(columns), args
 
     def _includes(self, includes: Sequence[Include], matches: list[Key]) -> tuple[list[Key], list[str]]:
         seen = set(matches)
