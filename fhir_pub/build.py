@@ -12,7 +12,6 @@ import base64
 import hashlib
 import os
 import sqlite3
-import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -168,7 +167,8 @@ def attach(resources: list[dict[str, Any]], folder: Path) -> list[str]:
 def _listing(root: Path) -> list[str]:
     """The ``*.json`` files below ``root`` as relative POSIX paths, in ``resource_files`` order.
 
-    Strings, not Path objects: a million of them is what a large publication holds in memory.
+    Strings, not Path objects: a million of them is what a large publication holds in memory. Plain string
+    order is path order for ``Type/id.json`` (type names are letters, which sort after ``/``).
     """
     found: list[str] = []
     for folder, _, names in os.walk(root):
@@ -176,7 +176,8 @@ def _listing(root: Path) -> list[str]:
         prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
         found.extend(prefix + name for name in names if name.endswith(".json"))
     found = [r for r in found if (root / r).is_file()]
-    return sorted(found, key=lambda r: r.split("/"))
+    found.sort()
+    return found
 
 
 def _key_of_path(relative: str) -> str | None:
@@ -189,21 +190,22 @@ class _Files(Mapping[str, Mapping[str, Any]]):
     """The publication's resources by ``Type/id``, read from their files on demand (``resolve()``).
 
     Which keys exist is known from the file names, so membership and a reference's type cost nothing;
-    only what ``resolve()`` actually reads is loaded, and the last few are kept.
+    only what ``resolve()`` actually reads is loaded, and the last few are kept. ``files`` holds the
+    ``Type/id.json`` names (the listing's own strings: no second string per resource).
     """
 
     CACHED = 1024
 
-    def __init__(self, root: Path, keys: set[str], attachments: Attachments | None) -> None:
-        self.root, self.known, self.attachments = root, keys, attachments
+    def __init__(self, root: Path, files: set[str], attachments: Attachments | None) -> None:
+        self.root, self.files, self.attachments = root, files, attachments
         self._cache: OrderedDict[str, Mapping[str, Any] | None] = OrderedDict()
 
     def type_of(self, reference: str) -> str | None:
         """The type of the resource a reference names, if the publication holds it."""
-        return reference.split("/", 1)[0] if reference in self.known else None
+        return reference.split("/", 1)[0] if reference in self else None
 
     def __getitem__(self, key: str) -> Mapping[str, Any]:
-        if key not in self.known:
+        if key not in self:
             raise KeyError(key)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -220,13 +222,13 @@ class _Files(Mapping[str, Mapping[str, Any]]):
         return found
 
     def __contains__(self, key: object) -> bool:
-        return key in self.known
+        return isinstance(key, str) and key.count("/") == 1 and f"{key}.json" in self.files
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.known)
+        return (name[: -len(".json")] for name in self.files)
 
     def __len__(self) -> int:
-        return len(self.known)
+        return len(self.files)
 
 
 @dataclass
@@ -311,8 +313,8 @@ def build(
     validator = Validator(conformance)
     params = registry(conformance)
     files = _listing(resources_dir)
-    keys = {sys.intern(k) for k in map(_key_of_path, files) if k is not None}
-    resolvable = _Files(resources_dir, keys, Attachments(attach_dir) if attach_dir is not None else None)
+    placed = {name for name in files if name.count("/") == 1}
+    resolvable = _Files(resources_dir, placed, Attachments(attach_dir) if attach_dir is not None else None)
     reader = _Reader(resources_dir, files, resolvable, Indexer(params, resolvable))
     session = Session(
         validator,

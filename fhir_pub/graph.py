@@ -144,6 +144,16 @@ class Referrals:
             joined = self.sources.get(target, ()) + named
             self.sources[target] = self._sources.setdefault(joined, joined)
 
+    def shape(self, key: str) -> tuple[int, int] | None:
+        """What identifies ``environment(key)``: equal shapes, equal environments; None if unknown.
+
+        Referrer types and sources are interned, so their identities stand for their values; referrer
+        lists are not, so when ``referencedBy`` is wanted there is no shape.
+        """
+        if "referencedBy" in self.wanted:
+            return None
+        return id(self.referrer_types.get(key)), id(self.sources.get(key))
+
     def environment(self, key: str) -> dict[str, list[str]]:
         """The FHIRPath environment our invariants read for one resource.
 

@@ -25,8 +25,8 @@ from fhir_pub.validation.fhirpath import Compiled, compile_expression, html_chec
 from fhir_pub.validation.issues import Issue, Severity
 
 NATIVE = {"ele-1"}
-MEMO_LIMIT = 200_000
-MEMO_BYTES = 32 << 20  # keys hold the values read: bounded in bytes as well as in number
+MEMO_LIMIT = 100_000
+MEMO_BYTES = 16 << 20  # keys hold the values read: bounded in bytes as well as in number
 ENVIRONMENT_DEFAULTS: dict[str, list[str]] = {"referencedBy": [], "referrerTypes": [], "sources": []}
 REF_1 = (
     "reference.exists()  implies (reference.startsWith('#').not() or (reference.substring(1).trace('url') in "

@@ -480,9 +480,9 @@ def fhirpath_of(root: str, location: deque[str | int] | list[str | int]) -> str:
     return out
 
 
-MEMO_LIMIT = 100_000
+MEMO_LIMIT = 20_000  # per profile; unique values (ids, narratives) never hit, repeated ones soon do
 # Keys are serialized values (a narrative is kilobytes): each profile's memo is bounded in bytes too.
-MEMO_BYTES = 4 << 20
+MEMO_BYTES = 2 << 20
 
 
 class _Part:

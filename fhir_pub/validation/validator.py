@@ -10,6 +10,7 @@ and a failure inside a layer becomes an issue, never an exception.
 
 from __future__ import annotations
 
+import array
 import collections
 import logging
 import multiprocessing
@@ -221,6 +222,7 @@ class Validator:
         by_key = {key_of(r): r for r in context}
         by_key.update({key_of(r): r for r in present})
         session = Session(self, len(checked), checked.__getitem__, by_key, profile=profile)
+        session.add_context(context)
         for _ in session.chunks(workers):
             pass  # nothing to keep beyond the issues and the graph facts the session holds
         counts = Counter(key_of(r) for r in present)
@@ -238,7 +240,7 @@ class Validator:
             for key, n in sorted(counts.items())
             if n > 1
         ]
-        return session.report(context, duplicates)
+        return session.report(duplicates)
 
     def validate_paths(
         self, paths: Iterable[Path], max_bytes: int = MAX_BYTES, workers: int | None = None
@@ -358,8 +360,12 @@ class Session:
         }
         self.referrals = Referrals(wanted)
         self.issues: dict[str, list[Issue]] = {"input": [], "layered": [], "graph": [], "invariant": []}
-        self.present: list[tuple[str, str, int]] = []  # (key, type, index) of each resource checked
-        self.deferred: list[tuple[str, int, tuple[Deferred, ...]]] = []
+        # Per resource checked, in order: its key and number; per resource with deferred invariants, its
+        # position in those and the (shared) invariants. Arrays and shared strings: a few bytes each.
+        self.keys: list[str] = []
+        self.numbers = array.array("q")
+        self.deferred_at = array.array("q")
+        self.deferred: list[tuple[Deferred, ...]] = []
         self._items: dict[tuple[Deferred, ...], tuple[Deferred, ...]] = {}
 
     def chunks(self, workers: int | None = None) -> Iterator[Chunk]:
@@ -372,9 +378,11 @@ class Session:
                 for facts, index, deferred in chunk.facts:
                     self.referrals.add(facts)
                     key = sys.intern(facts.key)
-                    self.present.append((key, facts.kind, index))
                     if deferred:
-                        self.deferred.append((key, index, self._items.setdefault(deferred, deferred)))
+                        self.deferred_at.append(len(self.keys))
+                        self.deferred.append(self._items.setdefault(deferred, deferred))
+                    self.keys.append(key)
+                    self.numbers.append(index)
                 chunk.facts = []
                 yield chunk
         finally:
@@ -430,35 +438,51 @@ class Session:
         out.invariant.extend(issues or [])
         out.facts.append((facts_of(resource, found), index, tuple(deferred)))
 
-    def report(self, context: Sequence[Mapping[str, Any]] = (), duplicates: Sequence[Issue] = ()) -> Report:
-        """The graph layer (orphans) and the invariants that read the graph, then the whole report."""
+    def add_context(self, context: Sequence[Mapping[str, Any]]) -> None:
+        """Resources that may be referred to, not checked: their references count in the graph."""
         for resource in context:
             found = self.validator._guard(lambda r=resource: list(links(r)), "graph", None) or []
             self.referrals.add(facts_of(resource, found))
+
+    def report(self, duplicates: Sequence[Issue] = ()) -> Report:
+        """The graph layer (orphans) and the invariants that read the graph, then the whole report."""
         graph = [*duplicates, *self.issues["graph"]]
         used = self.referrals.used
-        for key, kind, index in self.present:
+        for key, index in zip(self.keys, self.numbers, strict=True):
+            kind = key.split("/", 1)[0]  # key_of: the type is what precedes the first "/"
             if kind not in ROOT_TYPES and kind not in ANNOTATION_TYPES and key not in used:
                 message = f"{key} is an orphan: no other resource of the publication refers to it"
                 issue = Issue("error", "business-rule", message, kind, self.source(index), "orphan", "graph")
                 graph.append(issue)
         invariant = self.issues["invariant"]
-        invariants = self.validator.invariants
         token = RESOLVABLE.set(self.resolvable)
         try:
-            for key, index, items in self.deferred:
-                environment, source = self.referrals.environment(key), self.source(index)
+            # Most resources share their graph environment's shape (the same referrer types, the same
+            # leaflets): an invariant that reads only the environment is evaluated once per shape.
+            by_shape: dict[tuple[Deferred, tuple[int, int]], list[Issue]] = {}
+            for position, items in zip(self.deferred_at, self.deferred, strict=True):
+                key, index = self.keys[position], self.numbers[position]
+                shape, source = self.referrals.shape(key), self.source(index)
                 for item in items:
-                    found = self.validator._guard(
-                        lambda i=item, e=environment, s=source: invariants.evaluate_deferred(i, e, s),
-                        "invariant",
-                        source,
-                    )
-                    invariant.extend(found or [])
+                    if shape is not None and item[3] is None:
+                        found = by_shape.get((item, shape))
+                        if found is None:
+                            found = self._deferred(item, self.referrals.environment(key), None)
+                            by_shape[item, shape] = found
+                        invariant.extend(replace(i, source=source) for i in found)
+                    else:
+                        invariant.extend(self._deferred(item, self.referrals.environment(key), source))
         finally:
             RESOLVABLE.reset(token)
         issues = [*self.issues["input"], *self.issues["layered"], *graph, *invariant]
         return Report(tuple(issues), self.count)
+
+    def _deferred(self, item: Deferred, environment: dict[str, list[str]], source: str | None) -> list[Issue]:
+        invariants = self.validator.invariants
+        found = self.validator._guard(
+            lambda: invariants.evaluate_deferred(item, environment, source), "invariant", source or ""
+        )
+        return list(found or [])
 
 
 _forked: Session | None = None  # the session a forked worker inherits
