@@ -46,9 +46,9 @@ def start(
     deadline = time.monotonic() + 30
     while True:
         try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
                 return process
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
