@@ -750,6 +750,20 @@ class TestQueryPlans:
         assert "search_reference" in after["CORRELATED SCALAR SUBQUERY 1"]  # subject: looked up per match
         assert "id=?" in after["CORRELATED SCALAR SUBQUERY 1"]
 
+    @pytest.mark.parametrize(
+        "query",
+        [
+            f"{CUD}?type=indication&_include=ClinicalUseDefinition:subject",
+            f"{CUD}?_id=warning-bleeding&_revinclude=Provenance:target&_include:iterate=Provenance:entity",
+            f"{CUD}?_id=warning-bleeding&_revinclude=*&_include=*",
+        ],
+    )
+    def test_includes_look_up_keys(self, built: Path, query: str) -> None:
+        """_include and _revinclude look up the page's own references: no statement scans a table."""
+        details = self.plan(built, query)
+        assert not [d for d in details if d.startswith("SCAN") and "subquery" not in d]
+        assert any("search_reference_source (type=? AND id=?" in d for d in details)
+
 
 @pytest.mark.parametrize(
     "filters",
