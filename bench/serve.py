@@ -70,7 +70,16 @@ def wrk(
     Any non-2xx answer or socket error fails the run: a fast error page is not a result.
     """
     duration = f"-d{max(1, round(seconds))}s"  # whole seconds only
-    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", duration, "--latency"]
+    # A 30 s timeout: a slow answer is measured (wrk drops those over its default 2 s from the figures).
+    command = [
+        "wrk",
+        f"-t{min(2, connections)}",
+        f"-c{connections}",
+        duration,
+        "--timeout",
+        "30s",
+        "--latency",
+    ]
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         if paths:
             script.write(ROTATE_LUA % ", ".join(f'"{p}"' for p in paths))

@@ -741,3 +741,41 @@ class TestQueryPlans:
         details = self.plan(built, f"{CUD}?type=warning&_sort=-effect")
         assert not any(d.startswith("MATERIALIZE") for d in details)
         assert any("search_token_source (type=? AND id=? AND param=?)" in d for d in details)
+
+    def test_selective_filter_drives(self, built: Path) -> None:
+        """Of two plain filters, the one with fewer matches is gathered; the other is a lookup per match."""
+        details = self.plan(built, f"{CUD}?subject=Medication/besponsa-vial&type=warning")  # 59 and 27
+        after = {details[i]: details[i + 1] for i in range(len(details) - 1)}
+        assert "search_token_code" in after["LIST SUBQUERY 2"]  # type=warning: gathered
+        assert "search_reference" in after["CORRELATED SCALAR SUBQUERY 1"]  # subject: looked up per match
+        assert "id=?" in after["CORRELATED SCALAR SUBQUERY 1"]
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            f"{CUD}?type=indication&_include=ClinicalUseDefinition:subject",
+            f"{CUD}?_id=warning-bleeding&_revinclude=Provenance:target&_include:iterate=Provenance:entity",
+            f"{CUD}?_id=warning-bleeding&_revinclude=*&_include=*",
+        ],
+    )
+    def test_includes_look_up_keys(self, built: Path, query: str) -> None:
+        """_include and _revinclude look up the page's own references: no statement scans a table."""
+        details = self.plan(built, query)
+        assert not [d for d in details if d.startswith("SCAN") and "subquery" not in d]
+        assert any("search_reference_source (type=? AND id=?" in d for d in details)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        ["subject=Medication/besponsa-vial", "type=warning"],
+        ["type=warning,undesirable-effect", "status=active", "_id=warning-bleeding,warning-infection"],
+        ["type=undesirable-effect", "effect:text=pain", "type:not=warning"],
+        ["type=indication", "_lastUpdated=gt2000-01-01", "subject:missing=false"],
+        ["_text=bleeding", "type=warning", "status=active"],
+    ],
+)
+def test_filters_intersect(client: FlaskClient, filters: list[str]) -> None:
+    """Several filters (however the engine orders them) match what each matches alone, intersected."""
+    alone = [ids(client, f"{CUD}?{f}") for f in filters]
+    assert ids(client, f"{CUD}?{'&'.join(filters)}") == set.intersection(*alone)

@@ -17,6 +17,7 @@ from fhir_pub.search.request import Filter, Include, InvalidSearch, SearchReques
 
 MAX_INCLUDES = 1000  # included resources per page; more are cut, with a too-costly warning (outcome entry)
 PROGRESS_STEPS = 1000
+PROBE_LIMIT = 1000  # index rows counted, at most, to find the most selective filter of a search
 MAX_ITERATE = 4
 DAY = 86_400_000_000
 
@@ -121,9 +122,20 @@ def _value_condition(
 
 
 def filter_sql(
-    resource_type: str, f: Filter, base_url: str, now: int, expand: Expand | None = None
+    resource_type: str,
+    f: Filter,
+    base_url: str,
+    now: int,
+    expand: Expand | None = None,
+    *,
+    correlated: bool = False,
 ) -> tuple[str, list[Any]]:
-    """``r.id IN (...)`` (or NOT IN) for one filter occurrence: its values ORed; chains as nested lookups."""
+    """``r.id IN (...)`` (or NOT IN) for one filter occurrence: its values ORed; chains as nested lookups.
+
+    ``correlated`` (for a plain positive filter) asks for ``EXISTS (...)`` instead, a lookup of the
+    resource's own index rows: SQLite gathers every id of an ``IN`` subquery first, which for a filter
+    that most resources match (``type=warning``) costs as much as the type is large.
+    """
     if f.hops:
         return _chain_sql(f, base_url, now, expand)
     if f.param.code in TEXT_SEARCH:
@@ -132,15 +144,29 @@ def filter_sql(
         present = "SELECT id FROM search_present WHERE type = ? AND param = ?"
         operator = "NOT IN" if f.values[0].code == "true" else "IN"
         return f"r.id {operator} ({present})", [resource_type, f.param.code]
+    matching, args = matching_sql(resource_type, f, base_url, now, expand)
+    if correlated and probeable(f):
+        return f"EXISTS ({matching} AND id = r.id)", args
+    operator = "NOT IN" if f.modifier in {"not", "not-in"} else "IN"
+    return f"r.id {operator} ({matching})", args
+
+
+def probeable(f: Filter) -> bool:
+    """A plain positive filter on one index table (no chain, full text, :missing or negation)."""
+    return not f.hops and f.param.code not in TEXT_SEARCH and f.modifier not in {"missing", "not", "not-in"}
+
+
+def matching_sql(
+    resource_type: str, f: Filter, base_url: str, now: int, expand: Expand | None = None
+) -> tuple[str, list[Any]]:
+    """The ids of ``resource_type``'s index rows that match one plain filter (its values ORed)."""
     table = TABLES[f.param.type]
     conditions, args = [], [resource_type, f.param.code]
     for value in f.values:
         sql, value_args = _value_condition(f, value, base_url, now, expand)
         conditions.append(sql)
         args.extend(value_args)
-    matching = f"SELECT id FROM {table} WHERE type = ? AND param = ? AND ({' OR '.join(conditions)})"
-    operator = "NOT IN" if f.modifier in {"not", "not-in"} else "IN"
-    return f"r.id {operator} ({matching})", args
+    return f"SELECT id FROM {table} WHERE type = ? AND param = ? AND ({' OR '.join(conditions)})", args
 
 
 def _text_sql(resource_type: str, f: Filter) -> tuple[str, list[Any]]:
@@ -252,12 +278,24 @@ class Engine:
         return Result(total, matches, included, notes)
 
     def _where(self, resource_type: str, request: SearchRequest, now: int) -> tuple[str, list[Any]]:
+        """The WHERE clause: the most selective plain filter drives, the other plain ones are lookups."""
+        plain = [i for i, f in enumerate(request.filters) if probeable(f)]
+        driver = None
+        if len(plain) > 1:
+            driver = min(plain, key=lambda i: (self._probe(resource_type, request.filters[i], now), i))
         clauses, args = ["r.type = ?"], [resource_type]
-        for f in request.filters:
-            sql, more = filter_sql(resource_type, f, self.base_url, now, self.expand)
+        for index, f in enumerate(request.filters):
+            correlated = driver is not None and index in plain and index != driver
+            sql, more = filter_sql(resource_type, f, self.base_url, now, self.expand, correlated=correlated)
             clauses.append(sql)
             args.extend(more)
         return " AND ".join(clauses), args
+
+    def _probe(self, resource_type: str, f: Filter, now: int) -> int:
+        """How many index rows match a filter, counted up to PROBE_LIMIT (cheap, whatever the size)."""
+        matching, args = matching_sql(resource_type, f, self.base_url, now, self.expand)
+        sql = f"SELECT COUNT(*) FROM ({matching} LIMIT ?)"
+        return int(self._db().execute(sql, [*args, PROBE_LIMIT]).fetchone()[0])
 
     @staticmethod
     def _order(resource_type: str, request: SearchRequest) -> tuple[str, str, list[Any]]:
