@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -58,14 +59,21 @@ def start(
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, and fail if the server does not stop."""
+    """SIGTERM, and fail if the server does not stop; nothing of its process group outlives the test."""
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        kill_group(process)
         pytest.fail("server did not stop on SIGTERM")
+    kill_group(process)  # a granian worker left behind (seen once on a loaded machine) is reaped too
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL whatever is left of the server's process group (``start`` gives it a group of its own)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 @pytest.fixture(scope="module")
