@@ -29,17 +29,9 @@ from pathlib import Path
 from export import grow  # bench/export.py, next to this file
 
 from fhir_pub.build import build
+from fhir_pub.export import fsync
 from fhir_pub.static import write_static
 from fhir_pub.store import Store
-
-
-def fsync(path: Path) -> None:
-    """Flush a file or folder to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def raw_write(folder: Path, files: list[tuple[str, bytes]]) -> float:
@@ -52,7 +44,8 @@ def raw_write(folder: Path, files: list[tuple[str, bytes]]) -> float:
             path.parent.mkdir(parents=True, exist_ok=True)
             folders.add(path.parent)
         path.write_bytes(body)
-    # Then flushed as write_static does (every file, then the folders, deepest first).
+    # Then every file fsynced, then the folders, deepest first: the per-file floor (write_static uses one
+    # sync(2) instead once a folder has more than 256 files).
     for written in [*(folder / name for name, _ in files), *sorted(folders, key=lambda p: -len(p.parts))]:
         fsync(written)
     fsync(folder)

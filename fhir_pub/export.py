@@ -159,7 +159,7 @@ def _filtered_ids(store: Store, filters: Sequence[str]) -> dict[str, set[str] | 
     return out
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
     """Flush a file's (or a folder's) data to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -191,13 +191,13 @@ def new_folder(folder: Path) -> Iterator[Path]:
             os.sync()  # one flush of everything beats an fsync per file (a static export has millions)
         else:
             for path in written:  # deepest first: each file, then the folder that lists it
-                _fsync(path)
-        _fsync(scratch)
+                fsync(path)
+        fsync(scratch)
         try:
             scratch.rename(folder)
         except OSError as exc:  # e.g. something was written into the empty folder meanwhile
             raise Invalid(f"{folder}: cannot move the export into place ({exc.strerror})") from exc
-        _fsync(folder.parent)  # the rename itself survives a crash: the folder is whole or absent
+        fsync(folder.parent)  # the rename itself survives a crash: the folder is whole or absent
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -164,15 +164,16 @@ def openapi(capability: Mapping[str, Any], base: str) -> dict[str, Any]:
     for resource in resources:
         kind = resource["type"]
         one = _resource(kind)
+        parameters = _search_parameters(resource)
         paths[f"/{kind}"] = {
             "get": _operation(
                 f"Search {kind}",
                 {"200": _answer("A searchset Bundle", bundle)},
-                parameters=_search_parameters(resource),
+                parameters=parameters,
             )
         }
         # The format is negotiated by the query string or Accept, never by the body.
-        form = {p["name"]: p["schema"] for p in _search_parameters(resource) if p["name"] != "_format"}
+        form = {p["name"]: p["schema"] for p in parameters if p["name"] != "_format"}
         paths[f"/{kind}/_search"] = {
             "post": _operation(
                 f"Search {kind} with a form body",

@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     app.wsgi_app = limits.Limits(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]  # outermost
     errors.register(app)
-    app.after_request(lambda response: security_headers(formats.render(response, request)))
+    app.after_request(lambda response: html.security_headers(formats.render(response, request)))
     return app
 
 
@@ -71,13 +71,3 @@ def landing_page(app: Flask) -> Response:
     state = app.extensions["fhir_pub"]
     body = html.landing(formats.base_url(state["settings"], request), state["store"])
     return Response(body, content_type=formats.HTML)
-
-
-def security_headers(response: Response) -> Response:
-    """No MIME sniffing anywhere; HTML pages also get a strict CSP and may not be framed."""
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    if response.mimetype == "text/html":
-        response.headers["Content-Security-Policy"] = html.CSP
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "no-referrer"
-    return response

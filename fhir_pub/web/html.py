@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import nh3
-from flask import Request, render_template
+from flask import Request, Response, render_template
 from markupsafe import Markup
 
 from fhir_pub.narrative import concept_text
@@ -46,6 +46,16 @@ def sanitized(div: str) -> str:
         url_schemes={"http", "https", "mailto"},
         clean_content_tags={"script", "style"},
     )
+
+
+def security_headers(response: Response) -> Response:
+    """No MIME sniffing anywhere; HTML pages also get a strict CSP and may not be framed."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if response.mimetype == "text/html":
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 _HEADING = re.compile(r"<h3>(.*?)</h3>", re.DOTALL)

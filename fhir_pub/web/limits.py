@@ -14,6 +14,7 @@ from typing import Any
 
 from fhir_pub.web.cache import Environ, StartResponse, WSGIApp
 from fhir_pub.web.errors import outcome_response
+from fhir_pub.web.html import security_headers
 
 MAX_URL = 8 * 1024  # characters of path plus query string; more is 414 (RFC 9110 section 15.5.15)
 MAX_HEADERS = 32 * 1024  # characters of all header names and values; more is 431 (RFC 6585 section 5)
@@ -87,8 +88,7 @@ def _refuse(
     headers: dict[str, str] | None = None,
 ) -> Iterable[bytes]:
     """Answer with the one error shape (an OperationOutcome), without reaching the app."""
-    response = outcome_response(status, code, message)
+    response = security_headers(outcome_response(status, code, message))
     response.headers.update(headers or {})
-    response.headers["X-Content-Type-Options"] = "nosniff"  # as the app sets on every answer
     body: Iterable[bytes] = response(environ, start_response)
     return body
