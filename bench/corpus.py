@@ -35,6 +35,7 @@ from fhir_pub.build import write_ndjson
 from fhir_pub.graph import key_of
 from fhir_pub.narrative import with_narrative
 from fhir_pub.publication import bundled_dir, load
+from fhir_pub.search.index import TOTALS_SCHEMA, write_totals
 
 Resource = dict[str, Any]
 
@@ -251,7 +252,8 @@ _DRUG_LABEL = re.compile(rb"(drug |/synthetic/)([0-9]{5})(?![0-9])")
 _RENAMED = frozenset(
     {"id", "target_id", "url", "code", "text", "norm", "value", "narrative", "content", "body"}
 )
-_SKIPPED = ("info", "ndjson", "sqlite_", "search_text_")  # documents, recomputed, internal, FTS5 shadows
+# documents, recomputed (NDJSON and totals), internal, FTS5 shadows
+_SKIPPED = ("info", "ndjson", *TOTALS_SCHEMA, "sqlite_", "search_text_")
 
 
 def replicate(source: Path, out: Path, copies: int) -> int:
@@ -297,6 +299,7 @@ def replicate(source: Path, out: Path, copies: int) -> int:
         db.commit()
         db.execute("DETACH DATABASE src")
         write_ndjson(db)
+        write_totals(db)
         total = int(db.execute("SELECT COUNT(*) FROM resource").fetchone()[0])
     db.close()
     return total

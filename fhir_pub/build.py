@@ -29,7 +29,7 @@ from fhir_pub.errors import FhirPubError, PublicationError
 from fhir_pub.graph import key_of
 from fhir_pub.processes import alive
 from fhir_pub.publication import bundled_dir, resource_files
-from fhir_pub.search.index import INDEX_SCHEMA, INDEXED_TYPES, Indexer, IndexRows
+from fhir_pub.search.index import INDEX_SCHEMA, INDEXED_TYPES, Indexer, IndexRows, write_totals
 from fhir_pub.search.parameters import TEXT_SEARCH, Registry, registry
 from fhir_pub.validation import Candidate, Report, Validator
 from fhir_pub.validation.validator import Session, declared_profiles, read_candidate
@@ -374,6 +374,7 @@ def build(
         # Secondary indexes after the bulk insert: one sorted build each, not a million B-tree updates.
         for statement in later:
             db.execute(statement)
+        write_totals(db)
         built_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         capability = capability_statement(
             {t: sorted(p) for t, p in sorted(types.items())},

@@ -133,7 +133,7 @@ def check_type_filters(store: Store, filters: Sequence[str]) -> None:
 
     Each is run once, as some problems show only then (a value set ``:in`` names that is not stored).
     """
-    engine = Engine(store.connection, expand=store.expand)
+    engine = Engine(store.connection, expand=store.expand, totals=store.has_totals)
     now = now_micros()
     for text in filters:
         engine.search(_filter_query(store, text, 0), now)
@@ -142,7 +142,7 @@ def check_type_filters(store: Store, filters: Sequence[str]) -> None:
 def _filtered_ids(store: Store, filters: Sequence[str]) -> dict[str, set[str] | None]:
     """For each type named in ``_typeFilter``, the ids its queries match (ORed), through the search engine."""
     out: dict[str, set[str] | None] = {}
-    engine = Engine(store.connection, expand=store.expand)
+    engine = Engine(store.connection, expand=store.expand, totals=store.has_totals)
     now = now_micros()
     for text in filters:
         kind = text.partition("?")[0]

@@ -13,6 +13,7 @@ import orjson
 
 from fhir_pub.conformance import Conformance
 from fhir_pub.errors import PublicationError
+from fhir_pub.search.index import TOTALS_SCHEMA
 from fhir_pub.search.parameters import Registry, SearchParam
 
 
@@ -39,12 +40,13 @@ class Store:
                 row[0] for row in self.connection().execute("SELECT DISTINCT type FROM resource")
             )
             self.capability = self.info("capability")
-            self._has_ndjson = (
-                self.connection()
-                .execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ndjson'")
-                .fetchone()
-                is not None
-            )
+            tables = {
+                row[0]
+                for row in self.connection().execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            self._has_ndjson = "ndjson" in tables
+            # Publications built before the stored totals count every search's matches.
+            self.has_totals = set(TOTALS_SCHEMA) <= tables
             params = orjson.loads(self.info("search_params"))
         except sqlite3.DatabaseError as exc:
             raise PublicationError(f"{path}: not a fhir-pub publication ({exc})") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -15,6 +16,7 @@ from fhir_pub.build import build
 from fhir_pub.publication import Publication
 from fhir_pub.search.dates import Range, matches, parse_range
 from fhir_pub.search.engine import Engine, date_condition
+from fhir_pub.search.index import TOTAL_MIN, TOTALS_SCHEMA, write_totals
 from fhir_pub.search.request import InvalidSearch, parse, split_unescaped, unescape
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
@@ -751,6 +753,26 @@ class TestQueryPlans:
         assert "id=?" in after["CORRELATED SCALAR SUBQUERY 1"]
 
     @pytest.mark.parametrize(
+        ("query", "columns"),
+        [
+            (f"{CUD}?effect=http://snomed.info/sct|131148009", ("system", "code")),
+            (f"{CUD}?subject=Medication/besponsa-vial&status=active", ("target_type", "target_id")),
+            ("Provenance?agent=Organization/fhir-pub&_count=5&_offset=20", ("target_type", "target_id")),
+        ],
+    )
+    def test_whole_value_pages_from_its_index(
+        self, built: Path, query: str, columns: tuple[str, ...]
+    ) -> None:
+        """A search on one whole value reads its ids in order from a value index: no sort, no key list."""
+        details = self.plan(built, query)
+        equal = [f"{column}=?" for column in ("type", "param", *columns)]
+        assert any(
+            d.startswith("SEARCH r USING COVERING INDEX") and all(e in d for e in equal) for d in details
+        )
+        assert not [d for d in details if "TEMP B-TREE" in d and "count(DISTINCT)" not in d]
+        assert not any("resource_key" in d or (d.startswith("SCAN") and "subquery" not in d) for d in details)
+
+    @pytest.mark.parametrize(
         "query",
         [
             f"{CUD}?type=indication&_include=ClinicalUseDefinition:subject",
@@ -773,9 +795,101 @@ class TestQueryPlans:
         ["type=undesirable-effect", "effect:text=pain", "type:not=warning"],
         ["type=indication", "_lastUpdated=gt2000-01-01", "subject:missing=false"],
         ["_text=bleeding", "type=warning", "status=active"],
+        ["subject=Medication/besponsa-vial", "status=active"],  # a whole value drives, from its index
+        ["effect=http://snomed.info/sct|131148009", "type=undesirable-effect", "subject:missing=false"],
+        ["status=http://hl7.org/fhir/publication-status|active", "type:not=warning", "_sort=-effect"],
     ],
 )
 def test_filters_intersect(client: FlaskClient, filters: list[str]) -> None:
     """Several filters (however the engine orders them) match what each matches alone, intersected."""
     alone = [ids(client, f"{CUD}?{f}") for f in filters]
     assert ids(client, f"{CUD}?{'&'.join(filters)}") == set.intersection(*alone)
+
+
+def _escaped(value: str) -> str:
+    """A search value with FHIR's separators escaped (https://hl7.org/fhir/R5/search.html#escaping)."""
+    for char in "\\,$|":
+        value = value.replace(char, "\\" + char)
+    return value
+
+
+@pytest.fixture(scope="module")
+def every_total(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the build that stores the total of every indexed value, not only the shared ones."""
+    path = tmp_path_factory.mktemp("totals") / "p.sqlite"
+    shutil.copy(built, path)
+    db = sqlite3.connect(path)
+    with db:
+        write_totals(db, minimum=1)
+    db.close()
+    return path
+
+
+class TestStoredTotals:
+    """The totals the build stores for shared values: what counting finds, used only where they apply."""
+
+    def test_only_shared_values_stored(self, built: Path, every_total: Path) -> None:
+        """The build stores values with at least TOTAL_MIN matches; the bundled agent is one of them."""
+        with sqlite3.connect(built) as db:
+            stored = db.execute("SELECT type, param, target_type, target_id, n FROM search_reference_total")
+            assert ("Provenance", "agent", "Organization", "fhir-pub") in [row[:4] for row in stored]
+            for table in TOTALS_SCHEMA:
+                assert db.execute(f"SELECT COUNT(*) FROM {table} WHERE n < ?", [TOTAL_MIN]).fetchone() == (0,)
+        db.close()
+        with sqlite3.connect(every_total) as db:
+            rows = db.execute("SELECT type, id, param, system, code FROM search_token").fetchall()
+            values = {(t, p, s, c) for t, _, p, s, c in rows if s is not None and c is not None}
+            stored = db.execute("SELECT type, param, system, code FROM search_token_total").fetchall()
+            assert sorted(stored) == sorted(values)
+            assert len(values) > 20
+        db.close()
+
+    def test_same_as_counting(self, every_total: Path) -> None:
+        """For every stored value, the search answers exactly as when its matches are counted."""
+        store = Store(every_total)
+        assert store.has_totals
+        db = store.connection()
+        values = [
+            (kind, param, f"{_escaped(system)}|{_escaped(code)}")
+            for kind, param, system, code in db.execute(
+                "SELECT type, param, system, code FROM search_token_total"
+            )
+        ] + [
+            (kind, param, _escaped(f"{target_type}/{target_id}"))
+            for kind, param, target_type, target_id in db.execute(
+                "SELECT type, param, target_type, target_id FROM search_reference_total"
+            )
+        ]
+        stored, counted = Engine(store.connection, totals=True), Engine(store.connection, totals=False)
+        statements: list[str] = []
+        for kind, param, value in values:
+            request = parse([kind], [(param, value), ("_count", "3")], store.registry)
+            db.set_trace_callback(statements.append)
+            found = stored.search(request, now=0)
+            db.set_trace_callback(None)
+            assert found == counted.search(request, now=0), (kind, param, value)
+            assert found.total > 0, (kind, param, value)
+            assert any("_total WHERE" in s for s in statements)  # the stored total was read ...
+            assert not any("COUNT(" in s for s in statements)  # ... and nothing was counted
+            statements.clear()
+        assert len(values) > 100
+
+    def test_duplicate_rows_counted_once(self, client: FlaskClient) -> None:
+        """A resource indexed twice under one value (two monographs of one type) is one match."""
+        bundle = client.get("/fhir/MedicationKnowledge?monograph-type=http://loinc.org|34895-3").get_json()
+        assert bundle["total"] == len(bundle["entry"]) == 1
+
+    def test_publication_without_totals(self, built: Path, tmp_path: Path) -> None:
+        """A publication built before the totals existed is still served: its matches are counted."""
+        path = tmp_path / "old.sqlite"
+        shutil.copy(built, path)
+        with sqlite3.connect(path) as db:
+            for table in TOTALS_SCHEMA:
+                db.execute(f"DROP TABLE {table}")
+        db.close()
+        assert not Store(path).has_totals
+        old = create_app(Settings(publication=path)).test_client()
+        new = create_app(Settings(publication=built)).test_client()
+        query = "/fhir/Provenance?agent=Organization/fhir-pub&_count=7&_offset=3"
+        assert old.get(query).get_json()["total"] == new.get(query).get_json()["total"] == 67
+        assert ids(old, query) == ids(new, query)

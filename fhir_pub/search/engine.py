@@ -160,13 +160,24 @@ def matching_sql(
     resource_type: str, f: Filter, base_url: str, now: int, expand: Expand | None = None
 ) -> tuple[str, list[Any]]:
     """The ids of ``resource_type``'s index rows that match one plain filter (its values ORed)."""
-    table = TABLES[f.param.type]
+    table, where, args = index_condition(resource_type, f, base_url, now, expand)
+    return f"SELECT id FROM {table} WHERE {where}", args
+
+
+def index_condition(
+    resource_type: str, f: Filter, base_url: str, now: int, expand: Expand | None = None, alias: str = ""
+) -> tuple[str, str, list[Any]]:
+    """The index table of one plain filter and the condition its matching rows meet (values ORed).
+
+    ``alias`` qualifies the type and param columns; the value columns are named only by this table.
+    """
+    table, column = TABLES[f.param.type], f"{alias}." if alias else ""
     conditions, args = [], [resource_type, f.param.code]
     for value in f.values:
         sql, value_args = _value_condition(f, value, base_url, now, expand)
         conditions.append(sql)
         args.extend(value_args)
-    return f"SELECT id FROM {table} WHERE type = ? AND param = ? AND ({' OR '.join(conditions)})", args
+    return table, f"{column}type = ? AND {column}param = ? AND ({' OR '.join(conditions)})", args
 
 
 def _text_sql(resource_type: str, f: Filter) -> tuple[str, list[Any]]:
@@ -209,6 +220,17 @@ def _chain_sql(f: Filter, base_url: str, now: int, expand: Expand | None) -> tup
     return f"r.id IN ({inner})", args
 
 
+# The conditions on a whole indexed value (system and code, or type and id): a value index gives the ids
+# that match one of them in order. For each, the lookup of the match count the build stores for values
+# many resources share (index.TOTALS_SCHEMA); a value missing there has fewer matches than
+# index.TOTAL_MIN, and is counted.
+FULL_KEY = {
+    "(system = ? AND code = ?)": "SELECT n FROM search_token_total WHERE type = ? AND param = ? "
+    "AND system = ? AND code = ?",
+    "(target_type = ? AND target_id = ?)": "SELECT n FROM search_reference_total WHERE type = ? "
+    "AND param = ? AND target_type = ? AND target_id = ?",
+}
+
 SORT_COLUMN = {"token": "code", "string": "norm", "date": "low", "uri": "value", "reference": "target_id"}
 
 
@@ -223,12 +245,14 @@ class Engine:
         *,
         budget: float | None = None,
         max_includes: int = MAX_INCLUDES,
+        totals: bool = False,
     ) -> None:
         self._db = db
         self.base_url = base_url
         self.expand = expand
         self.budget = budget  # seconds one search may run (None: no limit)
         self.max_includes = max_includes
+        self.totals = totals  # the publication stores the totals of shared values (index.TOTALS_SCHEMA)
 
     def search(self, request: SearchRequest, now: int) -> Result:
         """Run the request: matches for this page, the total, and included resources.
@@ -258,14 +282,20 @@ class Engine:
         total = 0
         skip, take = request.offset, request.count
         for resource_type in request.types:
-            where, args = self._where(resource_type, request, now)
-            count = self._db().execute(f"SELECT COUNT(*) FROM resource r WHERE {where}", args).fetchone()[0]
+            source, where, args = self._where(resource_type, request, now)
+            # From an index table, a resource may match on several rows: its id is counted once.
+            distinct = "DISTINCT " if source != "resource" else ""
+            count = self._stored_total(resource_type, request, now)
+            if count is None:
+                sql = f"SELECT COUNT({distinct}r.id) FROM {source} r WHERE {where}"
+                count = self._db().execute(sql, args).fetchone()[0]
             if take > 0 and skip < count:
                 order, keys, key_args = self._order(resource_type, request)
                 rows = (
                     self._db()
                     .execute(
-                        f"SELECT r.id{keys} FROM resource r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                        f"SELECT {distinct}r.id{keys} FROM {source} r WHERE {where} "
+                        f"ORDER BY {order} LIMIT ? OFFSET ?",
                         [*key_args, *args, take, skip],
                     )
                     .fetchall()
@@ -277,19 +307,53 @@ class Engine:
         included, notes = self._includes(request.includes, matches)
         return Result(total, matches, included, notes)
 
-    def _where(self, resource_type: str, request: SearchRequest, now: int) -> tuple[str, list[Any]]:
-        """The WHERE clause: the most selective plain filter drives, the other plain ones are lookups."""
+    def _where(self, resource_type: str, request: SearchRequest, now: int) -> tuple[str, str, list[Any]]:
+        """The table the matches come from, aliased ``r``, and the WHERE clause with its arguments.
+
+        The most selective plain filter drives: it is gathered, and the other plain filters are lookups of
+        each match's own rows. A driver on one whole value (FULL_KEY) is read from its value index, which
+        gives the matching ids in order: the page costs its size, not the matches'. Any other driver is
+        a list of ids that the type's keys (resource_key) are checked against.
+        """
         plain = [i for i, f in enumerate(request.filters) if probeable(f)]
         driver = None
         if len(plain) > 1:
             driver = min(plain, key=lambda i: (self._probe(resource_type, request.filters[i], now), i))
-        clauses, args = ["r.type = ?"], [resource_type]
+        elif plain:
+            driver = plain[0]
+        if driver is not None and self._full_key(request.filters[driver], now) is not None:
+            source, where, args = index_condition(
+                resource_type, request.filters[driver], self.base_url, now, self.expand, alias="r"
+            )
+            clauses, skipped = [where], driver
+        else:
+            source, clauses, args, skipped = "resource", ["r.type = ?"], [resource_type], None
         for index, f in enumerate(request.filters):
-            correlated = driver is not None and index in plain and index != driver
-            sql, more = filter_sql(resource_type, f, self.base_url, now, self.expand, correlated=correlated)
-            clauses.append(sql)
-            args.extend(more)
-        return " AND ".join(clauses), args
+            if index != skipped:
+                correlated = driver is not None and index in plain and index != driver
+                sql, more = filter_sql(
+                    resource_type, f, self.base_url, now, self.expand, correlated=correlated
+                )
+                clauses.append(sql)
+                args.extend(more)
+        return source, " AND ".join(clauses), args
+
+    def _full_key(self, f: Filter, now: int) -> tuple[str, list[Any]] | None:
+        """For a filter on one whole value (FULL_KEY), its stored total's lookup and the value's arguments."""
+        if not probeable(f) or f.modifier is not None or len(f.values) != 1:
+            return None
+        sql, args = _value_condition(f, f.values[0], self.base_url, now, self.expand)
+        lookup = FULL_KEY.get(sql)
+        return None if lookup is None else (lookup, args)
+
+    def _stored_total(self, resource_type: str, request: SearchRequest, now: int) -> int | None:
+        """The total the build stored for a search of one shared value, or None: count the matches."""
+        found = self._full_key(request.filters[0], now) if len(request.filters) == 1 else None
+        if not self.totals or found is None:
+            return None
+        lookup, args = found
+        row = self._db().execute(lookup, [resource_type, request.filters[0].param.code, *args]).fetchone()
+        return None if row is None else int(row[0])
 
     def _probe(self, resource_type: str, f: Filter, now: int) -> int:
         """How many index rows match a filter, counted up to PROBE_LIMIT (cheap, whatever the size)."""

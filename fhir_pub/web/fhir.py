@@ -136,7 +136,9 @@ def _search(types: Sequence[str], path: str, pairs: Sequence[tuple[str, str]]) -
     req = parse(types, pairs, store.registry, strict=_strict())
     settings = current_app.extensions["fhir_pub"]["settings"]
     budget, most = settings.search_timeout, settings.max_includes
-    engine = Engine(store.connection, _base(), store.expand, budget=budget, max_includes=most)
+    engine = Engine(
+        store.connection, _base(), store.expand, budget=budget, max_includes=most, totals=store.has_totals
+    )
     result = engine.search(req, now_micros())
     entries: list[bytes] = []
     if req.summary != "count":
