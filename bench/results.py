@@ -58,6 +58,7 @@ from soak import tree
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = 16  # distinct values per request, sent in turn
+WARMUP = 1  # seconds of load on each server and request before it is measured
 PORT_NGINX, PORT_CACHED, PORT_UNCACHED = 18290, 18291, 18292
 # The searches an EHR runs most, and the other requests; {n} is a drug number, {code} a system|code.
 REQUESTS = {
@@ -293,6 +294,8 @@ def _serving(
                 ("no cache", PORT_UNCACHED, urls[name]),
             ):
                 base = f"http://127.0.0.1:{port}"
+                if connections == 1:  # warm-up, not measured: every variant once in each worker's cache
+                    wrk(base + variants[0], WARMUP, 32, variants)
                 results[name, connections, server] = wrk(base + variants[0], seconds, connections, variants)
             rate = results[name, connections, "cache"][0] / results[name, connections, "nginx"][0]
             print(f"  serving {name} c={connections}: {rate:.2f} of nginx (cache)", flush=True)
@@ -349,7 +352,9 @@ def report(
         f"- machine: {header}",
         f"- server: `fhir-pub serve --workers {args.workers}` (granian); wrk {args.seconds:g} s per figure;"
         f" each request sent with {VARIANTS} different values in turn (drugs spread over the corpus, or"
-        " the most frequent effect codes), all of which exist in that publication",
+        " the most frequent effect codes), all of which exist in that publication; before its figures, each"
+        f" server gets {WARMUP:g} s of the same load at 32 connections, not measured (a first answer is"
+        " a cache miss; the latency table below shows those uncached costs)",
         "- medians; latencies are wrk's p50 and p99 over every request of the run; one build per size",
         "",
         "## Publications",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -519,6 +522,62 @@ class TestResponseCache:
         assert 1 <= len(cache._entries) <= 10
         again = cache({"REQUEST_METHOD": "GET", "PATH_INFO": "/499"}, lambda status, headers: None)
         assert b"".join(again).startswith(b"/499.")
+
+    def test_one_render_for_concurrent_misses(self) -> None:
+        """Requests for one missing response arriving together wait for a single render of it."""
+        from fhir_pub.web.cache import ResponseCache
+
+        calls: list[str] = []
+        started = threading.Event()
+
+        def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+            calls.append(str(environ["PATH_INFO"]))
+            started.set()
+            time.sleep(0.2)  # a slow search: the other requests arrive while it runs
+            start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
+            return [f"answer {len(calls)}".encode()]
+
+        cache = ResponseCache(app)
+
+        def get(path: str) -> bytes:
+            return b"".join(cache({"REQUEST_METHOD": "GET", "PATH_INFO": path}, lambda status, headers: None))
+
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.submit(get, "/slow")
+            started.wait(5)
+            rest = [pool.submit(get, "/slow") for _ in range(6)] + [pool.submit(get, "/other")]
+            answers = [first.result(), *(f.result() for f in rest)]
+        assert sorted(calls) == ["/other", "/slow"]
+        assert answers[:7] == [answers[0]] * 7
+
+    def test_failed_render_not_shared(self) -> None:
+        """A 5xx is neither kept nor handed to the requests that waited for it: each renders its own."""
+        from fhir_pub.web.cache import ResponseCache
+
+        statuses = iter(["503 Service Unavailable", "200 OK"])
+        started = threading.Event()
+
+        def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+            status = next(statuses)
+            if status.startswith("503"):
+                started.set()
+                time.sleep(0.2)  # the second request arrives and waits for this one
+            start_response(status, [])  # type: ignore[operator]
+            return [status.encode()]
+
+        cache = ResponseCache(app)
+
+        def get() -> str:
+            seen: list[str] = []
+            cache({"REQUEST_METHOD": "GET", "PATH_INFO": "/x"}, lambda status, headers: seen.append(status))
+            return seen[0]
+
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(get)
+            started.wait(5)
+            second = pool.submit(get)
+            assert [first.result(), second.result()] == ["503 Service Unavailable", "200 OK"]
+        assert get() == "200 OK"  # kept: the app is not asked again (its statuses are used up)
 
 
 def test_capability_statement_passes_its_invariants(client: FlaskClient) -> None:

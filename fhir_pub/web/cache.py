@@ -80,6 +80,16 @@ def not_modified(entry: Entry, environ: Environ) -> bool:
         return False
 
 
+class _Flight:
+    """One response being rendered, which concurrent requests for the same key wait for."""
+
+    __slots__ = ("done", "entry")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.entry: Entry | None = None
+
+
 class ResponseCache:
     """WSGI middleware: answer repeated GET/HEAD requests from memory (bounded; cleared when full)."""
 
@@ -103,6 +113,7 @@ class ResponseCache:
         self._size = 0
         self.uncached = uncached
         self._entries: dict[tuple[Any, ...], Entry] = {}
+        self._flights: dict[tuple[Any, ...], _Flight] = {}
         self._lock = threading.Lock()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -116,23 +127,53 @@ class ResponseCache:
         ):
             return self.app(environ, start_response)
         key = tuple(environ.get(name) for name in KEY_FIELDS)
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._render(environ)
-            if entry.status[:1] != "5" and len(entry.body) <= self.max_body:
-                cost = len(entry.body) + 512  # the body, and roughly its key, headers and bookkeeping
-                with self._lock:
-                    if self._size + cost > self.max_bytes:
-                        self._entries.clear()
-                        self._size = 0
-                    if key not in self._entries:
-                        self._entries[key] = entry
-                        self._size += cost
+        entry = self._entries.get(key) or self._fill(key, environ)
         if entry.status.startswith("200") and not_modified(entry, environ):
             start_response("304 Not Modified", entry.not_modified_headers)
             return [b""]
         start_response(entry.status, entry.headers)
         return [b""] if method == "HEAD" else [entry.body]
+
+    def _fill(self, key: tuple[Any, ...], environ: Environ) -> Entry:
+        """Render a missing response once: requests for it meanwhile wait for that answer (one flight).
+
+        A burst of one costly search (a popular page going cold) then costs one search per worker, not
+        one per waiting thread. A failed render (5xx or exception) is not shared: each waiter renders.
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                return entry
+            flight = self._flights.get(key)
+            leading = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leading:
+            flight.done.wait()
+            return flight.entry or self._render_and_store(key, environ)
+        try:
+            entry = self._render_and_store(key, environ)
+            if entry.status[:1] != "5":
+                flight.entry = entry  # handed to the waiters; a failure is not
+            return entry
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+
+    def _render_and_store(self, key: tuple[Any, ...], environ: Environ) -> Entry:
+        entry = self._render(environ)
+        if entry.status[:1] == "5" or len(entry.body) > self.max_body:
+            return entry
+        cost = len(entry.body) + 512  # the body, and roughly its key, headers and bookkeeping
+        with self._lock:
+            if self._size + cost > self.max_bytes:
+                self._entries.clear()
+                self._size = 0
+            if key not in self._entries:
+                self._entries[key] = entry
+                self._size += cost
+        return entry
 
     def _render(self, environ: Environ) -> Entry:
         """Run the app for the full GET response (no conditional headers) and keep what it says."""
