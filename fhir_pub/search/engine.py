@@ -17,7 +17,9 @@ from fhir_pub.search.request import Filter, Include, InvalidSearch, SearchReques
 
 MAX_INCLUDES = 1000  # included resources per page; more are cut, with a too-costly warning (outcome entry)
 PROGRESS_STEPS = 1000
-PROBE_LIMIT = 1000  # index rows counted, at most, to find the most selective filter of a search
+# Index rows counted, at most, to find the most selective filter of a search: first a few (a filter under
+# that is the driver), then, if every filter has more, up to the larger limit.
+PROBE_FIRST, PROBE_LIMIT = 64, 1000
 MAX_ITERATE = 4
 DAY = 86_400_000_000
 
@@ -316,11 +318,12 @@ class Engine:
         a list of ids that the type's keys (resource_key) are checked against.
         """
         plain = [i for i, f in enumerate(request.filters) if probeable(f)]
-        driver = None
+        driver = plain[0] if plain else None
         if len(plain) > 1:
-            driver = min(plain, key=lambda i: (self._probe(resource_type, request.filters[i], now), i))
-        elif plain:
-            driver = plain[0]
+            sizes = {i: self._probe(resource_type, request.filters[i], now, PROBE_FIRST) for i in plain}
+            if min(sizes.values()) >= PROBE_FIRST:
+                sizes = {i: self._probe(resource_type, request.filters[i], now, PROBE_LIMIT) for i in plain}
+            driver = min(plain, key=lambda i: (sizes[i], i))
         if driver is not None and self._full_key(request.filters[driver], now) is not None:
             source, where, args = index_condition(
                 resource_type, request.filters[driver], self.base_url, now, self.expand, alias="r"
@@ -355,11 +358,11 @@ class Engine:
         row = self._db().execute(lookup, [resource_type, request.filters[0].param.code, *args]).fetchone()
         return None if row is None else int(row[0])
 
-    def _probe(self, resource_type: str, f: Filter, now: int) -> int:
-        """How many index rows match a filter, counted up to PROBE_LIMIT (cheap, whatever the size)."""
+    def _probe(self, resource_type: str, f: Filter, now: int, limit: int) -> int:
+        """How many index rows match a filter, counted up to ``limit`` (cheap, whatever the size)."""
         matching, args = matching_sql(resource_type, f, self.base_url, now, self.expand)
         sql = f"SELECT COUNT(*) FROM ({matching} LIMIT ?)"
-        return int(self._db().execute(sql, [*args, PROBE_LIMIT]).fetchone()[0])
+        return int(self._db().execute(sql, [*args, limit]).fetchone()[0])
 
     @staticmethod
     def _order(resource_type: str, request: SearchRequest) -> tuple[str, str, list[Any]]:
