@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from fhir_pub.errors import Invalid, MethodNotAllowed, NotFound, NotSupported, UnsupportedMediaType
 from fhir_pub.openapi import openapi
@@ -97,8 +97,11 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
 
 
 def _base() -> str:
-    """The public FHIR base URL: configured, or this request's."""
-    return formats.base_url(current_app.extensions["fhir_pub"]["settings"], request)
+    """The public FHIR base URL: configured, or this request's (worked out once per request)."""
+    base: str | None = g.get("fhir_base")
+    if base is None:
+        base = g.fhir_base = formats.base_url(current_app.extensions["fhir_pub"]["settings"], request)
+    return base
 
 
 def _strict() -> bool:
