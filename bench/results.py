@@ -277,7 +277,7 @@ def _serving(
     seconds: float,
     workers: int,
 ) -> dict[tuple[str, int, str], Any]:
-    static_paths = {}
+    static_paths: dict[str, list[str]] = {}
     for name, variants in urls.items():
         static_paths[name] = []
         for index, url in enumerate(variants):
@@ -329,6 +329,30 @@ def machine() -> str:
 def mark(ok: bool) -> str:
     """The pass/fail cell."""
     return "**pass**" if ok else "**FAIL**"
+
+
+def _serving_targets(served: dict[tuple[str, int, str], Any], label: str, server: str) -> list[str]:
+    """The serving target rows (32 connections) of one fhir-pub server against nginx."""
+    read = served["read", 32, server][0] / served["read", 32, "nginx"][0]
+    lines = [
+        f"| read ≥ {TARGETS['read_ratio']:.0%} of nginx's requests/s, 32 connections, {label} |"
+        f" {read:.2f} | {mark(read >= TARGETS['read_ratio'])} |"
+    ]
+    for name in SEARCHES:
+        ratio = served[name, 32, server][0] / served[name, 32, "nginx"][0]
+        lines.append(
+            f"| {name} ≥ {TARGETS['search_ratio']:.0%} of nginx's, 32 connections, {label} |"
+            f" {ratio:.2f} | {mark(ratio >= TARGETS['search_ratio'])} |"
+        )
+    worst = max(REQUESTS, key=lambda n: served[n, 32, server][2])
+    nginx_worst = max(REQUESTS, key=lambda n: served[n, 32, "nginx"][2])
+    p99 = served[worst, 32, server][2]
+    lines.append(
+        f"| p99 < {TARGETS['p99_32']:g} ms at 32 connections, every request, {label} |"
+        f" worst {p99:.2f} ms ({worst}; nginx's worst in this run: {served[nginx_worst, 32, 'nginx'][2]:.2f}"
+        f" ms, {nginx_worst}) | {mark(p99 < TARGETS['p99_32'])} |"
+    )
+    return lines
 
 
 def report(
@@ -431,9 +455,10 @@ def report(
     lines += [
         "",
         "`search by code` asks which clinical uses have one effect code; the synthetic drugs share their"
-        " codes, so its matches grow with the corpus, and an accurate total (the default `_total`) counts"
-        " every one: its cost follows the matches, not the corpus size. The other searches match a fixed"
-        " number per drug.",
+        " codes, so its matches grow with the corpus. Its page is read in order from the code's index, and"
+        " its total (the default `_total=accurate`) is the count the build stored for each value 64 or more"
+        " resources share: neither grows with the matches. The other searches match a fixed number per"
+        " drug.",
     ]
     lines += [
         "",
@@ -468,26 +493,9 @@ def report(
             f"| {s.resources:,} | {o['bytes'] / 1e6:,.0f} | {o['resources'] / o['seconds']:,.0f} |"
             f" {o['ratio']:.2f} | {j['resources'] / j['seconds']:,.0f} | {j['ratio']:.2f} |"
         )
-    # Targets
+    # Targets: the issue's, then the serving ones again without the response cache (not targets).
     lines += ["", "## Targets", "", "| target | measured | result |", "|---|---|---|"]
-    for label, server in (("fhir-pub with its response cache (default)", "cache"), ("cache off", "no cache")):
-        read = served["read", 32, server][0] / served["read", 32, "nginx"][0]
-        lines.append(
-            f"| read ≥ {TARGETS['read_ratio']:.0%} of nginx's requests/s, 32 connections, {label} |"
-            f" {read:.2f} | {mark(read >= TARGETS['read_ratio'])} |"
-        )
-        for name in SEARCHES:
-            ratio = served[name, 32, server][0] / served[name, 32, "nginx"][0]
-            lines.append(
-                f"| {name} ≥ {TARGETS['search_ratio']:.0%} of nginx's, 32 connections, {label} |"
-                f" {ratio:.2f} | {mark(ratio >= TARGETS['search_ratio'])} |"
-            )
-        worst = max(REQUESTS, key=lambda n: served[n, 32, server][2])
-        p99 = served[worst, 32, server][2]
-        lines.append(
-            f"| p99 < {TARGETS['p99_32']:g} ms at 32 connections, every request, {label} |"
-            f" worst {p99:.2f} ms ({worst}) | {mark(p99 < TARGETS['p99_32'])} |"
-        )
+    lines += _serving_targets(served, "fhir-pub with its response cache (default)", "cache")
     at = f"at {largest.resources:,} resources"
     ready = statistics.median(largest.start)
     lines.append(
@@ -516,6 +524,15 @@ def report(
             f"| build ≥ {TARGETS['build_rate']:,.0f} resources/s with validation ({b.resources:,}) |"
             f" {b.build['rate']:,.0f}/s | {mark(b.build['rate'] >= TARGETS['build_rate'])} |"
         )
+    lines += [
+        "",
+        "Not targets, for the record: the serving ones with the response cache off, every request through"
+        " Flask, the search and the Bundle's assembly (a long tail of distinct URLs meets this cost).",
+        "",
+        "| same target, cache off | measured | result |",
+        "|---|---|---|",
+        *_serving_targets(served, "cache off", "no cache"),
+    ]
     lines += ["", "## Plots", ""]
     lines += [f"![{p.stem}](results/{p.name})" for p in sorted((HERE / "results").glob("*.png"))]
     return "\n".join(lines) + "\n"
