@@ -53,13 +53,13 @@ import matplotlib.pyplot as plt
 from build import build_once
 from corpus import replicate, write
 from export import measure
-from serve import nginx, require_tools, serve, wrk
+from serve import nginx, require_tools, serve, wait, wrk
 from soak import tree
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = 16  # distinct values per request, sent in turn
 WARMUP = 1  # seconds of load on each server and request before it is measured
-PORT_NGINX, PORT_CACHED, PORT_UNCACHED = 18290, 18291, 18292
+PORT_NGINX, PORT_CACHED, PORT_UNCACHED, PORT_FLOOR = 18290, 18291, 18292, 18293
 # The searches an EHR runs most, and the other requests; {n} is a drug number, {code} a system|code.
 REQUESTS = {
     "read": "/fhir/ClinicalUseDefinition/d{n:06d}-indication-1",
@@ -285,11 +285,13 @@ def _serving(
             (www / "www" / file).write_bytes(get(f"http://127.0.0.1:{PORT_CACHED}{url}"))
             static_paths[name].append(f"/{file}")
     started.append(nginx(www, PORT_NGINX, workers))
+    started.append(floor(www / "www", PORT_FLOOR, workers))
     results: dict[tuple[str, int, str], Any] = {}
     for name in REQUESTS:
         for connections in (1, 32):
             for server, port, variants in (
                 ("nginx", PORT_NGINX, static_paths[name]),
+                ("floor", PORT_FLOOR, static_paths[name]),
                 ("cache", PORT_CACHED, urls[name]),
                 ("no cache", PORT_UNCACHED, urls[name]),
             ):
@@ -302,6 +304,21 @@ def _serving(
     results["rss", 0, "cache"] = worker_rss(cached)
     results["rss", 0, "no cache"] = worker_rss(uncached)
     return results
+
+
+def floor(files: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    """Start bench/floor.py (the same bytes from memory, no framework) on granian, as fhir-pub runs it."""
+    command = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(workers)]
+    command += ["--blocking-threads", "4", "--backpressure", "64", "--port", str(port)]  # as in cli.serve
+    process = subprocess.Popen(
+        [*command, "--working-dir", str(HERE), "floor:app"],
+        env={"FLOOR_ROOT": str(files), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait(f"http://127.0.0.1:{port}/ready")
+    return process
 
 
 def machine() -> str:
@@ -415,18 +432,22 @@ def report(
         f"## Serving against nginx ({serve_at.resources:,} resources)",
         "",
         "nginx serves the exact bytes fhir-pub answered, as static files, in the same run. Ratio ="
-        " requests/s over nginx's at the same connections.",
+        " requests/s over nginx's at the same connections. `floor`: a WSGI app with no framework answering"
+        " the same bytes from memory (bench/floor.py) on granian, set up as `fhir-pub serve` runs it: what"
+        " any app on this server can reach at best.",
         "",
-        "| request | conns | nginx req/s | nginx p50 / p99 ms | fhir-pub (cache) req/s | ratio | p50 / p99 ms"
-        " | fhir-pub (no cache) req/s | ratio | p50 / p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| request | conns | nginx req/s | nginx p50 / p99 ms | floor req/s | ratio | fhir-pub (cache) req/s"
+        " | ratio | p50 / p99 ms | fhir-pub (no cache) req/s | ratio | p50 / p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in REQUESTS:
         for c in (1, 32):
-            n, a, b = served[name, c, "nginx"], served[name, c, "cache"], served[name, c, "no cache"]
+            n, f = served[name, c, "nginx"], served[name, c, "floor"]
+            a, b = served[name, c, "cache"], served[name, c, "no cache"]
             lines.append(
-                f"| {name} | {c} | {n[0]:,.0f} | {n[1]:.2f} / {n[2]:.2f} | {a[0]:,.0f} | {a[0] / n[0]:.2f} |"
-                f" {a[1]:.2f} / {a[2]:.2f} | {b[0]:,.0f} | {b[0] / n[0]:.2f} | {b[1]:.2f} / {b[2]:.2f} |"
+                f"| {name} | {c} | {n[0]:,.0f} | {n[1]:.2f} / {n[2]:.2f} | {f[0]:,.0f} | {f[0] / n[0]:.2f} |"
+                f" {a[0]:,.0f} | {a[0] / n[0]:.2f} | {a[1]:.2f} / {a[2]:.2f} |"
+                f" {b[0]:,.0f} | {b[0] / n[0]:.2f} | {b[1]:.2f} / {b[2]:.2f} |"
             )
     lines += [
         "",
@@ -560,10 +581,14 @@ def plots(sizes: list[Size], served: dict[tuple[str, int, str], Any]) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     names = list(REQUESTS)
     for axis, connections in zip(axes, (1, 32), strict=True):
-        width = 0.4
-        for shift, server in ((-width / 2, "cache"), (width / 2, "no cache")):
+        width = 0.27
+        for shift, server, label in (
+            (-width, "floor", "bare WSGI app on granian (floor)"),
+            (0.0, "cache", "fhir-pub, cache"),
+            (width, "no cache", "fhir-pub, no cache"),
+        ):
             ratios = [served[n, connections, server][0] / served[n, connections, "nginx"][0] for n in names]
-            axis.bar([i + shift for i in range(len(names))], ratios, width, label=f"fhir-pub, {server}")
+            axis.bar([i + shift for i in range(len(names))], ratios, width, label=label)
         axis.axhline(TARGETS["read_ratio"], color="grey", linestyle="--", linewidth=1)
         axis.axhline(TARGETS["search_ratio"], color="grey", linestyle=":", linewidth=1)
         axis.set_xticks(range(len(names)), [n.replace("search ", "") for n in names], rotation=30, ha="right")
@@ -623,7 +648,7 @@ def main() -> None:
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)
     runs = 1 if args.quick else 3
     require_tools()
-    require_free(PORT_NGINX, PORT_CACHED, PORT_UNCACHED)
+    require_free(PORT_NGINX, PORT_CACHED, PORT_UNCACHED, PORT_FLOOR)
     began, clock = datetime.now(UTC), time.perf_counter()
     header = machine()
     scratch = Path(tempfile.mkdtemp(prefix="fhir-pub-results-", dir=args.dir))
