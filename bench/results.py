@@ -350,16 +350,20 @@ def mark(ok: bool) -> str:
 
 def _serving_targets(served: dict[tuple[str, int, str], Any], label: str, server: str) -> list[str]:
     """The serving target rows (32 connections) of one fhir-pub server against nginx."""
-    read = served["read", 32, server][0] / served["read", 32, "nginx"][0]
+
+    def ratio(name: str, of: str = server) -> float:
+        return float(served[name, 32, of][0] / served[name, 32, "nginx"][0])
+
+    read = ratio("read")
     lines = [
         f"| read ≥ {TARGETS['read_ratio']:.0%} of nginx's requests/s, 32 connections, {label} |"
-        f" {read:.2f} | {mark(read >= TARGETS['read_ratio'])} |"
+        f" {read:.2f} (floor {ratio('read', 'floor'):.2f}) | {mark(read >= TARGETS['read_ratio'])} |"
     ]
     for name in SEARCHES:
-        ratio = served[name, 32, server][0] / served[name, 32, "nginx"][0]
         lines.append(
             f"| {name} ≥ {TARGETS['search_ratio']:.0%} of nginx's, 32 connections, {label} |"
-            f" {ratio:.2f} | {mark(ratio >= TARGETS['search_ratio'])} |"
+            f" {ratio(name):.2f} (floor {ratio(name, 'floor'):.2f}) |"
+            f" {mark(ratio(name) >= TARGETS['search_ratio'])} |"
         )
     worst = max(REQUESTS, key=lambda n: served[n, 32, server][2])
     nginx_worst = max(REQUESTS, key=lambda n: served[n, 32, "nginx"][2])
