@@ -99,7 +99,7 @@ def _filter_query(store: Store, text: str, offset: int) -> SearchRequest:
             f"_typeFilter={text!r}: {', '.join(shaping)} shape search results; a filter only selects",
             expression="_typeFilter",
         )
-    paging = [("_count", str(MAX_COUNT)), ("_offset", str(offset))]
+    paging = [("_count", str(MAX_COUNT)), ("_offset", str(offset)), ("_total", "none")]  # pages, no counts
     return parse([kind], [*pairs, *paging], store.registry, strict=True)
 
 
@@ -152,7 +152,7 @@ def _filtered_ids(store: Store, filters: Sequence[str]) -> dict[str, set[str] | 
             result = engine.search(request, now)
             found.update(rid for _, rid in result.matches)
             offset += MAX_COUNT
-            if offset >= result.total:
+            if not result.more:
                 break
         previous = out.get(kind)
         out[kind] = found if previous is None else previous | found

@@ -893,3 +893,61 @@ class TestStoredTotals:
         query = "/fhir/Provenance?agent=Organization/fhir-pub&_count=7&_offset=3"
         assert old.get(query).get_json()["total"] == new.get(query).get_json()["total"] == 67
         assert ids(old, query) == ids(new, query)
+
+
+class TestUncounted:
+    """_total=none: the page alone, with next links while matches follow, and no count run."""
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            f"{CUD}?status=active",
+            f"{CUD}?subject=Medication/besponsa-vial&_sort=-type",
+            f"{CUD}?type=warning,undesirable-effect&status=active",
+            "Provenance?agent=Organization/fhir-pub",
+            f"/fhir?_type={CUD},Provenance&_lastUpdated=gt2000-01-01",
+        ],
+    )
+    @pytest.mark.parametrize("count", [1, 7, 20])
+    def test_pages_as_counted(self, client: FlaskClient, query: str, count: int) -> None:
+        """Paging with _total=none visits the same matches, in the same order, as with the total."""
+        pages: dict[str, list[str]] = {}
+        for total in ("accurate", "none"):
+            url: str | None = f"{query}&_count={count}&_total={total}"
+            url = url if url.startswith("/") else f"/fhir/{url}"
+            found: list[str] = []
+            while url:
+                bundle = client.get(url).json
+                relations = [link["relation"] for link in bundle["link"]]
+                assert ("total" in bundle) == (total == "accurate")
+                assert "last" in relations or total == "none"  # several types are counted anyway
+                found += [
+                    e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"
+                ]
+                nxt = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
+                url = urlsplit(nxt[0]).path + "?" + urlsplit(nxt[0]).query if nxt else None
+            pages[total] = found
+        assert pages["none"] == pages["accurate"]
+        assert len(pages["none"]) > count  # several pages were followed
+
+    def test_no_count_run(self, built: Path) -> None:
+        """For one type, an uncounted search runs no COUNT, and says whether more matches follow."""
+        store = Store(built)
+        statements: list[str] = []
+        engine = Engine(store.connection, totals=store.has_totals)
+        store.connection().set_trace_callback(statements.append)
+        first = engine.search(
+            parse([CUD], [("status", "active"), ("_count", "10"), ("_total", "none")], store.registry), now=0
+        )
+        last = engine.search(
+            parse(
+                [CUD],
+                [("status", "active"), ("_count", "10"), ("_offset", "50"), ("_total", "none")],
+                store.registry,
+            ),
+            now=0,
+        )
+        store.connection().set_trace_callback(None)
+        assert not any("COUNT(" in s for s in statements)
+        assert (first.total, first.more, len(first.matches)) == (None, True, 10)
+        assert (last.total, last.more, len(last.matches)) == (None, False, 9)  # 59 clinical uses are active

@@ -28,12 +28,16 @@ Key = tuple[str, str]  # (type, id)
 
 @dataclass(frozen=True)
 class Result:
-    """What a search found: the total, this page's matches, and what the includes added."""
+    """What a search found: the total (None: not counted), this page's matches, and what the includes added.
 
-    total: int
+    ``more``: whether matches follow this page.
+    """
+
+    total: int | None
     matches: list[Key]
     included: list[Key]
     notes: list[str]
+    more: bool
 
 
 def _like(text: str) -> str:
@@ -281,33 +285,40 @@ class Engine:
 
     def _search(self, request: SearchRequest, now: int) -> Result:
         matches: list[Key] = []
-        total = 0
+        total, more = 0, False
         skip, take = request.offset, request.count
+        # _total=none: the page alone, and one row past it to tell whether more follow; several types (or
+        # _summary=count) need the counts. https://hl7.org/fhir/R5/search.html#total
+        counted = request.total != "none" or len(request.types) > 1 or request.summary == "count"
         for resource_type in request.types:
             source, where, args = self._where(resource_type, request, now)
             # From an index table, a resource may match on several rows: its id is counted once.
             distinct = "DISTINCT " if source != "resource" else ""
-            count = self._stored_total(resource_type, request, now)
-            if count is None:
+            count = self._stored_total(resource_type, request, now) if counted else None
+            if counted and count is None:
                 sql = f"SELECT COUNT({distinct}r.id) FROM {source} r WHERE {where}"
                 count = self._db().execute(sql, args).fetchone()[0]
-            if take > 0 and skip < count:
+            if take > 0 and (count is None or skip < count):
                 order, keys, key_args = self._order(resource_type, request)
                 rows = (
                     self._db()
                     .execute(
                         f"SELECT {distinct}r.id{keys} FROM {source} r WHERE {where} "
                         f"ORDER BY {order} LIMIT ? OFFSET ?",
-                        [*key_args, *args, take, skip],
+                        [*key_args, *args, take if counted else take + 1, skip],
                     )
                     .fetchall()
                 )
+                more, rows = len(rows) > take, rows[:take]
                 matches.extend((resource_type, row[0]) for row in rows)
                 take -= len(rows)
-            skip = max(0, skip - count)
-            total += count
+            if count is not None:
+                skip = max(0, skip - count)
+                total += count
+        if counted:
+            more = request.offset + request.count < total
         included, notes = self._includes(request.includes, matches)
-        return Result(total, matches, included, notes)
+        return Result(total if counted else None, matches, included, notes, more)
 
     def _where(self, resource_type: str, request: SearchRequest, now: int) -> tuple[str, str, list[Any]]:
         """The table the matches come from, aliased ``r``, and the WHERE clause with its arguments.

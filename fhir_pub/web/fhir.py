@@ -17,7 +17,7 @@ from fhir_pub.errors import Invalid, MethodNotAllowed, NotFound, NotSupported, U
 from fhir_pub.openapi import openapi
 from fhir_pub.search.bundle import entry, searchset, subset
 from fhir_pub.search.dates import now_micros
-from fhir_pub.search.engine import Engine
+from fhir_pub.search.engine import Engine, Result
 from fhir_pub.search.request import MAX_COUNT, MAX_OFFSET, SearchRequest, parse, whole_number
 from fhir_pub.store import Store, Stored
 from fhir_pub.validation.issues import Issue, operation_outcome
@@ -110,9 +110,12 @@ def _strict() -> bool:
 
 
 def _links(
-    path: str, pairs: Sequence[tuple[str, str]], req: SearchRequest, total: int
+    path: str, pairs: Sequence[tuple[str, str]], req: SearchRequest, result: Result
 ) -> list[tuple[str, str]]:
-    """Self shows only what was applied; first/previous/next/last page through the same search."""
+    """Self shows only what was applied; first/previous/next/last page through the same search.
+
+    An uncounted search (``_total=none``) has no ``last`` link: its end is known only on reaching it.
+    """
     ignored = {key for key, _ in req.ignored}
     dropped = {"_count", "_offset", "_format", "_pretty", "_sort"}
     applied = [(k, v) for k, v in pairs if k not in ignored and k.split(":", 1)[0] not in dropped]
@@ -128,9 +131,11 @@ def _links(
         links.append(("first", url(0)))
         if req.offset > 0:
             links.append(("previous", url(max(0, req.offset - req.count))))
-        if req.offset + req.count < total:
+        if result.more:
             links.append(("next", url(req.offset + req.count)))
-        links.append(("last", url(((total - 1) // req.count) * req.count if total else 0)))
+        total = result.total
+        if total is not None:
+            links.append(("last", url(((total - 1) // req.count) * req.count if total else 0)))
     return links
 
 
@@ -162,7 +167,7 @@ def _search(types: Sequence[str], path: str, pairs: Sequence[tuple[str, str]]) -
     if warnings:
         entries.append(entry("urn:uuid:outcome", orjson.dumps(operation_outcome(warnings)), "outcome"))
     total = None if req.total == "none" else result.total
-    return Response(searchset(entries, total, _links(path, pairs, req, result.total)), content_type=FHIR_JSON)
+    return Response(searchset(entries, total, _links(path, pairs, req, result)), content_type=FHIR_JSON)
 
 
 @blueprint.get("/<resource_type>")
