@@ -59,6 +59,7 @@ from soak import tree
 HERE = Path(__file__).resolve().parent
 VARIANTS = 16  # distinct values per request, sent in turn
 WARMUP = 1  # seconds of load on each server and request before it is measured
+SERVER_HEADERS = {"date", "server", "content-length", "connection", "keep-alive", "transfer-encoding"}
 PORT_NGINX, PORT_CACHED, PORT_UNCACHED, PORT_FLOOR = 18290, 18291, 18292, 18293
 # The searches an EHR runs most, and the other requests; {n} is a drug number, {code} a system|code.
 REQUESTS = {
@@ -131,10 +132,15 @@ def paths(db_path: Path) -> dict[str, list[str]]:
 
 def get(url: str) -> bytes:
     """The body of a 200 answer (anything else stops the run)."""
+    return fetch(url)[0]
+
+
+def fetch(url: str) -> tuple[bytes, list[tuple[str, str]]]:
+    """The body and headers of a 200 answer (anything else stops the run)."""
     with urllib.request.urlopen(url, timeout=60) as response:
         if response.status != 200:
             raise SystemExit(f"{url}: {response.status}")
-        return bytes(response.read())
+        return bytes(response.read()), list(response.getheaders())
 
 
 def require_free(*ports: int) -> None:
@@ -256,6 +262,7 @@ def serving(entry: Size, scratch: Path, seconds: float, workers: int) -> dict[tu
     """(request, connections, server) -> (requests/s, p50, p99), and rss after load with the cache on."""
     www = scratch / "nginx"
     (www / "www").mkdir(parents=True, exist_ok=True)
+    (www / "headers").mkdir(exist_ok=True)
     urls = paths(entry.path)
     started: list[subprocess.Popen[bytes]] = []
     try:
@@ -282,10 +289,15 @@ def _serving(
         static_paths[name] = []
         for index, url in enumerate(variants):
             file = f"{name.replace(' ', '-').replace(',', '').replace('+', 'and')}-{index}"
-            (www / "www" / file).write_bytes(get(f"http://127.0.0.1:{PORT_CACHED}{url}"))
+            body, headers = fetch(f"http://127.0.0.1:{PORT_CACHED}{url}")
+            (www / "www" / file).write_bytes(body)
+            # The floor repeats fhir-pub's headers too, but for those granian adds itself (date, server,
+            # length) and the hop-by-hop ones (urllib asked for Connection: close).
+            kept = [(k, v) for k, v in headers if k.lower() not in SERVER_HEADERS]
+            (www / "headers" / file).write_text(json.dumps(kept), encoding="utf-8")
             static_paths[name].append(f"/{file}")
     started.append(nginx(www, PORT_NGINX, workers))
-    started.append(floor(www / "www", PORT_FLOOR, workers))
+    started.append(floor(www, PORT_FLOOR, workers))
     results: dict[tuple[str, int, str], Any] = {}
     for name in REQUESTS:
         for connections in (1, 32):
@@ -306,13 +318,13 @@ def _serving(
     return results
 
 
-def floor(files: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+def floor(root: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     """Start bench/floor.py (the same bytes from memory, no framework) on granian, as fhir-pub runs it."""
     command = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(workers)]
     command += ["--blocking-threads", "4", "--backpressure", "64", "--port", str(port)]  # as in cli.serve
     process = subprocess.Popen(
         [*command, "--working-dir", str(HERE), "floor:app"],
-        env={"FLOOR_ROOT": str(files), "PATH": "/usr/bin:/bin"},
+        env={"FLOOR_ROOT": str(root), "PATH": "/usr/bin:/bin"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -437,8 +449,8 @@ def report(
         "",
         "nginx serves the exact bytes fhir-pub answered, as static files, in the same run. Ratio ="
         " requests/s over nginx's at the same connections. `floor`: a WSGI app with no framework answering"
-        " the same bytes from memory (bench/floor.py) on granian, set up as `fhir-pub serve` runs it: what"
-        " any app on this server can reach at best.",
+        " the same bodies with the same headers from memory (bench/floor.py) on granian, set up as"
+        " `fhir-pub serve` runs it: what any app on this server can reach at best.",
         "",
         "| request | conns | nginx req/s | nginx p50 / p99 ms | floor req/s | ratio | fhir-pub (cache) req/s"
         " | ratio | p50 / p99 ms | fhir-pub (no cache) req/s | ratio | p50 / p99 ms |",
