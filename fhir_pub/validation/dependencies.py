@@ -299,6 +299,11 @@ class Plan:
         self.entries = sorted(reads.paths, key=lambda e: (e[0], e[1] or (), e[2]))
         self.guarded = any(guard is not None for _, guard, _ in self.entries)
         self._tries: dict[tuple[frozenset[int], tuple[tuple[str, str], ...]], list[tuple[str, Trie]]] = {}
+        # Prepared once: the roots read (in order), the variables they need, every entry.
+        self._roots = sorted({path[0] for path, _, _ in self.entries})
+        self._needed = [root[1:] for root in self._roots if root]
+        self._all = frozenset(range(len(self.entries)))
+        self._comparisons = sorted(reads.aliased_comparisons)
 
     def _tries_for(
         self, active: frozenset[int], aliases: tuple[tuple[str, str], ...]
@@ -328,9 +333,9 @@ class Plan:
         def value_of(root: str) -> Any:
             return focus if root == "" else variables.get(root[1:])
 
-        roots = {path[0] for path, _, _ in self.entries}
-        if any(root and root[1:] not in variables for root in roots):
-            return None
+        for name in self._needed:
+            if name not in variables:
+                return None
         if self.guarded:
             active = frozenset(
                 i
@@ -338,10 +343,10 @@ class Plan:
                 if guard is None or _present(value_of(guard[0]), guard)
             )
         else:
-            active = frozenset(range(len(self.entries)))
+            active = self._all
         seen: dict[int, str] = {}
         aliases = []
-        for root in sorted(roots):
+        for root in self._roots:
             first = seen.setdefault(id(value_of(root)), root)
             if first != root:  # the same object under two names (%resource and %rootResource)
                 aliases.append((root, first))
@@ -349,7 +354,7 @@ class Plan:
         parts.extend(
             [root, restrict(value_of(root), trie)] for root, trie in self._tries_for(active, tuple(aliases))
         )
-        for left, right in sorted(reads.aliased_comparisons):
+        for left, right in self._comparisons:
             parts.append([left, right, value_of(left) is value_of(right)])
         if reads.uses_index:
             parts.append(index_token)

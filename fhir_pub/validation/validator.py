@@ -62,16 +62,19 @@ class Candidate:
     checked: bool = False
 
 
-def _depth(value: Any) -> int:
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values() if isinstance(child, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
-    return deepest
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether JSON containers nest more than ``limit`` levels (``value`` itself is level 1)."""
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+            below.extend(child for child in children if isinstance(child, (dict, list)))
+        level = below
+    return False
 
 
 def candidate_from_bytes(data: bytes, source: str, max_bytes: int = MAX_BYTES) -> Candidate:
@@ -105,7 +108,7 @@ def shape_issues(value: Any, source: str) -> list[Issue]:
 
     if not isinstance(value, dict):
         return fail("structure", f"a FHIR resource is a JSON object, not {type(value).__name__}")
-    if _depth(value) > MAX_DEPTH:
+    if _too_deep(value, MAX_DEPTH):
         return fail("too-costly", f"JSON nested deeper than {MAX_DEPTH} levels; no FHIR resource needs that")
     kind = value.get("resourceType")
     if not isinstance(kind, str) or not kind:
