@@ -225,6 +225,19 @@ class Trie:
     children: dict[str, Trie] = field(default_factory=dict)
     whole: bool = False
     value: bool = False
+    _by_key: dict[str, Trie | None] = field(default_factory=dict, repr=False, compare=False)
+
+    def child(self, key: str) -> Trie | None:
+        """The subtree a JSON key falls under (``_status``, ``valueRange``: their element's), if any."""
+        found = self._by_key.get(key, self)
+        if found is not self:
+            return found
+        sub = self.children.get(key)
+        if sub is None and (key.startswith("_") or not key.islower()):
+            sub = self.children.get(_base_name(key))
+        if len(self._by_key) < KEYS_REMEMBERED:  # keys come from untrusted input: bounded
+            self._by_key[key] = sub
+        return sub
 
 
 def _trie(paths: list[tuple[Path, bool, bool]]) -> Trie:
@@ -248,8 +261,7 @@ def _base_name(key: str) -> str:
     return key
 
 
-# What FHIRPath may count as absent or empty: a presence placeholder must keep these as they are.
-_EMPTYISH = (None, "", 0, False)
+KEYS_REMEMBERED = 1024
 
 
 def restrict(data: Any, trie: Trie) -> Any:
@@ -261,16 +273,16 @@ def restrict(data: Any, trie: Trie) -> Any:
     if not trie.value and not trie.children:
         if isinstance(data, (dict, list)):
             return True if data else data
-        return data if any(data is e or (type(data) is type(e) and data == e) for e in _EMPTYISH) else True
+        # What FHIRPath may count as absent or empty (None, "", 0, False) stays as it is.
+        kind = type(data)
+        return data if data is None or data is False or ((kind is str or kind is int) and not data) else True
     if isinstance(data, dict):
         out = {}
         for key, value in data.items():
             if key == "resourceType":
                 out[key] = value
                 continue
-            sub = trie.children.get(key)
-            if sub is None and (key.startswith("_") or not key.islower()):
-                sub = trie.children.get(_base_name(key))
+            sub = trie.child(key)
             if sub is not None:
                 out[key] = restrict(value, sub)
         return out

@@ -133,12 +133,13 @@ def read_candidate(path: Path, max_bytes: int = MAX_BYTES) -> tuple[Candidate, b
     """Read one file as a candidate, with the bytes read (None when it could not be read)."""
     source = str(path)
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            message = f"{size:,} bytes is more than the limit of {max_bytes:,} bytes for one resource"
-            issue = Issue("fatal", "too-long", message, None, source, None, "input")
-            return Candidate(source, None, [issue]), None
-        data = path.read_bytes()
+        with path.open("rb", buffering=0) as file:  # unbuffered: one open, the size, the bytes
+            size = os.fstat(file.fileno()).st_size
+            if size > max_bytes:
+                message = f"{size:,} bytes is more than the limit of {max_bytes:,} bytes for one resource"
+                issue = Issue("fatal", "too-long", message, None, source, None, "input")
+                return Candidate(source, None, [issue]), None
+            data = file.readall()
     except OSError as exc:
         issue = Issue("fatal", "exception", f"cannot read: {exc.strerror}", None, source, None, "input")
         return Candidate(source, None, [issue]), None
