@@ -64,6 +64,8 @@ MIN_TIME, MAX_TIME = -(2**62), 2**62
 
 def normalize(text: str) -> str:
     """Case- and accent-insensitive form for string search: NFKD without combining marks, casefolded."""
+    if text.isascii():  # NFKD leaves ASCII as it is, and none of it is a combining mark
+        return " ".join(text.casefold().split())
     decomposed = unicodedata.normalize("NFKD", text)
     return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).casefold().split())
 
