@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import collections
+import gc
 import logging
 import multiprocessing
 import os
@@ -511,7 +512,11 @@ def _map_ordered(session: Session, count: int, workers: int | None) -> Iterator[
         yield from (session.chunk(*b) for b in bounds)
         return
     # fork: workers inherit the candidates, the compiled validators and the index without pickling them.
+    # Frozen first, what they inherit is left out of their garbage collections: collecting never walks
+    # (nor copies, writing its headers) the parent's compiled validators and models again.
+    # https://docs.python.org/3/library/gc.html#gc.freeze
     _forked = session
+    gc.freeze()
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             _forked = None
@@ -524,3 +529,4 @@ def _map_ordered(session: Session, count: int, workers: int | None) -> Iterator[
                 yield pending.popleft().get()
     finally:
         _forked = None
+        gc.unfreeze()
