@@ -331,9 +331,11 @@ class Session:
 
     ``read(i)`` gives candidate ``i`` (read here, or in a forked worker); ``resolvable`` is what
     ``resolve()`` reaches (the set, and any context); ``type_of`` gives the type of a reference that
-    resolves, else None (default: from ``resolvable``). ``extra``, when given, gets the chunk's checked
-    resources (with their numbers) in the same process after the layers; its result is the chunk's
-    ``extra`` (the build indexes and serialises resources there). ``source(i)`` names resource ``i``.
+    resolves, else None (default: from ``resolvable``). ``extra``, when given, gets the chunk's resources
+    the per-resource layers found no error in (with their numbers), in the same process after the layers;
+    its result is the chunk's ``extra`` (the build indexes and serialises resources there: a set with an
+    error builds nothing, and an invalid resource's values need not fit the index). ``source(i)`` names
+    resource ``i``.
     The parent keeps only keys and references: the graph facts (who refers to whom) and the invariants
     that read them, evaluated at :meth:`report`.
     """
@@ -396,15 +398,18 @@ class Session:
     def chunk(self, start: int, stop: int) -> Chunk:
         """The per-resource layers on candidates ``start`` to ``stop`` (in a worker, or here)."""
         out = Chunk(start)
-        checked = []
+        clean = []
         for index in range(start, stop):
             candidate = _shape_checked(self.read(index))
             out.input.extend(candidate.issues)
             if candidate.resource is not None:
+                marks = len(out.layered), len(out.graph), len(out.invariant)
                 self._check(candidate.resource, candidate.source, index, out)
-                checked.append((index, candidate.resource))
+                found = [*out.layered[marks[0] :], *out.graph[marks[1] :], *out.invariant[marks[2] :]]
+                if not any(is_error(issue) for issue in found):
+                    clean.append((index, candidate.resource))
         if self.extra is not None:
-            out.extra = self.extra(checked)
+            out.extra = self.extra(clean)
         return out
 
     def _type_of(self, reference: str) -> str | None:
