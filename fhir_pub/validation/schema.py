@@ -480,9 +480,12 @@ def fhirpath_of(root: str, location: deque[str | int] | list[str | int]) -> str:
     return out
 
 
-MEMO_LIMIT = 100_000  # per profile: (subschema, value) pairs found valid
-# Keys are serialized values (a narrative is kilobytes): each profile's memo is bounded in bytes too.
-MEMO_BYTES = 8 << 20
+# Per profile: (subschema, value) pairs found valid. Parts repeat mostly among neighbours (a drug's own
+# resources), so a small memo, cleared when full, hits as often as a large one (measured on bench/corpus.py
+# publications) and costs a few MiB. Keys are serialized values (a narrative is kilobytes): bounded in
+# bytes too.
+MEMO_LIMIT = 1_000
+MEMO_BYTES = 256 << 10
 
 
 class _ValidMemo:
