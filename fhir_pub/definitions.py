@@ -124,12 +124,12 @@ def element_at(path: str) -> ElementInfo | None:
     return current
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(typing.NamedTuple):
     """One value found in a resource's JSON, typed by the R5 definitions.
 
     ``expression`` locates it (``Provenance.entity[0].what``); ``path`` is its element path without
-    indexes (``Provenance.entity.what``), the key that ElementDefinitions use.
+    indexes (``Provenance.entity.what``), the key that ElementDefinitions use. (A named tuple: a resource
+    has dozens, and every layer walks them.)
     """
 
     expression: str
@@ -137,6 +137,12 @@ class Node:
     type_name: str
     value: Any
     info: ElementInfo | None
+
+
+@cache
+def complex_elements(type_name: str) -> dict[str, ElementInfo]:
+    """The elements of a type that hold complex values (the ones :func:`walk_json` descends into)."""
+    return {name: info for name, info in elements(type_name).items() if not info.is_primitive}
 
 
 def walk_json(resource: typing.Mapping[str, Any]) -> typing.Iterator[Node]:
@@ -150,10 +156,10 @@ def walk_json(resource: typing.Mapping[str, Any]) -> typing.Iterator[Node]:
     stack: list[tuple[str, str, str, typing.Mapping[str, Any]]] = [(root, root, root, resource)]
     while stack:
         expression, path, type_name, node = stack.pop()
-        known = elements(type_name)
+        known = complex_elements(type_name)
         for name, value in node.items():
             info = known.get(name)
-            if info is None or info.is_primitive:
+            if info is None:
                 continue
             items = value if isinstance(value, list) else [value]
             for index, item in enumerate(items):

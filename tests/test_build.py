@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -54,6 +55,31 @@ class TestBuild:
         assert failure.value.report.errors == 2  # the profile's target rule and R5's allowed types
         assert out.read_bytes() == before
         assert sorted(p.name for p in tmp_path.iterdir()) == ["p.sqlite", "resources"]
+
+    @pytest.mark.parametrize("meta", [None, {"versionId": "1"}, {"versionId": 1, "lastUpdated": "2024"}])
+    def test_refuses_broken_meta(self, tmp_path: Path, broken: Path, meta: dict[str, Any] | None) -> None:
+        """A resource without a usable meta (version, lastUpdated) is reported, not a crash."""
+        path = broken / "Organization" / "fda.json"
+        resource = json.loads(path.read_text(encoding="utf-8"))
+        if meta is None:
+            del resource["meta"]
+        else:
+            resource["meta"] = {**meta, "profile": resource["meta"]["profile"]}
+        path.write_text(json.dumps(resource), encoding="utf-8")
+        with pytest.raises(BuildError) as failure:
+            build(tmp_path / "p.sqlite", resources_dir=broken)
+        assert any(i.source == str(path) for i in failure.value.report.issues)
+        assert not (tmp_path / "p.sqlite").exists()
+
+    def test_refuses_values_the_index_cannot_hold(self, tmp_path: Path, broken: Path) -> None:
+        """An invalid resource is reported, never indexed: its values need not fit the search tables."""
+        path = broken / "Organization" / "fda.json"
+        resource = json.loads(path.read_text(encoding="utf-8"))
+        resource["type"] = [{"coding": 3.5}]
+        path.write_text(json.dumps(resource), encoding="utf-8")
+        with pytest.raises(BuildError) as failure:
+            build(tmp_path / "p.sqlite", resources_dir=broken)
+        assert any(i.source == str(path) for i in failure.value.report.issues)
 
     def test_digest_follows_sources(self, tmp_path: Path, publication: Publication) -> None:
         """The source digest changes when any source file changes (so a cached build is rebuilt)."""

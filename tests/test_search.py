@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import unicodedata
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -16,7 +17,7 @@ from fhir_pub.build import build
 from fhir_pub.publication import Publication
 from fhir_pub.search.dates import Range, matches, parse_range
 from fhir_pub.search.engine import Engine, date_condition
-from fhir_pub.search.index import TOTAL_MIN, TOTALS_SCHEMA, write_totals
+from fhir_pub.search.index import TOTAL_MIN, TOTALS_SCHEMA, normalize, write_totals
 from fhir_pub.search.request import InvalidSearch, parse, split_unescaped, unescape
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
@@ -147,6 +148,14 @@ class TestStrings:
     def test_query(self, client: FlaskClient, query: str, expected: set[str]) -> None:
         """Each query matches exactly the expected resources (a backslash escapes a comma)."""
         assert ids(client, query) == expected
+
+    @settings(max_examples=300)
+    @given(st.text(alphabet=st.characters(max_codepoint=127)) | st.text(max_size=8))
+    def test_normalize(self, text: str) -> None:
+        """The ASCII shortcut normalizes as NFKD without combining marks, casefolded, spaces collapsed."""
+        decomposed = unicodedata.normalize("NFKD", text)
+        stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+        assert " ".join(stripped.casefold().split()) == normalize(text)
 
 
 class TestReferences:

@@ -18,7 +18,7 @@ from fhir_pub.publication import load
 from fhir_pub.validation import Candidate, Validator, candidate_from_bytes
 from fhir_pub.validation.fhirpath import compile_expression
 from fhir_pub.validation.invariants import NARRATIVE_CHECKS, REF_1, InvariantSet, narrative_checks, ref_1
-from fhir_pub.validation.schema import _Part
+from fhir_pub.validation.schema import SchemaValidator, _Part
 from fhir_pub.validation.validator import declared_profiles, shape_issues
 
 PUBLICATION = load()
@@ -220,6 +220,25 @@ class TestNative:
 
 class TestSchemaSplit:
     """Checking a resource element by element (memoized) reports what checking it whole reports."""
+
+    def test_memo_keeps_only_valid_parts(self) -> None:
+        """A part found valid before is reported again where it recurs broken, at its own path."""
+        resource = CONTEXT["Provenance/warning-bleeding"]
+        url = resource["meta"]["profile"][0]
+        memoized = SchemaValidator(VALIDATOR.schemas[url])
+        broken = copy.deepcopy(resource)
+        broken["agent"].append(copy.deepcopy(broken["agent"][0]))  # a valid agent repeated ...
+        broken["agent"][1]["who"]["reference"] = "Patient/x"  # ... then broken
+        broken["entity"][0]["what"]["reference"] = "Patient/y"
+        plain = _Part(VALIDATOR.schemas[url]).issues(broken, [], "Provenance", "b")
+        assert [i.expression for i in plain] == [
+            "Provenance.agent[1].who.reference",
+            "Provenance.entity[0].what.reference",
+        ]
+        assert memoized.issues(resource, "a") == []
+        assert memoized.issues(broken, "b") == plain
+        assert memoized.issues(broken, "b") == plain
+        assert memoized.issues(resource, "a") == []
 
     @SETTINGS
     @given(mutated_resources())

@@ -97,6 +97,8 @@ MIN_TIME, MAX_TIME = -(2**62), 2**62
 
 def normalize(text: str) -> str:
     """Case- and accent-insensitive form for string search: NFKD without combining marks, casefolded."""
+    if text.isascii():  # NFKD leaves ASCII as it is, and none of it is a combining mark
+        return " ".join(text.casefold().split())
     decomposed = unicodedata.normalize("NFKD", text)
     return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).casefold().split())
 
@@ -233,8 +235,9 @@ class Indexer:
         """
         kind, rid = resource["resourceType"], resource["id"]
         narrative = narrative_text(resource)
-        content = " ".join([narrative, *(s for key, s in _content_strings(resource) if key != "div")])
-        out.rows["search_text"].append((kind, rid, narrative, content))
+        content = [narrative]
+        _content_strings(resource, "", content)
+        out.rows["search_text"].append((kind, rid, narrative, " ".join(content)))
         if kind not in self._by_type:
             self._by_type[kind] = extractors(self.registry, kind)
         token = RESOLVABLE.set(self.resolvable)  # for expressions fhirpathpy evaluates
@@ -272,15 +275,17 @@ def narrative_text(resource: Mapping[str, Any]) -> str:
     return " ".join(html.unescape(_TAG.sub(" ", div)).split()) if isinstance(div, str) else ""
 
 
-def _content_strings(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
+def _content_strings(value: Any, key: str, out: list[str]) -> None:
+    """Append the strings inside ``value`` but the narrative's ``div``, in document order."""
     if isinstance(value, str):
-        yield key, value
+        if key != "div":
+            out.append(value)
     elif isinstance(value, dict):
         for name, item in value.items():
-            yield from _content_strings(item, name)
+            _content_strings(item, name, out)
     elif isinstance(value, list):
         for item in value:
-            yield from _content_strings(item, key)
+            _content_strings(item, key, out)
 
 
 def _add(out: IndexRows, kind: str, rid: str, param: SearchParam, values: list[Any]) -> None:

@@ -225,6 +225,19 @@ class Trie:
     children: dict[str, Trie] = field(default_factory=dict)
     whole: bool = False
     value: bool = False
+    _by_key: dict[str, Trie | None] = field(default_factory=dict, repr=False, compare=False)
+
+    def child(self, key: str) -> Trie | None:
+        """The subtree a JSON key falls under (``_status``, ``valueRange``: their element's), if any."""
+        found = self._by_key.get(key, self)
+        if found is not self:
+            return found
+        sub = self.children.get(key)
+        if sub is None and (key.startswith("_") or not key.islower()):
+            sub = self.children.get(_base_name(key))
+        if len(self._by_key) < KEYS_REMEMBERED:  # keys come from untrusted input: bounded
+            self._by_key[key] = sub
+        return sub
 
 
 def _trie(paths: list[tuple[Path, bool, bool]]) -> Trie:
@@ -248,8 +261,7 @@ def _base_name(key: str) -> str:
     return key
 
 
-# What FHIRPath may count as absent or empty: a presence placeholder must keep these as they are.
-_EMPTYISH = (None, "", 0, False)
+KEYS_REMEMBERED = 1024
 
 
 def restrict(data: Any, trie: Trie) -> Any:
@@ -261,16 +273,16 @@ def restrict(data: Any, trie: Trie) -> Any:
     if not trie.value and not trie.children:
         if isinstance(data, (dict, list)):
             return True if data else data
-        return data if any(data is e or (type(data) is type(e) and data == e) for e in _EMPTYISH) else True
+        # What FHIRPath may count as absent or empty (None, "", 0, False) stays as it is.
+        kind = type(data)
+        return data if data is None or data is False or ((kind is str or kind is int) and not data) else True
     if isinstance(data, dict):
         out = {}
         for key, value in data.items():
             if key == "resourceType":
                 out[key] = value
                 continue
-            sub = trie.children.get(key)
-            if sub is None and (key.startswith("_") or not key.islower()):
-                sub = trie.children.get(_base_name(key))
+            sub = trie.child(key)
             if sub is not None:
                 out[key] = restrict(value, sub)
         return out
@@ -299,6 +311,11 @@ class Plan:
         self.entries = sorted(reads.paths, key=lambda e: (e[0], e[1] or (), e[2]))
         self.guarded = any(guard is not None for _, guard, _ in self.entries)
         self._tries: dict[tuple[frozenset[int], tuple[tuple[str, str], ...]], list[tuple[str, Trie]]] = {}
+        # Prepared once: the roots read (in order), the variables they need, every entry.
+        self._roots = sorted({path[0] for path, _, _ in self.entries})
+        self._needed = [root[1:] for root in self._roots if root]
+        self._all = frozenset(range(len(self.entries)))
+        self._comparisons = sorted(reads.aliased_comparisons)
 
     def _tries_for(
         self, active: frozenset[int], aliases: tuple[tuple[str, str], ...]
@@ -328,9 +345,9 @@ class Plan:
         def value_of(root: str) -> Any:
             return focus if root == "" else variables.get(root[1:])
 
-        roots = {path[0] for path, _, _ in self.entries}
-        if any(root and root[1:] not in variables for root in roots):
-            return None
+        for name in self._needed:
+            if name not in variables:
+                return None
         if self.guarded:
             active = frozenset(
                 i
@@ -338,10 +355,10 @@ class Plan:
                 if guard is None or _present(value_of(guard[0]), guard)
             )
         else:
-            active = frozenset(range(len(self.entries)))
+            active = self._all
         seen: dict[int, str] = {}
         aliases = []
-        for root in sorted(roots):
+        for root in self._roots:
             first = seen.setdefault(id(value_of(root)), root)
             if first != root:  # the same object under two names (%resource and %rootResource)
                 aliases.append((root, first))
@@ -349,7 +366,7 @@ class Plan:
         parts.extend(
             [root, restrict(value_of(root), trie)] for root, trie in self._tries_for(active, tuple(aliases))
         )
-        for left, right in sorted(reads.aliased_comparisons):
+        for left, right in self._comparisons:
             parts.append([left, right, value_of(left) is value_of(right)])
         if reads.uses_index:
             parts.append(index_token)

@@ -115,7 +115,7 @@ def html_checks(div: Any) -> bool:
             local = name.rsplit("}", 1)[-1].lower()
             if local.startswith("on") or (local in {"href", "src"} and _SCRIPT_URL.match(value)):
                 return False
-    has_text = bool("".join(root.itertext()).strip())
+    has_text = any(text.strip() for text in root.itertext())  # some text that is not whitespace
     return has_text or root.find(f".//{XHTML}img") is not None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 from typing import Any
 
 from fhirpathpy.engine.nodes import ResourceNode
@@ -106,12 +106,12 @@ class Invariant:
     native: Any = field(default=None, repr=False, compare=False)
     number: int = field(default=-1, repr=False, compare=False)
 
-    @property
+    @cached_property
     def reads_environment(self) -> bool:
         """Whether the expression may read a graph variable (``%sources`` ...), known once all is read."""
         return any(f"%{name}" in self.expression for name in ENVIRONMENT)
 
-    @property
+    @cached_property
     def focus_free(self) -> bool:
         """Whether the result depends on the graph variables only, not on the resource (see dependencies)."""
         reads = self.plan.reads
@@ -168,6 +168,9 @@ class InvariantSet:
                 self._add(by_path.setdefault(path, []), constraint, expression, path, url)
         self._memo: dict[tuple[str, str, str | bytes], bool | None] = {}
         self._memo_bytes = 0
+        self._applicable: dict[
+            tuple[str, str, tuple[str, ...]], tuple[list[Invariant], list[Invariant], list[Invariant]]
+        ] = {}
 
     def _add(
         self,
@@ -215,31 +218,45 @@ class InvariantSet:
         """
         variables = {**ENVIRONMENT_DEFAULTS, **environment, "resource": resource, "rootResource": resource}
         found: list[Issue] = list(ele_1(resource, source))
-        by_path = [self.by_profile.get(url, {}) for url in profiles]
+        applicable = self._applicable
+        key_of_profiles = tuple(profiles)
         for node in nodes if nodes is not None else walk_json(resource):
-            candidates = [*self.by_type.get(node.type_name, ())]
-            for paths in by_path:
-                candidates.extend(paths.get(node.path, ()))
-            if not candidates:
-                continue
-            if deferred is not None:
-                now = []
-                for invariant in candidates:
-                    if not invariant.reads_environment:
-                        now.append(invariant)
-                    elif invariant.focus_free:
-                        deferred.append((invariant.number, node.expression, _type_path(node), None, None))
+            where = (node.type_name, node.path, key_of_profiles)
+            split = applicable.get(where)
+            if split is None:
+                if len(applicable) >= MEMO_LIMIT:  # only a hostile resource declares that many profiles
+                    applicable.clear()
+                split = applicable[where] = self._split(node.type_name, node.path, profiles)
+            candidates, now, waiting = split
+            if deferred is None:
+                now = candidates
+            elif waiting:
+                type_path = _type_path(node)
+                for invariant in waiting:
+                    if invariant.focus_free:
+                        deferred.append((invariant.number, node.expression, type_path, None, None))
                     else:
-                        item = (invariant.number, node.expression, _type_path(node), node.value, resource)
-                        deferred.append(item)
-                candidates = now
+                        deferred.append((invariant.number, node.expression, type_path, node.value, resource))
+            if not now:
+                continue
             wrap = node.info is not None
             found.extend(
-                self._evaluate(
-                    candidates, variables, node.value, node.expression, _type_path(node), wrap, source
-                )
+                self._evaluate(now, variables, node.value, node.expression, _type_path(node), wrap, source)
             )
         return found
+
+    def _split(
+        self, type_name: str, path: str, profiles: list[str]
+    ) -> tuple[list[Invariant], list[Invariant], list[Invariant]]:
+        """The invariants at one element: all, those evaluated at once, those that wait for the graph.
+
+        Each list keeps the order the invariants are defined in (see :meth:`issues`).
+        """
+        candidates = [*self.by_type.get(type_name, ())]
+        for url in profiles:
+            candidates.extend(self.by_profile.get(url, {}).get(path, ()))
+        now = [i for i in candidates if not i.reads_environment]
+        return candidates, now, [i for i in candidates if i.reads_environment]
 
     def evaluate_deferred(
         self, item: Deferred, environment: Mapping[str, Any], source: str | None
@@ -319,8 +336,29 @@ def _constraints(profile: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any]
             yield element, constraint
 
 
+def _all_filled(value: Any) -> bool:
+    """Whether no element below ``value`` is empty in ele-1's sense (the quick test: no paths built)."""
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, dict):
+                if not child or (len(child) == 1 and "id" in child):
+                    return False
+                stack.append(child)
+            elif isinstance(child, list):
+                if not child:
+                    return False
+                stack.append(child)
+            elif child is None or child == "":
+                return False
+    return True
+
+
 def ele_1(resource: Mapping[str, Any], source: str | None) -> Iterator[Issue]:
     """ele-1, natively: every element has a value or children (no empty value, no object with only an id)."""
+    if _all_filled({k: v for k, v in resource.items() if k != "resourceType"}):
+        return
     stack: list[tuple[str, Any]] = [(str(resource.get("resourceType", "Resource")), resource)]
     while stack:
         expression, value = stack.pop()

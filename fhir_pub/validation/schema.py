@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
@@ -480,22 +480,97 @@ def fhirpath_of(root: str, location: deque[str | int] | list[str | int]) -> str:
     return out
 
 
-MEMO_LIMIT = 20_000  # per profile; unique values (ids, narratives) never hit, repeated ones soon do
-# Keys are serialized values (a narrative is kilobytes): each profile's memo is bounded in bytes too.
-MEMO_BYTES = 2 << 20
+# Per profile: (subschema, value) pairs found valid. Parts repeat mostly among neighbours (a drug's own
+# resources), so a small memo, cleared when full, hits as often as a large one (measured on bench/corpus.py
+# publications) and costs a few MiB. Keys are serialized values (a narrative is kilobytes): bounded in
+# bytes too.
+MEMO_LIMIT = 1_000
+MEMO_BYTES = 256 << 10
+
+
+class _ValidMemo:
+    """The (subschema, value) pairs one profile's schema found valid, so they are not checked again.
+
+    A subschema's verdict on a value depends on nothing else: our schemas have a single ``$id`` (every
+    ``$ref`` resolves the same wherever it is met) and no ``$dynamicRef`` or ``unevaluated*``. FHIR
+    resources repeat their parts (codings, references, meta, whole elements), and a valid part yields no
+    error, so skipping it changes nothing; a part that fails is always checked again, so every error and
+    its path is what plain jsonschema reports. The key is the subschema's identity and the value's orjson
+    bytes, which are one-to-one for JSON values; a value they do not represent exactly (``null``, which
+    NaN also becomes; a key that is not a string; an integer beyond 64 bits) is never memoized.
+    """
+
+    def __init__(self) -> None:
+        self.valid: set[tuple[int, bytes]] = set()
+        self.size = 0
+        memo = self
+
+        # jsonschema's own keywords (jsonschema/_keywords.py), with the memo around each descent.
+        def properties(validator: Any, properties: Schema, instance: Any, schema: Schema) -> Any:
+            if not validator.is_type(instance, "object"):
+                return
+            for name, subschema in properties.items():
+                if name in instance:
+                    yield from memo.descend(validator, instance[name], subschema, name, name)
+
+        def items(validator: Any, items: Any, instance: Any, schema: Schema) -> Any:
+            if not validator.is_type(instance, "array") or items is False or schema.get("prefixItems"):
+                yield from plain_items(validator, items, instance, schema)
+                return
+            for index, item in enumerate(instance):
+                yield from memo.descend(validator, item, items, index, None)
+
+        base = jsonschema.Draft202012Validator
+        plain_items = base.VALIDATORS["items"]
+        keywords = {"properties": properties, "items": items}
+        self.cls = jsonschema.validators.extend(base, keywords)  # type: ignore[no-untyped-call]
+
+    def key(self, subschema: Any, value: Any) -> tuple[int, bytes] | None:
+        """The memo key of ``value`` under ``subschema``; None when it cannot be exact."""
+        try:
+            encoded = orjson.dumps(value)
+        except TypeError:  # orjson.JSONEncodeError: a key that is not a string, a huge integer ...
+            return None
+        return None if b"null" in encoded else (id(subschema), encoded)
+
+    def descend(self, validator: Any, value: Any, subschema: Any, path: Any, schema_path: Any) -> Any:
+        """``validator.descend``, skipped for a pair found valid before."""
+        key = self.key(subschema, value)
+        if key is not None and key in self.valid:
+            return
+        errors = list(validator.descend(value, subschema, path=path, schema_path=schema_path))
+        if key is not None and not errors:
+            self.add(key)
+        yield from errors
+
+    def add(self, key: tuple[int, bytes]) -> None:
+        """Remember a valid pair (forgetting everything when full: a new drug repeats its own parts)."""
+        if len(self.valid) >= MEMO_LIMIT or self.size >= MEMO_BYTES:
+            self.valid.clear()
+            self.size = 0
+        self.valid.add(key)
+        self.size += len(key[1])
 
 
 class _Part:
     """One jsonschema validator over a (sub)schema, reporting issues at paths below ``prefix``."""
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, memo: _ValidMemo | None = None) -> None:
         self.schema = schema
-        self._validator = jsonschema.Draft202012Validator(schema)
+        self.memo = memo
+        self._validator = (memo.cls if memo is not None else jsonschema.Draft202012Validator)(schema)
 
     def issues(self, instance: Any, prefix: list[str | int], root: str, source: str | None) -> list[Issue]:
+        """The issues of ``instance``; none, without checking, for a value this part found valid before."""
+        memo = self.memo
+        key = memo.key(self.schema, instance) if memo is not None else None
+        if memo is not None and key is not None and key in memo.valid:
+            return []
         found: list[Issue] = []
         for error in self._validator.iter_errors(instance):
             found.extend(self._issues_of(error, prefix, root, source))
+        if memo is not None and key is not None and not found:
+            memo.add(key)
         return found
 
     def _rule_of(self, error: jsonschema.ValidationError) -> dict[str, str] | None:
@@ -534,8 +609,8 @@ class SchemaValidator:
     """Checks resources against one compiled profile schema and reports issues.
 
     ``properties`` applies each subschema to its element's value alone, so a resource is checked element
-    by element: the root checks which elements are present, and each element's result is memoized on its
-    serialized value (a status, subject or meta recurs across many resources).
+    by element: the root checks which elements are present (memoized on the set of names), and every part
+    found valid is remembered (see :class:`_ValidMemo`).
     """
 
     def __init__(self, schema: Schema, *, check: bool = False) -> None:
@@ -544,34 +619,28 @@ class SchemaValidator:
         self.schema = schema
         extra = set(schema) - {"$schema", "$id", "title", "$defs", "properties"}
         self._split = extra <= {"allOf"} and all(_only_keys(b) for b in schema.get("allOf", []))
+        memo = _ValidMemo()
         defs = schema.get("$defs", {})
-        self._root = _Part({k: v for k, v in schema.items() if k != "properties"} if self._split else schema)
+        whole = {k: v for k, v in schema.items() if k != "properties"} if self._split else schema
+        self._root = _Part(whole, memo)
         self._parts = {
-            name: _Part({**sub, "$defs": defs}) for name, sub in schema.get("properties", {}).items()
+            name: _Part({**sub, "$defs": defs}, memo) for name, sub in schema.get("properties", {}).items()
         }
-        self._memo: dict[tuple[str, bytes], list[Issue]] = {}
-        self._memo_bytes = 0
+        self._valid_names: set[frozenset[str]] = set()  # the root checks only which names are present
 
     def issues(self, resource: dict[str, Any], source: str | None) -> list[Issue]:
         """Return the issues of ``resource`` against this schema."""
         root = str(resource.get("resourceType", "Resource"))
-        found = self._root.issues(resource, [], root, source)
         if not self._split:
-            return found
+            return self._root.issues(resource, [], root, source)
+        names = frozenset(resource)
+        found = [] if names in self._valid_names else self._root.issues(resource, [], root, source)
+        if not found and len(self._valid_names) < MEMO_LIMIT:
+            self._valid_names.add(names)
         for name, value in resource.items():
             part = self._parts.get(name)
-            if part is None:
-                continue
-            key = (name, orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
-            cached = self._memo.get(key)
-            if cached is None:
-                cached = part.issues(value, [name], root, None)
-                if len(self._memo) >= MEMO_LIMIT or self._memo_bytes >= MEMO_BYTES:
-                    self._memo.clear()
-                    self._memo_bytes = 0
-                self._memo[key] = cached
-                self._memo_bytes += len(key[1])
-            found.extend(replace(issue, source=source) for issue in cached)
+            if part is not None:
+                found.extend(part.issues(value, [name], root, source))
         return found
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from functools import cache
 from typing import Any
 
 from pydantic import ValidationError
 
-from fhir_pub.definitions import Node, elements, walk_json
+from fhir_pub.definitions import ElementInfo, Node, elements, walk_json
 from fhir_pub.model import parse
 from fhir_pub.validation.issues import Issue
 from fhir_pub.validation.schema import fhirpath_of
@@ -88,13 +89,13 @@ def json_type_issues(
     every other primitive is a JSON string.
     """
     for node in nodes if nodes is not None else walk_json(resource):
-        known = elements(node.type_name)
+        known = _primitives(node.type_name)
         for name, value in node.value.items():
-            info = known.get(name)
-            if info is None or not info.is_primitive:
+            found = known.get(name)
+            if found is None:
                 continue
+            info, expected = found
             values = value if isinstance(value, list) and info.is_list else [value]
-            expected = JSON_TYPES.get(info.type_name, (str,))
             for index, item in enumerate(values):
                 if item is None:
                     continue
@@ -104,3 +105,13 @@ def json_type_issues(
                         f"{where} must be a JSON {info.type_name}, not {type(item).__name__} {item!r:.40}"
                     )
                     yield Issue("error", "structure", message, where, source, "json-type", "structure")
+
+
+@cache
+def _primitives(type_name: str) -> dict[str, tuple[ElementInfo, tuple[type, ...]]]:
+    """The primitive elements of a type, each with the JSON types its values may have."""
+    return {
+        name: (info, JSON_TYPES.get(info.type_name, (str,)))
+        for name, info in elements(type_name).items()
+        if info.is_primitive
+    }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import collections
+import gc
 import logging
 import multiprocessing
 import os
@@ -62,16 +63,19 @@ class Candidate:
     checked: bool = False
 
 
-def _depth(value: Any) -> int:
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values() if isinstance(child, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
-    return deepest
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether JSON containers nest more than ``limit`` levels (``value`` itself is level 1)."""
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+            below.extend(child for child in children if isinstance(child, (dict, list)))
+        level = below
+    return False
 
 
 def candidate_from_bytes(data: bytes, source: str, max_bytes: int = MAX_BYTES) -> Candidate:
@@ -105,7 +109,7 @@ def shape_issues(value: Any, source: str) -> list[Issue]:
 
     if not isinstance(value, dict):
         return fail("structure", f"a FHIR resource is a JSON object, not {type(value).__name__}")
-    if _depth(value) > MAX_DEPTH:
+    if _too_deep(value, MAX_DEPTH):
         return fail("too-costly", f"JSON nested deeper than {MAX_DEPTH} levels; no FHIR resource needs that")
     kind = value.get("resourceType")
     if not isinstance(kind, str) or not kind:
@@ -130,12 +134,13 @@ def read_candidate(path: Path, max_bytes: int = MAX_BYTES) -> tuple[Candidate, b
     """Read one file as a candidate, with the bytes read (None when it could not be read)."""
     source = str(path)
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            message = f"{size:,} bytes is more than the limit of {max_bytes:,} bytes for one resource"
-            issue = Issue("fatal", "too-long", message, None, source, None, "input")
-            return Candidate(source, None, [issue]), None
-        data = path.read_bytes()
+        with path.open("rb", buffering=0) as file:  # unbuffered: one open, the size, the bytes
+            size = os.fstat(file.fileno()).st_size
+            if size > max_bytes:
+                message = f"{size:,} bytes is more than the limit of {max_bytes:,} bytes for one resource"
+                issue = Issue("fatal", "too-long", message, None, source, None, "input")
+                return Candidate(source, None, [issue]), None
+            data = file.readall()
     except OSError as exc:
         issue = Issue("fatal", "exception", f"cannot read: {exc.strerror}", None, source, None, "input")
         return Candidate(source, None, [issue]), None
@@ -326,9 +331,11 @@ class Session:
 
     ``read(i)`` gives candidate ``i`` (read here, or in a forked worker); ``resolvable`` is what
     ``resolve()`` reaches (the set, and any context); ``type_of`` gives the type of a reference that
-    resolves, else None (default: from ``resolvable``). ``extra``, when given, gets the chunk's checked
-    resources (with their numbers) in the same process after the layers; its result is the chunk's
-    ``extra`` (the build indexes and serialises resources there). ``source(i)`` names resource ``i``.
+    resolves, else None (default: from ``resolvable``). ``extra``, when given, gets the chunk's resources
+    the per-resource layers found no error in (with their numbers), in the same process after the layers;
+    its result is the chunk's ``extra`` (the build indexes and serialises resources there: a set with an
+    error builds nothing, and an invalid resource's values need not fit the index). ``source(i)`` names
+    resource ``i``.
     The parent keeps only keys and references: the graph facts (who refers to whom) and the invariants
     that read them, evaluated at :meth:`report`.
     """
@@ -391,15 +398,18 @@ class Session:
     def chunk(self, start: int, stop: int) -> Chunk:
         """The per-resource layers on candidates ``start`` to ``stop`` (in a worker, or here)."""
         out = Chunk(start)
-        checked = []
+        clean = []
         for index in range(start, stop):
             candidate = _shape_checked(self.read(index))
             out.input.extend(candidate.issues)
             if candidate.resource is not None:
+                marks = len(out.layered), len(out.graph), len(out.invariant)
                 self._check(candidate.resource, candidate.source, index, out)
-                checked.append((index, candidate.resource))
+                found = [*out.layered[marks[0] :], *out.graph[marks[1] :], *out.invariant[marks[2] :]]
+                if not any(is_error(issue) for issue in found):
+                    clean.append((index, candidate.resource))
         if self.extra is not None:
-            out.extra = self.extra(checked)
+            out.extra = self.extra(clean)
         return out
 
     def _type_of(self, reference: str) -> str | None:
@@ -507,7 +517,11 @@ def _map_ordered(session: Session, count: int, workers: int | None) -> Iterator[
         yield from (session.chunk(*b) for b in bounds)
         return
     # fork: workers inherit the candidates, the compiled validators and the index without pickling them.
+    # Frozen first, what they inherit is left out of their garbage collections: collecting never walks
+    # (nor copies, writing its headers) the parent's compiled validators and models again.
+    # https://docs.python.org/3/library/gc.html#gc.freeze
     _forked = session
+    gc.freeze()
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             _forked = None
@@ -520,3 +534,4 @@ def _map_ordered(session: Session, count: int, workers: int | None) -> Iterator[
                 yield pending.popleft().get()
     finally:
         _forked = None
+        gc.unfreeze()
