@@ -165,6 +165,24 @@ CATALOG: list[Case] = [
     Case("include-bad-syntax", "GET", "/fhir/Organization?_include=partof", 400, "invalid"),
     Case("include-too-many-parts", "GET", "/fhir/Organization?_include=a:b:c:d", 400, "invalid"),
     Case("include-recurse", "GET", "/fhir/Organization?_include:recurse=*", 400, "not-supported"),
+    Case("include-unknown-type", "GET", "/fhir/Organization?_include=0:0", 400, "invalid"),
+    Case("include-unknown-param", "GET", "/fhir/Organization?_include=Organization:colour", 400, "invalid"),
+    Case("include-not-reference", "GET", "/fhir/Organization?_include=Organization:name", 400, "invalid"),
+    Case(
+        "include-bad-target", "GET", "/fhir/Organization?_include=Organization:partof:Group", 400, "invalid"
+    ),
+    Case("include-other-source", "GET", "/fhir/Organization?_include=Provenance:target", 400, "invalid"),
+    Case(
+        "include-other-source-iterate",
+        "GET",
+        "/fhir/Organization?_include:iterate=Provenance:target",
+        200,
+        None,
+    ),
+    Case(
+        "revinclude-never-refers", "GET", "/fhir/Provenance?_revinclude=Organization:partof", 400, "invalid"
+    ),
+    Case("revinclude-refers", "GET", "/fhir/Organization?_revinclude=Provenance:agent", 200, None),
     Case(
         "include-loop",
         "GET",

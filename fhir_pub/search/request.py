@@ -263,14 +263,37 @@ def whole_number(name: str, value: str, high: int) -> int:
     return min(int(value), high)
 
 
-def _includes(key: str, value: str, types: Sequence[str], reverse: bool) -> Include:
+def _includes(key: str, value: str, types: Sequence[str], reverse: bool, registry: Registry) -> Include:
+    """One include, which must name a reference parameter of its source type that can apply here.
+
+    Without :iterate, an ``_include`` starts from the searched types' resources, and a ``_revinclude``'s
+    parameter must be able to refer to one of them (https://hl7.org/fhir/R5/search.html#include): any
+    other value could never include anything, so it is a bad value (400), not a silent no-op.
+    """
     iterate = key.endswith(":iterate")
     if value == "*":
         return Include("*", "*", None, iterate, reverse)
     parts = value.split(":")
     if len(parts) not in (2, 3) or not all(parts):
         raise InvalidSearch(f"{key}={value!r}: expected SourceType:parameter[:TargetType]", expression=key)
-    return Include(parts[0], parts[1], parts[2] if len(parts) == 3 else None, iterate, reverse)
+    source, code, target = parts[0], parts[1], parts[2] if len(parts) == 3 else None
+    param = registry.get(source, code)
+    if param is None or param.type != "reference":
+        raise InvalidSearch(
+            f"{key}={value!r}: {source} has no reference search parameter {code}", expression=key
+        )
+    if target is not None and param.targets and target not in param.targets:
+        raise InvalidSearch(f"{key}={value!r}: {source}:{code} does not refer to a {target}", expression=key)
+    if not iterate and not reverse and source not in types:
+        message = (
+            f"{key}={value!r}: this search finds {', '.join(types)}; include from {source} with :iterate"
+        )
+        raise InvalidSearch(message, expression=key)
+    reach = [target] if target is not None else param.targets
+    if not iterate and reverse and reach and not set(reach) & set(types):
+        message = f"{key}={value!r}: {source}:{code} never refers to {' or '.join(types)}"
+        raise InvalidSearch(message, expression=key)
+    return Include(source, code, target, iterate, reverse)
 
 
 def parse(
@@ -308,7 +331,7 @@ def parse(
         elif name in {"_include", "_revinclude"}:
             if key not in {name, f"{name}:iterate"}:
                 raise UnsupportedSearch(f"{key}: only :iterate is supported", expression=key)
-            includes.append(_includes(key, value, types, reverse=name == "_revinclude"))
+            includes.append(_includes(key, value, types, name == "_revinclude", registry))
         elif name == "_sort":
             for item in value.split(","):
                 descending = item.startswith("-")
