@@ -315,3 +315,13 @@ def test_replicas_answer_identically(tmp_path: Path, built: Path) -> None:
     finally:
         for process in processes:
             stop(process)
+
+
+def test_worker_app_frozen_for_the_collector(built: Path) -> None:
+    """The production app module freezes what it made, so full collections skip it (short GC pauses)."""
+    code = "import gc, fhir_pub.wsgi; print(gc.get_freeze_count(), len(gc.get_objects()))"
+    env = {**os.environ, "FHIR_PUB_PUBLICATION": str(built)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    frozen, tracked = map(int, out.stdout.split())
+    assert frozen > 10_000  # the app, its store and the libraries' objects
+    assert tracked < frozen // 10  # what the collector still walks is small
