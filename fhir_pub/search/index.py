@@ -55,7 +55,7 @@ CREATE INDEX search_uri_value ON search_uri (type, param, value);
 # Match counts of the indexed values that many resources share, so that the total of a search for one
 # of them is one lookup instead of a count of every match (a code that 7,000 resources share took 13 ms
 # to count at a million resources). Values with fewer matches are counted live, which is cheap, and keep
-# these tables small. Exactly the conditions engine.TOTALS names.
+# these tables small. Exactly the conditions engine.FULL_KEY names.
 TOTAL_MIN = 64
 TOTALS_SCHEMA = {
     "search_token_total": "type TEXT NOT NULL, param TEXT NOT NULL, system TEXT NOT NULL, "
