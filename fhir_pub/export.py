@@ -24,7 +24,6 @@ import orjson
 from fhir_pub.errors import Invalid
 from fhir_pub.search.bundle import subset
 from fhir_pub.search.dates import now_micros
-from fhir_pub.search.engine import Engine
 from fhir_pub.search.request import MAX_COUNT, SearchRequest, parse
 from fhir_pub.store import Store
 
@@ -133,7 +132,7 @@ def check_type_filters(store: Store, filters: Sequence[str]) -> None:
 
     Each is run once, as some problems show only then (a value set ``:in`` names that is not stored).
     """
-    engine = Engine(store.connection, expand=store.expand, totals=store.has_totals)
+    engine = store.engine()
     now = now_micros()
     for text in filters:
         engine.search(_filter_query(store, text, 0), now)
@@ -142,7 +141,7 @@ def check_type_filters(store: Store, filters: Sequence[str]) -> None:
 def _filtered_ids(store: Store, filters: Sequence[str]) -> dict[str, set[str] | None]:
     """For each type named in ``_typeFilter``, the ids its queries match (ORed), through the search engine."""
     out: dict[str, set[str] | None] = {}
-    engine = Engine(store.connection, expand=store.expand, totals=store.has_totals)
+    engine = store.engine()
     now = now_micros()
     for text in filters:
         kind = text.partition("?")[0]

@@ -13,6 +13,7 @@ import orjson
 
 from fhir_pub.conformance import Conformance
 from fhir_pub.errors import PublicationError
+from fhir_pub.search.engine import MAX_INCLUDES, Engine
 from fhir_pub.search.index import TOTALS_SCHEMA
 from fhir_pub.search.parameters import Registry, SearchParam
 
@@ -86,6 +87,19 @@ class Store:
         if self._value_sets is None:
             self._value_sets = Conformance(self.path, {r["url"]: r for r in self.conformance()})
         return self._value_sets.expand(url)
+
+    def engine(
+        self, base_url: str = "", *, budget: float | None = None, max_includes: int = MAX_INCLUDES
+    ) -> Engine:
+        """A search engine over this publication (its value sets, and its stored totals if it has them)."""
+        return Engine(
+            self.connection,
+            base_url,
+            self.expand,
+            budget=budget,
+            max_includes=max_includes,
+            totals=self.has_totals,
+        )
 
     def history(
         self, resource_type: str | None, resource_id: str | None, since: str | None, count: int, offset: int

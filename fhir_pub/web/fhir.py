@@ -17,7 +17,7 @@ from fhir_pub.errors import Invalid, MethodNotAllowed, NotFound, NotSupported, U
 from fhir_pub.openapi import openapi
 from fhir_pub.search.bundle import entry, searchset, subset
 from fhir_pub.search.dates import now_micros
-from fhir_pub.search.engine import Engine, Result
+from fhir_pub.search.engine import Result
 from fhir_pub.search.request import MAX_COUNT, MAX_OFFSET, SearchRequest, parse, whole_number
 from fhir_pub.store import Store, Stored
 from fhir_pub.validation.issues import Issue, operation_outcome
@@ -144,9 +144,7 @@ def _search(types: Sequence[str], path: str, pairs: Sequence[tuple[str, str]]) -
     req = parse(types, pairs, store.registry, strict=_strict())
     settings = current_app.extensions["fhir_pub"]["settings"]
     budget, most = settings.search_timeout, settings.max_includes
-    engine = Engine(
-        store.connection, _base(), store.expand, budget=budget, max_includes=most, totals=store.has_totals
-    )
+    engine = store.engine(_base(), budget=budget, max_includes=most)
     result = engine.search(req, now_micros())
     entries: list[bytes] = []
     if req.summary != "count":
