@@ -58,6 +58,10 @@ CREATE TABLE ndjson (
 CREATE UNIQUE INDEX ndjson_order ON ndjson (type, seq);
 """
 NDJSON_CHUNK = 4 << 20
+# A resource row holds its JSON (about 1.7 KB in the synthetic corpus): with SQLite's default 4 KiB pages
+# most rows spill into overflow pages. With 16 KiB pages the resource table was written 2.8 times faster
+# and the 100,000-resource file was 24% smaller; searches and reads were no slower.
+PAGE_SIZE = 16384
 
 
 def write_ndjson(db: sqlite3.Connection, chunk_size: int = NDJSON_CHUNK) -> None:
@@ -339,6 +343,7 @@ def build(
     db = sqlite3.connect(partial, isolation_level=None)
     try:
         # A scratch file: no journal, no syncs; it is fsynced once complete, then renamed into place.
+        db.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before the first table
         db.execute("PRAGMA journal_mode = OFF")
         db.execute("PRAGMA synchronous = OFF")
         db.execute("BEGIN")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from fhir_pub.build import BuildError, build, source_digest
+from fhir_pub.build import PAGE_SIZE, BuildError, build, source_digest
 from fhir_pub.cli import main
 from fhir_pub.publication import Publication, bundled_dir
 from fhir_pub.store import Store
@@ -44,6 +46,12 @@ class TestBuild:
             assert (stored.version, stored.last_updated) == ("1", entry.resource["meta"]["lastUpdated"])
         assert json.loads(store.capability)["resourceType"] == "CapabilityStatement"
         assert store.types == set(publication.counts())
+
+    def test_page_size(self, tmp_path: Path) -> None:
+        """The file has the build's page size (SQLite ignores the pragma once a table exists)."""
+        built = build(tmp_path / "p.sqlite")
+        with closing(sqlite3.connect(built.path)) as db:
+            assert db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE != 4096
 
     def test_refuses_invalid(self, tmp_path: Path, broken: Path) -> None:
         """An invalid publication builds nothing, and an earlier build stays as it was."""
