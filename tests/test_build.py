@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from contextlib import closing
@@ -13,8 +14,9 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from fhir_pub.build import PAGE_SIZE, BuildError, build, source_digest
+from fhir_pub.build import PAGE_SIZE, BuildError, _listing, build, source_digest
 from fhir_pub.cli import main
+from fhir_pub.errors import PublicationError
 from fhir_pub.publication import Publication, bundled_dir
 from fhir_pub.store import Store
 
@@ -163,3 +165,48 @@ class TestAttach:
             "attached patient-counseling -> DocumentReference/pfizer-besponsa-patient-counseling"
             in result.output
         )
+
+
+class TestListing:
+    """Which files a build reads: every ``*.json`` file below the folder, through file links only."""
+
+    def test_files(self, tmp_path: Path) -> None:
+        """Nested folders are listed, other files are not, a link to a folder is not followed."""
+        root = tmp_path / "resources"
+        for name in ("Medication/a.json", "Medication/b.txt", "Group/deep/c.json", "d.json"):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text("{}")
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "e.json").write_text("{}")
+        (root / "Medication" / "linked.json").symlink_to(outside / "e.json")
+        (root / "Medication" / "broken.json").symlink_to(tmp_path / "missing.json")
+        (root / "Linked").symlink_to(outside, target_is_directory=True)
+        (root / "Medication" / "folder.json").mkdir()
+        assert _listing(root) == [
+            "Group/deep/c.json",
+            "Medication/a.json",
+            "Medication/linked.json",
+            "d.json",
+        ]
+
+    def test_unreadable_folder(
+        self, tmp_path: Path, publication: Publication, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A folder that cannot be read stops the build with its name (its resources are not skipped).
+
+        Simulated: the tests may run as root, whom permissions do not stop.
+        """
+        root = tmp_path / "resources"
+        shutil.copytree(publication.root, root)
+        scandir = os.scandir
+
+        def refusing(path: Any) -> Any:
+            if Path(path).name == "Medication":
+                raise PermissionError(13, "Permission denied", str(path))
+            return scandir(path)
+
+        monkeypatch.setattr(os, "scandir", refusing)
+        with pytest.raises(PublicationError, match=r"cannot read the folder .*Medication: Permission denied"):
+            build(tmp_path / "p.sqlite", root)
+        assert not (tmp_path / "p.sqlite").exists()
