@@ -210,3 +210,21 @@ class TestListing:
         with pytest.raises(PublicationError, match=r"cannot read the folder .*Medication: Permission denied"):
             build(tmp_path / "p.sqlite", root)
         assert not (tmp_path / "p.sqlite").exists()
+
+    @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="posix_fadvise is Linux's")
+    def test_read_ahead(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Reading a file asks the kernel for the next ones: each file but the first once, in order."""
+        advised: list[str] = []
+        fadvise = os.posix_fadvise
+
+        def record(fd: int, offset: int, length: int, advice: int) -> None:
+            assert advice == os.POSIX_FADV_WILLNEED
+            advised.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
+            fadvise(fd, offset, length, advice)
+
+        monkeypatch.setattr(os, "posix_fadvise", record)
+        root = bundled_dir("resources")
+        build(tmp_path / "p.sqlite", root, workers=1)
+        files = [str((root / name).resolve()) for name in _listing(root)]
+        assert len(files) > 2
+        assert advised == files[1:]
