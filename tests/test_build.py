@@ -19,6 +19,7 @@ from fhir_pub.cli import main
 from fhir_pub.errors import PublicationError
 from fhir_pub.publication import Publication, bundled_dir
 from fhir_pub.store import Store
+from fhir_pub.validation.validator import MAX_BYTES
 
 
 @pytest.fixture
@@ -228,3 +229,29 @@ class TestListing:
         files = [str((root / name).resolve()) for name in _listing(root)]
         assert len(files) > 2
         assert advised == files[1:]
+
+    @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="posix_fadvise is Linux's")
+    def test_no_read_ahead_of_oversized(
+        self, tmp_path: Path, publication: Publication, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A file over the size limit is refused unread, so it is not fetched ahead either."""
+        root = tmp_path / "resources"
+        shutil.copytree(publication.root, root)
+        huge = root / "Medication" / "huge.json"
+        with huge.open("wb") as handle:
+            handle.truncate(MAX_BYTES + 1)  # sparse: no 16 MiB written
+        advised: list[str] = []
+        fadvise = os.posix_fadvise
+
+        def record(fd: int, offset: int, length: int, advice: int) -> None:
+            advised.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
+            fadvise(fd, offset, length, advice)
+
+        monkeypatch.setattr(os, "posix_fadvise", record)
+        with pytest.raises(BuildError) as raised:
+            build(tmp_path / "p.sqlite", root, workers=1)
+        assert [i.code for i in raised.value.report.issues if i.source == str(huge)] == ["too-long"]
+        listed = _listing(root)
+        assert 0 < listed.index("Medication/huge.json") < len(listed) - 1  # among those read ahead
+        assert str(huge.resolve()) not in advised
+        assert len(advised) == len(_listing(root)) - 2  # every other file but the first
