@@ -59,6 +59,10 @@ from soak import tree
 HERE = Path(__file__).resolve().parent
 VARIANTS = 16  # distinct values per request, sent in turn
 WARMUP = 1  # seconds of load on each server and request before it is measured
+# Serving figures are measured in rounds, the servers taking turns within each: a slow spell of the shared
+# machine then lowers one round of every server, not one server's only figure. Each figure is the median of
+# its rounds, and each ratio the median of the rounds' ratios to nginx.
+ROUNDS = 3
 SERVER_HEADERS = {"date", "server", "content-length", "connection", "keep-alive", "transfer-encoding"}
 PORT_NGINX, PORT_CACHED, PORT_UNCACHED, PORT_FLOOR = 18290, 18291, 18292, 18293
 # The searches an EHR runs most, and the other requests; {n} is a drug number, {code} a system|code.
@@ -259,7 +263,10 @@ def search_latency(entry: Size, seconds: float, workers: int) -> None:
 
 
 def serving(entry: Size, scratch: Path, seconds: float, workers: int) -> dict[tuple[str, int, str], Any]:
-    """(request, connections, server) -> (requests/s, p50, p99), and rss after load with the cache on."""
+    """(request, connections, server) -> (requests/s, p50, p99, ratio to nginx), medians of the rounds.
+
+    Also the workers' rss after load.
+    """
     www = scratch / "nginx"
     (www / "www").mkdir(parents=True, exist_ok=True)
     (www / "headers").mkdir(exist_ok=True)
@@ -299,19 +306,28 @@ def _serving(
     started.append(nginx(www, PORT_NGINX, workers))
     started.append(floor(www, PORT_FLOOR, workers))
     results: dict[tuple[str, int, str], Any] = {}
+    servers = (
+        ("nginx", PORT_NGINX, static_paths),
+        ("floor", PORT_FLOOR, static_paths),
+        ("cache", PORT_CACHED, urls),
+        ("no cache", PORT_UNCACHED, urls),
+    )
     for name in REQUESTS:
+        for _, port, paths_of in servers:  # warm-up, not measured: every variant in each worker's cache
+            wrk(f"http://127.0.0.1:{port}{paths_of[name][0]}", WARMUP, 32, paths_of[name])
         for connections in (1, 32):
-            for server, port, variants in (
-                ("nginx", PORT_NGINX, static_paths[name]),
-                ("floor", PORT_FLOOR, static_paths[name]),
-                ("cache", PORT_CACHED, urls[name]),
-                ("no cache", PORT_UNCACHED, urls[name]),
-            ):
-                base = f"http://127.0.0.1:{port}"
-                if connections == 1:  # warm-up, not measured: every variant once in each worker's cache
-                    wrk(base + variants[0], WARMUP, 32, variants)
-                results[name, connections, server] = wrk(base + variants[0], seconds, connections, variants)
-            rate = results[name, connections, "cache"][0] / results[name, connections, "nginx"][0]
+            rounds: dict[str, list[tuple[float, float, float]]] = {server: [] for server, _, _ in servers}
+            for _ in range(ROUNDS):
+                for server, port, paths_of in servers:
+                    url = f"http://127.0.0.1:{port}{paths_of[name][0]}"
+                    rounds[server].append(wrk(url, seconds, connections, paths_of[name]))
+            for server, measured in rounds.items():
+                ratios = [m[0] / n[0] for m, n in zip(measured, rounds["nginx"], strict=True)]
+                results[name, connections, server] = (
+                    *(statistics.median(m[i] for m in measured) for i in range(3)),
+                    statistics.median(ratios),
+                )
+            rate = results[name, connections, "cache"][3]
             print(f"  serving {name} c={connections}: {rate:.2f} of nginx (cache)", flush=True)
     results["rss", 0, "cache"] = worker_rss(cached)
     results["rss", 0, "no cache"] = worker_rss(uncached)
@@ -364,7 +380,7 @@ def _serving_targets(served: dict[tuple[str, int, str], Any], label: str, server
     """The serving target rows (32 connections) of one fhir-pub server against nginx."""
 
     def ratio(name: str, of: str = server) -> float:
-        return float(served[name, 32, of][0] / served[name, 32, "nginx"][0])
+        return float(served[name, 32, of][3])
 
     read = ratio("read")
     lines = [
@@ -407,12 +423,14 @@ def report(
         f"- date: {began:%Y-%m-%d %H:%M} UTC, {elapsed / 60:.0f} minutes",
         f"- command: `{' '.join(['.venv/bin/python', 'bench/results.py', *sys.argv[1:]])}`",
         f"- machine: {header}",
-        f"- server: `fhir-pub serve --workers {args.workers}` (granian); wrk {args.seconds:g} s per figure;"
+        f"- server: `fhir-pub serve --workers {args.workers}` (granian); wrk {args.round_seconds:g} s per"
+        f" figure in each of {ROUNDS} rounds, the servers taking turns within a round;"
         f" each request sent with {VARIANTS} different values in turn (drugs spread over the corpus, or"
         " the most frequent effect codes), all of which exist in that publication; before its figures, each"
         f" server gets {WARMUP:g} s of the same load at 32 connections, not measured (a first answer is"
         " a cache miss; the latency table below shows those uncached costs)",
-        "- medians; latencies are wrk's p50 and p99 over every request of the run; one build per size",
+        "- medians: a serving figure is the median of its rounds (p50 and p99 are wrk's, over every request"
+        " of a round), a ratio the median of the rounds' ratios to nginx; one build per size",
         "",
         "## Publications",
         "",
@@ -461,9 +479,9 @@ def report(
             n, f = served[name, c, "nginx"], served[name, c, "floor"]
             a, b = served[name, c, "cache"], served[name, c, "no cache"]
             lines.append(
-                f"| {name} | {c} | {n[0]:,.0f} | {n[1]:.2f} / {n[2]:.2f} | {f[0]:,.0f} | {f[0] / n[0]:.2f} |"
-                f" {a[0]:,.0f} | {a[0] / n[0]:.2f} | {a[1]:.2f} / {a[2]:.2f} |"
-                f" {b[0]:,.0f} | {b[0] / n[0]:.2f} | {b[1]:.2f} / {b[2]:.2f} |"
+                f"| {name} | {c} | {n[0]:,.0f} | {n[1]:.2f} / {n[2]:.2f} | {f[0]:,.0f} | {f[3]:.2f} |"
+                f" {a[0]:,.0f} | {a[3]:.2f} | {a[1]:.2f} / {a[2]:.2f} |"
+                f" {b[0]:,.0f} | {b[3]:.2f} | {b[1]:.2f} / {b[2]:.2f} |"
             )
     lines += [
         "",
@@ -603,7 +621,7 @@ def plots(sizes: list[Size], served: dict[tuple[str, int, str], Any]) -> None:
             (0.0, "cache", "fhir-pub, cache"),
             (width, "no cache", "fhir-pub, no cache"),
         ):
-            ratios = [served[n, connections, server][0] / served[n, connections, "nginx"][0] for n in names]
+            ratios = [served[n, connections, server][3] for n in names]
             axis.bar([i + shift for i in range(len(names))], ratios, width, label=label)
         axis.axhline(TARGETS["read_ratio"], color="grey", linestyle="--", linewidth=1)
         axis.axhline(TARGETS["search_ratio"], color="grey", linestyle=":", linewidth=1)
@@ -653,7 +671,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="comma-separated sizes")
     parser.add_argument("--quick", action="store_true", help="short runs (2 s per figure, 1 of each)")
-    parser.add_argument("--seconds", type=float, default=None, help="wrk seconds per figure (default 5)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="wrk seconds per figure, over all rounds (default 5)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--build-limit", type=int, default=100_000, help="largest size really built")
     parser.add_argument("--serve-size", type=int, default=None, help="size served against nginx (largest)")
@@ -662,6 +682,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (the publications)")
     args = parser.parse_args()
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)
+    args.round_seconds = max(1, round(args.seconds / ROUNDS))  # wrk takes whole seconds
     runs = 1 if args.quick else 3
     require_tools()
     require_free(PORT_NGINX, PORT_CACHED, PORT_UNCACHED, PORT_FLOOR)
@@ -677,7 +698,7 @@ def main() -> None:
             search_latency(entry, args.seconds, args.workers)
             entry.export = measure(f"{entry.resources:,}", entry.path, scratch, runs)
         serve_at = next((s for s in sizes if s.size == args.serve_size), sizes[-1])
-        served = serving(serve_at, scratch, args.seconds, args.workers)
+        served = serving(serve_at, scratch, args.round_seconds, args.workers)
         plots(sizes, served)
         text = report(sizes, serve_at, served, args, header, began, time.perf_counter() - clock)
         args.out.write_text(text, encoding="utf-8")
