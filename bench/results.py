@@ -670,7 +670,7 @@ def main() -> None:
     """Make the publications, measure everything, write RESULTS.md and the plots."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="comma-separated sizes")
-    parser.add_argument("--quick", action="store_true", help="short runs (2 s per figure, 1 of each)")
+    parser.add_argument("--quick", action="store_true", help="short runs (1 s serving rounds, 1 export run)")
     parser.add_argument(
         "--seconds", type=float, default=None, help="wrk seconds per figure, over all rounds (default 5)"
     )
