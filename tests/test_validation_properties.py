@@ -17,7 +17,19 @@ from fhir_pub.conformance import load_conformance
 from fhir_pub.publication import load
 from fhir_pub.validation import Candidate, Validator, candidate_from_bytes
 from fhir_pub.validation.fhirpath import compile_expression
-from fhir_pub.validation.invariants import NARRATIVE_CHECKS, REF_1, InvariantSet, narrative_checks, ref_1
+from fhir_pub.validation.invariants import (
+    CONTAINED_RULES,
+    DOM_6,
+    NARRATIVE_CHECKS,
+    REF_1,
+    REF_2,
+    InvariantSet,
+    has_narrative,
+    narrative_checks,
+    nothing_contained,
+    ref_1,
+    reference_has_content,
+)
 from fhir_pub.validation.schema import SchemaValidator, _Part
 from fhir_pub.validation.validator import declared_profiles, shape_issues
 
@@ -216,6 +228,97 @@ class TestNative:
             return
         assert native in (None, expected)
         assert native is not None or "_div" in narrative or not isinstance(narrative.get("div"), str)
+
+
+def fhirpath_holds(expression: str, focus: Any, variables: dict[str, Any]) -> bool | None:
+    """What the invariant layer makes of fhirpathpy's answer: holds, fails, or None when it cannot run."""
+    try:
+        return bool(compile_expression(expression)(focus, variables) != [False])
+    except Exception:
+        return None
+
+
+contained_resources = st.lists(
+    st.fixed_dictionaries(
+        {"resourceType": st.just("Organization"), "id": st.sampled_from(["a", "b"])},
+        optional={
+            "meta": st.fixed_dictionaries(
+                {}, optional={"versionId": st.just("1"), "security": st.just([{"code": "x"}])}
+            ),
+            "contained": st.just([{"resourceType": "Organization", "id": "c"}]),
+        },
+    ),
+    max_size=2,
+)
+
+
+class TestNativeEverywhere:
+    """The invariants on every resource and Reference, natively: fhirpathpy's answer, or deferred to it."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        resource=st.fixed_dictionaries(
+            {"resourceType": st.just("Organization"), "id": st.just("o")},
+            optional={
+                "contained": contained_resources,
+                "_contained": st.just([{"id": "x"}]),
+                "partOf": st.fixed_dictionaries({"reference": st.sampled_from(["#a", "#b", "#", "X/y"])}),
+            },
+        ),
+        rule=st.sampled_from(sorted(CONTAINED_RULES)),
+    )
+    def test_dom_2_to_5(self, resource: dict[str, Any], rule: str) -> None:
+        """With nothing contained each rule holds; with something, fhirpathpy decides."""
+        native = nothing_contained(resource, {})
+        roots = {"resource": resource, "rootResource": resource}
+        assert native in (None, fhirpath_holds(CONTAINED_RULES[rule], resource, roots))
+        assert (native is None) == ("contained" in resource or "_contained" in resource)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        resource=st.fixed_dictionaries(
+            {"resourceType": st.just("Organization"), "id": st.just("o")},
+            optional={
+                "text": st.fixed_dictionaries(
+                    {"status": st.just("generated")},
+                    optional={
+                        "div": st.sampled_from(['<div xmlns="http://www.w3.org/1999/xhtml">x</div>', ""])
+                        | st.integers(),
+                        "_div": st.just({"id": "d"}),
+                    },
+                )
+                | st.just("not an object"),
+                "_text": st.just({"id": "t"}),
+            },
+        )
+    )
+    def test_dom_6(self, resource: dict[str, Any]) -> None:
+        """A narrative div exists: decided natively for a present string div or no text at all."""
+        native = has_narrative(resource, {})
+        roots = {"resource": resource, "rootResource": resource}
+        assert native in (None, fhirpath_holds(DOM_6, resource, roots))
+        if "text" not in resource and "_text" not in resource:
+            assert native is False
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        reference=st.fixed_dictionaries(
+            {},
+            optional={
+                "reference": st.sampled_from(["Organization/o", "#a", ""]) | st.integers(),
+                "display": st.sampled_from(["A name", ""]),
+                "identifier": st.just({"value": "1"}),
+                "extension": st.just([{"url": "http://example.org/x", "valueString": "y"}]),
+            },
+        )
+    )
+    def test_ref_2(self, reference: dict[str, Any]) -> None:
+        """A Reference with a reference or display holds natively; the rest go to fhirpathpy."""
+        native = reference_has_content(reference, {})
+        node = ResourceNode.create_node(reference, "Reference")
+        assert native in (None, fhirpath_holds(REF_2, node, {}))
+        if any(isinstance(reference.get(k), str) and reference[k] for k in ("reference", "display")):
+            assert native is True
 
 
 class TestSchemaSplit:

@@ -83,11 +83,60 @@ def _html_checks_once(div: str) -> bool:
     return html_checks(div)
 
 
+# dom-2 to dom-5, on every resource: each reads only the resource's contained resources.
+CONTAINED_RULES = {
+    "dom-2": "contained.contained.empty()",
+    "dom-3": (
+        "contained.where((('#'+id in (%resource.descendants().reference | "
+        "%resource.descendants().ofType(canonical) | %resource.descendants().ofType(uri) | "
+        "%resource.descendants().ofType(url))) or descendants().where(reference = '#').exists() or "
+        "descendants().where(ofType(canonical) = '#').exists() or "
+        "descendants().where(ofType(canonical) = '#').exists()).not()).trace('unmatched', id).empty()"
+    ),
+    "dom-4": "contained.meta.versionId.empty() and contained.meta.lastUpdated.empty()",
+    "dom-5": "contained.meta.security.empty()",
+}
+DOM_6 = "text.`div`.exists()"
+REF_2 = "reference.exists() or identifier.exists() or display.exists() or extension.exists()"
+
+
+def nothing_contained(focus: Mapping[str, Any], variables: Mapping[str, Any]) -> bool | None:
+    """dom-2 to dom-5 where nothing is contained: each is then true (it tests an empty collection).
+
+    None where something is: fhirpathpy decides (a property test compares the two).
+    """
+    return True if "contained" not in focus and "_contained" not in focus else None
+
+
+def has_narrative(focus: Mapping[str, Any], variables: Mapping[str, Any]) -> bool | None:
+    """dom-6: whether the resource has a narrative ``div``; None where fhirpathpy should decide."""
+    if "text" not in focus and "_text" not in focus:
+        return False
+    text = focus.get("text")
+    if isinstance(text, dict) and "_div" not in text and isinstance(text.get("div"), str) and text["div"]:
+        return True
+    return None
+
+
+def reference_has_content(focus: Mapping[str, Any], variables: Mapping[str, Any]) -> bool | None:
+    """ref-2 where the Reference has a reference or a display (about every one); else fhirpathpy decides."""
+    for name in ("reference", "display"):
+        value = focus.get(name)
+        if isinstance(value, str) and value:
+            return True
+    return None
+
+
 # Expressions evaluated in Python, by (key, exact R5 text): a changed expression falls back to FHIRPath.
+# ref-2 and dom-2 to dom-6 apply to every Reference or resource and are mostly decided by a key lookup or
+# two; through the memo, working out the memo key alone took 3 to 8 µs each time.
 NATIVE_EXPRESSIONS = {
     ("ref-1", REF_1): ref_1,
+    ("ref-2", REF_2): reference_has_content,
     ("txt-1", NARRATIVE_CHECKS): narrative_checks,
     ("txt-2", NARRATIVE_CHECKS): narrative_checks,
+    ("dom-6", DOM_6): has_narrative,
+    **dict.fromkeys(CONTAINED_RULES.items(), nothing_contained),
 }
 
 
