@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 
 from fhir_pub.errors import Invalid
 
@@ -50,6 +51,7 @@ def now_micros() -> int:
     return _micros(datetime.now(UTC))
 
 
+@lru_cache(maxsize=1024)  # a publication repeats its dates (every meta.lastUpdated of a build, say)
 def parse_range(text: str) -> Range:
     """The interval a FHIR date, dateTime or instant stands for, at its own precision."""
     match = _DATE.match(text)

@@ -17,6 +17,7 @@ import sqlite3
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from fhir_pub.search.dates import InvalidDate, parse_range
@@ -103,6 +104,7 @@ def normalize(text: str) -> str:
     return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).casefold().split())
 
 
+@lru_cache(maxsize=4096)  # the same codes' displays recur across a publication's resources
 def words(text: str) -> str:
     """Normalized text with punctuation as spaces, for word matches (token ``:text``)."""
     return " ".join(re.sub(r"[^\w]+", " ", normalize(text)).split())
