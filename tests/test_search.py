@@ -599,6 +599,9 @@ class TestFullText:
             (f"{CUD}?_text=toothbrush nausea", set()),
             (f"{CUD}?_text=sluggish,toothbrush", {"warning-bleeding", "warning-tumor-lysis-syndrome"}),
             (f"{CUD}?_content=coffee grounds", {"warning-bleeding"}),
+            # "kind" is only in the narrative, "structuredefinition" only in the data (meta.profile)
+            (f"{CUD}?_content=kind structuredefinition toothbrush", {"warning-bleeding"}),
+            (f"{CUD}?_text=kind structuredefinition toothbrush", set()),
             ("DocumentReference?_content=a617041", {DOCS["mlp"]}),
             ("Organization?_text=medwatch", {"fda"}),
             (f"{CUD}?_text=zzzz", set()),

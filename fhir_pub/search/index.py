@@ -237,7 +237,7 @@ class Indexer:
         """
         kind, rid = resource["resourceType"], resource["id"]
         narrative = narrative_text(resource)
-        content = [narrative]
+        content: list[str] = []  # the narrative's words are in their own column only: indexed once
         _content_strings(resource, "", content)
         out.rows["search_text"].append((kind, rid, narrative, " ".join(content)))
         if kind not in self._by_type:

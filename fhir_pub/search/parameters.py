@@ -22,8 +22,9 @@ MODIFIERS = {
     "number": frozenset({"missing"}),
     "special": frozenset(),
 }
-# Special parameters this server implements (full text, https://hl7.org/fhir/R5/search.html#_text).
-TEXT_SEARCH = {"_text": "narrative", "_content": "content"}
+# Special parameters this server implements (full text, https://hl7.org/fhir/R5/search.html#_text), with
+# the full-text columns each searches: _content is the whole resource, its narrative and every other string.
+TEXT_SEARCH = {"_text": "narrative", "_content": "{narrative content}"}
 SORTABLE = frozenset({"token", "string", "date", "uri", "number", "quantity", "reference"})
 
 
