@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sqlite3
 import sys
@@ -169,7 +168,7 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"python {sys.version.split()[0]}; {resources:,} resources built in {seconds:.1f} s, one process")
-    print("\n".join(report(resources, seconds, own, os.cpu_count() or 1)))
+    print("\n".join(report(resources, seconds, own, validator_module.cores())))
     if args.json:
         args.json.write_text(json.dumps({"resources": resources, "seconds": seconds, "own": own}))
 

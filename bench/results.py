@@ -61,6 +61,8 @@ from export import measure
 from serve import nginx, require_tools, serve, wait, wrk
 from soak import tree
 
+from fhir_pub.validation.validator import cores
+
 HERE = Path(__file__).resolve().parent
 VARIANTS = 16  # distinct values per request, sent in turn
 WARMUP = 1  # seconds of load on each server and request before it is measured
@@ -121,7 +123,7 @@ class Size:
 COST_RESOURCES = 20_000  # the corpus whose build is timed layer by layer
 
 
-def build_costs(scratch: Path) -> dict[str, Any]:
+def measure_build_costs(scratch: Path) -> dict[str, Any]:
     """bench/build_costs.py's figures, in a process of its own (it wraps the build's functions)."""
     out = scratch / "costs.json"
     script = HERE / "build_costs.py"
@@ -552,17 +554,16 @@ def report(
         rss = ", ".join(f"{m:,.0f}" for m in s.rss)
         lines.append(f"| {s.resources:,} | {build_cells} | {statistics.median(s.start):.2f} | {rss} |")
     per = per_resource(costs["resources"], costs["seconds"], costs["own"])
-    cores = os.cpu_count() or 1
-    every, validation = bounds(per, cores)
+    every, validation = bounds(per, cores())
     lines += [
         "",
         "## Where a build's time goes",
         "",
         f"bench/build_costs.py: a {costs['resources']:,}-resource corpus built in one process"
-        f" ({costs['seconds']:.1f} s), each layer's own time per resource. No build on this machine's"
-        " cores can beat the bounds under the table, however it spreads the work.",
+        f" ({costs['seconds']:.1f} s), each layer's own time per resource. No build of this code on this"
+        " machine's cores can beat the bounds under the table, however it spreads the work.",
         "",
-        *costs_report(costs["resources"], costs["seconds"], costs["own"], cores),
+        *costs_report(costs["resources"], costs["seconds"], costs["own"], cores()),
         "",
         "## Bulk export",
         "",
@@ -723,7 +724,7 @@ def main() -> None:
     scratch.chmod(0o755)  # nginx's workers (user nobody) read the static files below it
     try:
         sizes = make([int(s) for s in args.sizes.split(",")], scratch, args.build_limit, 1)
-        costs = build_costs(scratch)
+        costs = measure_build_costs(scratch)
         for entry in sizes:
             entry.start = [start_time(entry.path, args.workers) for _ in range(3)]
             print(f"{entry.resources:,}: ready in {statistics.median(entry.start):.2f} s", flush=True)
