@@ -6,7 +6,7 @@ build's alone. The time is the ``build()`` call measured inside the child (impor
 reported, with the CPU seconds of the build and its workers (the machine is shared: when other work
 competes for the cores, CPU time shows what wall time cannot).
 
-    .venv/bin/python bench/build.py [--sizes 1000,100000] [--runs 3] [--workers N] [--dir DIR]
+    .venv-test/bin/python bench/build.py [--sizes 1000,100000] [--runs 3] [--workers N] [--dir DIR]
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ The sum shows the most a build can reach on this machine's cores however well it
 nothing else done, which is what any build must pay with this validation stack. Single-process time
 leaves out what workers add (pickling the rows to the parent), so a real build is somewhat slower.
 
-    .venv/bin/python bench/build_costs.py [--resources 20000] [--dir DIR]
+    .venv-test/bin/python bench/build_costs.py [--resources 20000] [--dir DIR]
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ regenerated from the data, as ``fhir-pub narrative --write`` does.
 Drugs are generated one at a time and written as ``<Type>/<id>.json`` (indented like ``resources/``),
 so memory does not grow with the corpus. Same seed and size, byte-identical output.
 
-    .venv/bin/python bench/corpus.py --resources 100000 --seed 1 --out DIR
+    .venv-test/bin/python bench/corpus.py --resources 100000 --seed 1 --out DIR
 """
 
 from __future__ import annotations

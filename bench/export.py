@@ -14,7 +14,7 @@ For each, three things are timed, each over several runs, and medians reported:
 An export fsyncs its files before it appears (a crash must not leave a "complete" export with truncated
 files), so raw write is timed to disk too: the ratio compares like with like.
 
-    .venv/bin/python bench/export.py [--resources 1000000] [--runs 5] [--dir DIR]
+    .venv-test/bin/python bench/export.py [--resources 1000000] [--runs 5] [--dir DIR]
 """
 
 from __future__ import annotations

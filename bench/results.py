@@ -18,8 +18,8 @@ On one size (``--serve-size``, default the largest), serving against nginx in th
 every request's exact bytes saved as static files for nginx, then wrk at 1 and 32 connections against
 nginx, fhir-pub with its response cache (the default) and fhir-pub with it off.
 
-    .venv/bin/pip install -e '.[bench]'   # matplotlib
-    .venv/bin/python bench/results.py [--sizes 1000,10000,100000,1000000] [--quick]
+    .venv-test/bin/pip install -e '.[bench]'   # matplotlib
+    .venv-test/bin/python bench/results.py [--sizes 1000,10000,100000,1000000] [--quick]
 
 Needs nginx and wrk. Linux only (/proc).
 """
@@ -442,7 +442,7 @@ def report(
         "Written by `bench/results.py`; do not edit by hand, run it again.",
         "",
         f"- date: {began:%Y-%m-%d %H:%M} UTC, {elapsed / 60:.0f} minutes",
-        f"- command: `{' '.join(['.venv/bin/python', 'bench/results.py', *sys.argv[1:]])}`",
+        f"- command: `{' '.join(['.venv-test/bin/python', 'bench/results.py', *sys.argv[1:]])}`",
         f"- machine: {header}",
         f"- server: `fhir-pub serve --workers {args.workers}` (granian); wrk {args.round_seconds:g} s per"
         f" figure in each of {ROUNDS} rounds, the servers taking turns within a round;"

@@ -4,7 +4,7 @@ Needs nginx and wrk (Debian: ``apt-get install nginx-light wrk``). For each requ
 search, metadata) it saves fhir-pub's exact response bytes as a static file, serves them with nginx, and
 loads both with wrk; then fhir-pub again with its response cache off (every request through Flask).
 
-    .venv/bin/python bench/serve.py [--seconds 10] [--connections 32] [--workers 2]
+    .venv-test/bin/python bench/serve.py [--seconds 10] [--connections 32] [--workers 2]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ An error is any non-2xx answer, socket error or timeout, or any export that does
 its files. "Flat" compares the end of the run with its state after the warm-up (the first fifth): caches
 and pools fill first, a leak keeps growing. The script exits 1 if there were errors or growth.
 
-    .venv/bin/python bench/soak.py [--minutes 3] [--connections 16] [--workers 2]
+    .venv-test/bin/python bench/soak.py [--minutes 3] [--connections 16] [--workers 2]
 
 Linux only (/proc); needs wrk.
 """

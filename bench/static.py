@@ -13,7 +13,7 @@ the bundled resources added to a normal build). For each, over several runs, med
 Each static run is paired with a raw run right after it and the ratio taken per pair (the disk is shared
 and noisy).
 
-    .venv/bin/python bench/static.py [--resources 5000] [--runs 3] [--dir DIR]
+    .venv-test/bin/python bench/static.py [--resources 5000] [--runs 3] [--dir DIR]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Not part of the test command, because it needs the nginx binary (Debian: ``apt-get install nginx-light``);
 tests/test_static.py covers the same export with Python's own file server. Run it as
 
-    .venv/bin/pytest bench/test_static_nginx.py
+    .venv-test/bin/pytest bench/test_static_nginx.py
 """
 
 from __future__ import annotations

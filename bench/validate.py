@@ -3,7 +3,7 @@
 The corpus is bench/corpus.py's (synthetic drugs, each a complete graph like the bundled one, seed 1).
 Runs on one core (pinned where the OS allows), from files on disk, all four layers.
 
-    .venv/bin/python bench/validate.py [--resources 10000] [--runs 5]
+    .venv-test/bin/python bench/validate.py [--resources 10000] [--runs 5]
 """
 
 from __future__ import annotations

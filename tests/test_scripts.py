@@ -1,0 +1,74 @@
+"""The project's scripts: the test command leaves the quickstart's served install alone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A stand-in for python3 whose ``-m venv DIR`` makes DIR/bin with tools that log their call and succeed, so
+# the test sees what scripts/test would install into and run, in a second, without pip or the network.
+FAKE_PYTHON = """#!/bin/sh
+log="$FAKE_LOG"
+echo "python3 $*" >> "$log"
+if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then
+    mkdir -p "$3/bin"
+    for tool in python ruff mypy pytest; do
+        printf '#!/bin/sh\\necho "%s/bin/%s $*" >> "%s"\\n' "$3" "$tool" "$log" > "$3/bin/$tool"
+        chmod +x "$3/bin/$tool"
+    done
+fi
+"""
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` with its size and modification time."""
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+    }
+
+
+class TestScriptsTest:
+    """``scripts/test`` (quickstart 2) runs in its own environment, never the served ``.venv``."""
+
+    def test_does_not_touch_dot_venv(self, tmp_path: Path) -> None:
+        """A checkout's ``.venv`` is byte for byte the same after scripts/test, which used ``.venv-test``."""
+        checkout = tmp_path / "checkout"
+        (checkout / "scripts").mkdir(parents=True)
+        shutil.copy2(ROOT / "scripts" / "test", checkout / "scripts" / "test")
+        served = checkout / ".venv" / "bin"
+        served.mkdir(parents=True)
+        (served / "fhir-pub").write_text("#!/bin/sh\n# the server quickstart 1 runs\n", encoding="utf-8")
+        before = snapshot(checkout / ".venv")
+        shims = tmp_path / "shims"
+        shims.mkdir()
+        (shims / "python3").write_text(FAKE_PYTHON, encoding="utf-8")
+        (shims / "python3").chmod(0o755)
+        log = tmp_path / "calls.log"
+        env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "FAKE_LOG": str(log)}
+        result = subprocess.run(
+            [str(checkout / "scripts" / "test"), "-q"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert snapshot(checkout / ".venv") == before
+        calls = log.read_text(encoding="utf-8").splitlines()
+        assert calls[0] == "python3 -m venv .venv-test"
+        assert any(".venv-test/bin/python -m pip install" in call and "-e .[test]" in call for call in calls)
+        assert calls[-1] == ".venv-test/bin/pytest -q"
+        assert not any(".venv/" in call for call in calls)
+
+    def test_test_environment_is_ignored(self) -> None:
+        """``.venv-test`` is kept out of git and out of the image's build context, like ``.venv``."""
+        assert ".venv-test/" in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+        assert ".venv-test" in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+
+    def test_docs_run_tools_from_the_test_environment(self) -> None:
+        """Where the README runs pytest or a bench script, it uses ``.venv-test`` (editable, test extras)."""
+        readme = (ROOT / "README.md").read_text(encoding="utf-8")
+        assert ".venv/bin/pytest" not in readme
+        assert ".venv/bin/python bench" not in readme
+        assert ".venv/bin/pip install -e" not in readme
