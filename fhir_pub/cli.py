@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -209,33 +211,98 @@ def build_command(
     click.echo(f"built {built.path}: {built.resources} resources (sources {built.digest[:12]})")
 
 
-@main.command()
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity mask, lowered by a cgroup v2 CPU quota (containers)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:  # "max 100000" is no quota; "200000 100000" is 2 CPUs (https://docs.kernel.org/admin-guide/cgroup-v2.html)
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="utf-8").split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, min(cpus, 64))
+
+
+def settings_reference() -> str:
+    """One line per ``FHIR_PUB_*`` setting with its default and description, from the Settings object."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        default = "none" if field.default is None else str(field.default)
+        lines.append(f"FHIR_PUB_{name.upper()} (default {default}): {field.description}")
+    return "\n".join(lines)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on, before granian shares it (SO_REUSEPORT) or tracebacks."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise click.ClickException(f"cannot listen on {host}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # SO_REUSEADDR only ignores connections left in TIME_WAIT; a listening socket still refuses the bind.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"port {port} on {host} is already in use by another program; "
+                    "stop it or choose another --port"
+                ) from exc
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+class _ServeCommand(click.Command):
+    """``serve``, whose help ends with the settings reference (generated, so it is always complete)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The FHIR_PUB_* settings, one paragraph each, without click's rewrapping into one block."""
+        with formatter.section("Settings (environment variables)"):
+            for line in settings_reference().splitlines():
+                formatter.write_text(line)
+
+
+@main.command(cls=_ServeCommand)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."
 )
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(1, 64),
+    help="Worker processes [default: the available CPUs, from the affinity mask and cgroup quota].",
+)
 @click.option(
     "--publication",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="A built publication (default: build the bundled one if needed).",
 )
-def serve(host: str, port: int, workers: int, publication: Path | None) -> None:
+def serve(host: str, port: int, workers: int | None, publication: Path | None) -> None:
     """Serve the publication read-only over FHIR R5 at http://HOST:PORT/fhir (granian)."""
     from granian import Granian
     from granian.constants import Interfaces
 
     settings = Settings()
     path = publication if publication is not None else bundled_publication(settings.cache_dir)
+    try:
+        Store(path)  # opened here once, so a file that is not a publication is refused before listening
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
+    _check_port_free(host, port)
     os.environ["FHIR_PUB_PUBLICATION"] = str(path.resolve())  # handed to the worker processes' Settings
-    click.echo(f"serving {path} at http://{host}:{port}/fhir")
+    count = workers if workers is not None else available_cpus()
+    click.echo(f"serving {path} at http://{host}:{port}/fhir ({count} worker{'s' * (count != 1)})")
     # The store answers from memory-mapped SQLite pages: a few threads per worker keep both cores busy.
     Granian(
         "fhir_pub.wsgi:app",
         address=host,
         port=port,
-        workers=workers,
+        workers=count,
         interface=Interfaces.WSGI,
         blocking_threads=4,
         backpressure=64,

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Everything the server can be told. Nothing else in fhir-pub reads the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="FHIR_PUB_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="FHIR_PUB_", frozen=True, use_attribute_docstrings=True)
 
     publication: Path | None = None
     """The built publication (``fhir-pub build``); None: build the bundled one into ``cache_dir``."""
