@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import re
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,6 +109,30 @@ def narrative(resources_dir: Path | None, write: bool) -> None:
     click.echo(f"{len(publication)} narratives are up to date")
 
 
+def plural(count: int, word: str) -> str:
+    """``1 resource``, ``2 resources``, ``0 errors``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+# The HTTP parameters export's errors name, and the options they are given as on the command line.
+_OPTIONS = {"_typeFilter": "--type-filter", "_type": "--type", "_elements": "--elements", "_since": "--since"}
+
+
+def _as_options(diagnostics: str) -> str:
+    """An export error in the CLI's words: ``--type-filter=...`` rather than the HTTP ``_typeFilter=...``."""
+    return re.sub(r"(?<![\w-])(_typeFilter|_type|_elements|_since)\b", lambda m: _OPTIONS[m[1]], diagnostics)
+
+
+@contextlib.contextmanager
+def _progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr when it is a terminal; silent (no label either) when piped or redirected."""
+    if not sys.stderr.isatty():
+        yield lambda _n: None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
 def _print_report(report: Report) -> None:
     current = None
     for issue in sorted(report.issues, key=lambda i: (i.source or "", i.expression or "")):
@@ -121,7 +147,10 @@ def _print_report(report: Report) -> None:
         rule = f"[{issue.layer}{'/' + issue.rule if issue.rule else ''}]"
         color = {"fatal": "red", "error": "red", "warning": "yellow"}.get(issue.severity)
         click.echo(f"  {click.style(f'{issue.severity:<8}', fg=color)}{where}{issue.message} {rule}")
-    summary = f"{report.checked} resources checked: {report.errors} errors, {report.warnings} warnings"
+    summary = (
+        f"{plural(report.checked, 'resource')} checked: "
+        f"{plural(report.errors, 'error')}, {plural(report.warnings, 'warning')}"
+    )
     click.echo(click.style(summary, fg="green" if report.ok else "red"))
 
 
@@ -208,7 +237,7 @@ def build_command(
         raise click.ClickException(exc.diagnostics) from exc
     for line in built.attached:
         click.echo(f"attached {line}")
-    click.echo(f"built {built.path}: {built.resources} resources (sources {built.digest[:12]})")
+    click.echo(f"built {built.path}: {plural(built.resources, 'resource')} (sources {built.digest[:12]})")
 
 
 def available_cpus() -> int:
@@ -379,13 +408,13 @@ def export_command(
     try:
         request = ExportRequest(
             types=tuple(t for value in types for t in value.split(",") if t),
-            since=parse_instant(since) if since else None,
+            since=parse_instant(since, "--since") if since else None,
             type_filters=type_filters,
             elements=tuple(e for e in (elements or "").split(",") if e),
             gzip=compressed,
         )
-    except FhirPubError as exc:
-        raise click.ClickException(exc.diagnostics) from exc
+    except FhirPubError as exc:  # a bad option value is a usage error (exit 2), like click's own
+        raise click.UsageError(_as_options(exc.diagnostics)) from exc
     transaction_time = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     query = urlencode(
         [
@@ -397,12 +426,12 @@ def export_command(
     )
     total = store.count(request.types or None)
     try:
-        with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+        with _progress(total, "exporting") as update:
             result = export(
                 store,
                 request,
                 out,
-                bar.update,
+                update,
                 lambda r: manifest(
                     r,
                     transaction_time,
@@ -413,19 +442,19 @@ def export_command(
                 ),
             )
     except FhirPubError as exc:
-        raise click.ClickException(exc.diagnostics) from exc
+        raise click.ClickException(_as_options(exc.diagnostics)) from exc
     for kind, name, count in result.files:
         click.echo(f"{name}: {count} {kind}")
-    click.echo(f"wrote {out} ({sum(c for _, _, c in result.files)} resources, manifest.json)")
+    click.echo(f"wrote {out} ({plural(sum(c for _, _, c in result.files), 'resource')}, manifest.json)")
 
 
 def _export_static(store: Store, folder: Path) -> None:
     try:
-        with click.progressbar(length=store.count(), label="writing", file=sys.stderr) as bar:
-            result = write_static(store, folder, bar.update)
+        with _progress(store.count(), "writing") as update:
+            result = write_static(store, folder, update)
     except FhirPubError as exc:
         raise click.ClickException(exc.diagnostics) from exc
-    click.echo(f"wrote {folder} ({result.resources} resources, {result.files} files)")
+    click.echo(f"wrote {folder} ({plural(result.resources, 'resource')}, {plural(result.files, 'file')})")
 
 
 @main.command("package")
@@ -437,4 +466,4 @@ def _export_static(store: Store, folder: Path) -> None:
 def package_command(out: Path, resources_dir: Path | None, profiles_dir: Path | None) -> None:
     """Write the publication and its profiles as a FHIR NPM package (.tgz) that FHIR tooling can load."""
     count = write_package(out, resources_dir, profiles_dir)
-    click.echo(f"wrote {out}: {count} resources")
+    click.echo(f"wrote {out}: {plural(count, 'resource')}")

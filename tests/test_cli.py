@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -216,3 +218,41 @@ class TestDocumentation:
         readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
         for name in Settings.model_fields:
             assert f"| `FHIR_PUB_{name.upper()}` |" in readme, name
+
+
+class TestPolish:
+    """The CLI's messages: plurals, option names in errors, usage exit codes, no stray output when piped."""
+
+    def test_singular_counts(self) -> None:
+        """One resource, one error: the summary says so in the singular."""
+        organization = Path(__file__).resolve().parent.parent / "resources" / "Organization" / "fda.json"
+        result = CliRunner().invoke(main, ["validate", str(organization)])
+        assert "1 resource checked: 1 error, 0 warnings" in result.output
+
+    def test_bad_since_is_a_usage_error_naming_the_option(self, tmp_path: Path) -> None:
+        """A --since that is not an instant exits 2 and names --since, not the HTTP ``_since``."""
+        result = CliRunner().invoke(main, ["export", "--out", str(tmp_path / "x"), "--since", "yesterday"])
+        assert result.exit_code == 2
+        assert "--since='yesterday': expected an instant" in result.output
+        assert "_since" not in result.output
+
+    def test_bad_type_filter_names_the_option(self, tmp_path: Path) -> None:
+        """An export error about a filter names --type-filter, not ``_typeFilter``."""
+        result = CliRunner().invoke(
+            main, ["export", "--out", str(tmp_path / "x"), "--type-filter", "Foo?x=1"]
+        )
+        assert result.exit_code == 1
+        assert "--type-filter='Foo?x=1': 'Foo' is not a type" in result.output
+        assert "_typeFilter" not in result.output
+
+    def test_export_piped_writes_nothing_to_stderr(self, tmp_path: Path) -> None:
+        """Not on a terminal, export prints its summary, and nothing on stderr (no progress label)."""
+        result = subprocess.run(
+            [sys.executable, "-m", "fhir_pub", "export", "--out", str(tmp_path / "x"), "--type", "Group"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        assert result.stdout.splitlines()[-1] == f"wrote {tmp_path / 'x'} (1 resource, manifest.json)"

@@ -1,4 +1,4 @@
-"""``fhir-pub serve`` refuses what it cannot serve (a taken port, a file that is not a publication) clearly."""
+"""``fhir-pub serve`` refuses clearly what it cannot serve: a taken port, a file that is not a publication."""
 
 from __future__ import annotations
 
