@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from fhir_pub.errors import FhirPubError
 from fhir_pub.export import ExportRequest, ExportResult, export, manifest
 from fhir_pub.processes import alive
 from fhir_pub.store import Store
@@ -29,6 +30,13 @@ from fhir_pub.store import Store
 ACTIVE = ("accepted", "running")
 HEARTBEAT = 2.0  # seconds between a running job's heartbeats
 STALE = 30.0  # a job silent this long has no thread left running it
+
+
+class JobsUnavailable(FhirPubError):
+    """The jobs folder cannot be written, so no export can start (503: the setup, not the request)."""
+
+    code = "exception"
+    status = 503
 
 
 class Cancelled(Exception):
@@ -95,12 +103,18 @@ class JobStore:
         self, request: ExportRequest, kickoff_url: str, base: str, warnings: list[str]
     ) -> dict[str, Any] | None:
         """A new job if fewer than ``max_active`` run, else None; atomic across worker processes."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            if self.active() >= self.max_active:
-                return None
-            return self.create(request, kickoff_url, base, warnings)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with (self.root / ".lock").open("a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                if self.active() >= self.max_active:
+                    return None
+                return self.create(request, kickoff_url, base, warnings)
+        except OSError as exc:  # a read-only filesystem, say: the server's setup, not the client's request
+            raise JobsUnavailable(
+                f"bulk export is unavailable: the server's jobs folder is not writable ({exc.strerror}); "
+                "its operator sets FHIR_PUB_JOBS_DIR to a writable folder"
+            ) from exc
 
     def create(
         self, request: ExportRequest, kickoff_url: str, base: str, warnings: list[str]

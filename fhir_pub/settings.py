@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     response_cache: int = 64
     """MiB of GET responses to keep in memory per worker (the publication never changes); 0: none."""
     jobs_dir: Path | None = None
-    """Where bulk export jobs and their files live; None: ``cache_dir/jobs``."""
+    """Where export jobs and their files live (writable, else $export is 503); None: cache_dir/jobs"""
     export_expiry: int = 3600
     """Seconds an export's files stay downloadable (then 410)."""
     export_max_jobs: int = 2

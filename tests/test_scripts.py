@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -72,3 +73,39 @@ class TestScriptsTest:
         assert ".venv/bin/pytest" not in readme
         assert ".venv/bin/python bench" not in readme
         assert ".venv/bin/pip install -e" not in readme
+
+
+class TestImageAndRelease:
+    """The Dockerfile is operable and the release files exist and point only at files that exist."""
+
+    def test_dockerfile(self) -> None:
+        """A healthcheck on /healthz, exact base versions, a jobs folder, and no fixed worker count."""
+        dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+        assert "HEALTHCHECK" in dockerfile
+        assert "/healthz" in dockerfile
+        bases = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM ")]
+        assert bases
+        assert all(base.count(".") >= 2 or "@sha256:" in base for base in bases), bases
+        assert "ENV FHIR_PUB_JOBS_DIR=/home/fhirpub/jobs" in dockerfile
+        assert not any(line.startswith("CMD") and "--workers" in line for line in dockerfile.splitlines())
+
+    def test_check_image_is_outside_the_test_command(self) -> None:
+        """scripts/check-image exists, is executable, and scripts/test does not run it."""
+        script = ROOT / "scripts" / "check-image"
+        assert os.access(script, os.X_OK)
+        assert "check-image" not in (ROOT / "scripts" / "test").read_text(encoding="utf-8")
+
+    def test_release_files(self) -> None:
+        """LICENSE states all three licences; CHANGELOG and SECURITY exist; the README has the disclaimer."""
+        licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+        for statement in ("MIT License", "CC-BY-4.0", "belong to their publishers"):
+            assert statement in licence
+        assert (ROOT / "CHANGELOG.md").is_file()
+        assert (ROOT / "SECURITY.md").is_file()
+        assert "Not medical advice" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+    def test_profiles_readme_points_only_inside_the_repository(self) -> None:
+        """Every backquoted relative path in profiles/README.md names a file or folder of the repository."""
+        text = (ROOT / "profiles" / "README.md").read_text(encoding="utf-8")
+        for name in re.findall(r"`([\w./-]+\.json)`", text):
+            assert (ROOT / "profiles" / name).exists(), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -88,3 +89,26 @@ class TestSettingsReference:
             assert field.description, f"{name} has no docstring"
             line = next(line for line in result.output.splitlines() if f"FHIR_PUB_{name.upper()} " in line)
             assert field.description in line
+
+
+class TestJobsFolderNotWritable:
+    """A jobs folder that cannot be written makes $export answer a clear OperationOutcome, not 500."""
+
+    def test_export_answers_503_outcome(self, built: Path, tmp_path: Path) -> None:
+        """Kick-off answers 503 with an OperationOutcome naming FHIR_PUB_JOBS_DIR; reads still answer."""
+        blocker = tmp_path / "a-file"
+        blocker.write_text("", encoding="utf-8")  # a folder under a file cannot be made, even by root
+        port = free_port()
+        process = start(tmp_path, built, port, jobs_dir=str(blocker / "jobs"))
+        try:
+            base = f"http://127.0.0.1:{port}/fhir"
+            headers = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
+            response = requests.get(f"{base}/$export", headers=headers, timeout=10)
+            assert response.status_code == 503
+            outcome = response.json()
+            assert outcome["resourceType"] == "OperationOutcome"
+            assert "FHIR_PUB_JOBS_DIR" in json.dumps(outcome["issue"])
+            assert str(blocker) not in response.text  # the server's layout is not the client's business
+            assert requests.get(f"{base}/metadata", timeout=10).status_code == 200
+        finally:
+            stop(process)
