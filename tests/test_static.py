@@ -221,13 +221,13 @@ class TestCli:
         assert list(tmp_path.iterdir()) == []
 
     def test_bad_since_is_an_error_not_a_traceback(self, built: Path, tmp_path: Path) -> None:
-        """An unparseable --since is reported in one line (exit 1), as every other export error."""
+        """An unparseable --since is a usage error (exit 2, no traceback), naming the option."""
         result = CliRunner().invoke(
             main,
             ["export", "--out", str(tmp_path / "x"), "--since", "yesterday", "--publication", str(built)],
         )
-        assert (result.exit_code, result.exception.__class__) == (1, SystemExit)
-        assert "_since='yesterday': expected an instant" in result.output
+        assert (result.exit_code, result.exception.__class__) == (2, SystemExit)
+        assert "--since='yesterday': expected an instant" in result.output
 
 
 class TestDocumented:
