@@ -6,17 +6,17 @@ https://hl7.org/fhir/R5/http.html
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
-from fhir_pub.errors import Invalid, MethodNotAllowed, NotFound, NotSupported, UnsupportedMediaType
+from fhir_pub.errors import MethodNotAllowed, NotFound, NotSupported, UnsupportedMediaType
 from fhir_pub.openapi import openapi
 from fhir_pub.search.bundle import entry, searchset, subset
-from fhir_pub.search.dates import now_micros
+from fhir_pub.search.dates import micros, now_micros, parse_instant
 from fhir_pub.search.engine import Result
 from fhir_pub.search.request import MAX_COUNT, MAX_OFFSET, SearchRequest, parse, whole_number
 from fhir_pub.store import Store, Stored
@@ -217,18 +217,10 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
     """A history Bundle: each version with the request that made it and its response metadata."""
     # https://hl7.org/fhir/R5/http.html#history: _count, _since (instant) and _at narrow it.
     since_text = request.args.get("_since")
-    since = None
-    if since_text is not None:
-        try:
-            since = datetime.fromisoformat(since_text.replace(" ", "+").replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise Invalid(f"_since={since_text!r}: expected an instant", expression="_since") from exc
-        if since.tzinfo is None:
-            raise Invalid(f"_since={since_text!r}: an instant needs a time zone", expression="_since")
+    since = None if since_text is None else micros(parse_instant(since_text))
     count = whole_number("_count", request.args.get("_count", "20"), MAX_COUNT)
     offset = whole_number("_offset", request.args.get("_offset", "0"), MAX_OFFSET)
-    since_key = since.astimezone(UTC).isoformat().replace("+00:00", "Z") if since else None
-    total, versions = _store().history(resource_type, resource_id, since_key, count, offset)
+    total, versions = _store().history(resource_type, resource_id, since, count, offset)
     if resource_id is not None and total == 0 and since is None:
         raise NotFound(f"{resource_type}/{resource_id} is not in this publication")
     entries = []
