@@ -47,8 +47,9 @@ class BuildError(FhirPubError):
     code = "invalid"
     status = 422
 
-    def __init__(self, report: Report) -> None:
-        super().__init__(f"the publication has {report.errors} errors; nothing was built")
+    def __init__(self, report: Report, made: str = "built") -> None:
+        errors = f"{report.errors} error{'s' if report.errors != 1 else ''}"
+        super().__init__(f"the publication has {errors}; nothing was {made}")
         self.report = report
 
 
