@@ -32,7 +32,7 @@ from fhir_pub.processes import alive
 from fhir_pub.publication import bundled_dir, resource_files
 from fhir_pub.search.dates import parse_range
 from fhir_pub.search.index import INDEX_SCHEMA, INDEXED_TYPES, Indexer, IndexRows, write_totals
-from fhir_pub.search.parameters import TEXT_SEARCH, Registry, registry
+from fhir_pub.search.parameters import TEXT_SEARCH, Registry, SearchParam, registry
 from fhir_pub.validation import Candidate, Report, Validator
 from fhir_pub.validation.validator import MAX_BYTES, Session, cores, declared_profiles, read_candidate
 
@@ -370,7 +370,7 @@ def build(
             built_at,
             *_search_capability(params, set(types), failed),
         )
-        offered = [p for p in params.all() if p.url not in failed]
+        offered = [p for p in params.all() if _served(p, failed)]
         info = {
             "capability": orjson.dumps(capability),
             "conformance": orjson.dumps(list(conformance.by_url.values())),
@@ -398,6 +398,15 @@ def _remove_abandoned(out: Path) -> None:
         pid = scratch.name[len(out.name) + 2 : -len(".partial")]
         if pid.isdigit() and not alive(int(pid)):
             scratch.unlink(missing_ok=True)
+
+
+def _served(param: SearchParam, failed: Mapping[str, str]) -> bool:
+    """Whether a SearchParameter is searchable here, in the file and in the CapabilityStatement alike.
+
+    A type the index has no table for (number, quantity, composite) is neither, so a search on it is an
+    unknown parameter (ignored and reported, or a 400 when strict), never a 500.
+    """
+    return (param.type in INDEXED_TYPES or param.code in TEXT_SEARCH) and param.url not in failed
 
 
 def _search_capability(
