@@ -13,7 +13,7 @@ from pathlib import Path
 from fhir_pub.errors import PublicationError
 
 # Stored in PRAGMA user_version. 2: ``resource.updated`` (lastUpdated as UTC microseconds) orders history
-# and answers ``_since``; files of format 0 or 1 compared those instants as text.
+# and answers ``_since`` (files before it compared those instants as text), and the ``link`` table.
 FORMAT_VERSION = 2
 # ``updated`` is meta.lastUpdated as microseconds since the epoch (UTC), so history and ``_since`` compare
 # instants, not their text (01:00+02:00 is before 23:30Z of the day before). The two indexes page history
@@ -29,6 +29,8 @@ CREATE TABLE resource (
     PRIMARY KEY (type, id)
 ) WITHOUT ROWID;
 CREATE TABLE info (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE link (target TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL);
+CREATE INDEX link_target ON link (target, type, id);
 CREATE INDEX resource_updated ON resource (updated DESC, type, id);
 CREATE INDEX resource_type_updated ON resource (type, updated DESC, id);
 """

@@ -27,7 +27,7 @@ from fhir_pub.artifact import FORMAT_VERSION, PAGE_SIZE, SCHEMA, statements, wri
 from fhir_pub.capability import capability_statement
 from fhir_pub.conformance import load_conformance
 from fhir_pub.errors import FhirPubError, PublicationError
-from fhir_pub.graph import key_of
+from fhir_pub.graph import Facts, key_of
 from fhir_pub.processes import alive
 from fhir_pub.publication import bundled_dir, resource_files
 from fhir_pub.search.dates import parse_range
@@ -339,6 +339,7 @@ def build(
         for chunk in session.chunks(workers):
             rows: _Rows = chunk.extra
             db.executemany("INSERT INTO resource VALUES (?, ?, ?, ?, ?, ?)", rows.resources)
+            db.executemany("INSERT INTO link VALUES (?, ?, ?)", _links(chunk.facts))
             for table, table_rows in rows.index.rows.items():
                 if table_rows:
                     marks = ",".join("?" * len(table_rows[0]))
@@ -398,6 +399,14 @@ def _remove_abandoned(out: Path) -> None:
         pid = scratch.name[len(out.name) + 2 : -len(".partial")]
         if pid.isdigit() and not alive(int(pid)):
             scratch.unlink(missing_ok=True)
+
+
+def _links(facts: list[tuple[Facts, int, Any]]) -> Iterator[tuple[str, str, str]]:
+    """The ``link`` rows of a chunk: each (reference, referrer type, referrer id) once."""
+    for fact, _, _ in facts:
+        kind, _, rid = fact.key.partition("/")
+        for target in dict.fromkeys(fact.references):
+            yield target, kind, rid
 
 
 def _served(param: SearchParam, failed: Mapping[str, str]) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,28 @@ from fhir_pub.errors import PublicationError
 from fhir_pub.search.engine import MAX_INCLUDES, Engine
 from fhir_pub.search.index import TOTALS_SCHEMA
 from fhir_pub.search.parameters import Registry, SearchParam
+
+
+class Resources(Mapping[str, Mapping[str, Any]]):
+    """A publication's resources by key ``Type/id``, each read and parsed when asked for (not held)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getitem__(self, key: str) -> Mapping[str, Any]:
+        kind, _, rid = key.partition("/")
+        stored = self._store.read(kind, rid) if rid and "/" not in rid else None
+        if stored is None:
+            raise KeyError(key)
+        parsed: Mapping[str, Any] = orjson.loads(stored.body)
+        return parsed
+
+    def __iter__(self) -> Iterator[str]:
+        rows = self._store.connection().execute("SELECT type || '/' || id FROM resource ORDER BY type, id")
+        return (row[0] for row in rows)
+
+    def __len__(self) -> int:
+        return self._store.count()
 
 
 @dataclass(frozen=True)
@@ -76,9 +98,19 @@ class Store:
             raise PublicationError(f"{self.path}: the build stored no {key}")
         return bytes(row[0])
 
-    def resources(self) -> list[dict[str, Any]]:
-        """Every resource, parsed (for validating a new one in the publication's context)."""
-        return [orjson.loads(row[0]) for row in self.connection().execute("SELECT body FROM resource")]
+    @property
+    def resources(self) -> Resources:
+        """Every resource by ``Type/id``, read when asked for (``validation.validator.Published``)."""
+        return Resources(self)
+
+    def referrers(self, key: str) -> Iterator[dict[str, Any]]:
+        """The resources with a literal reference to ``key`` (``Type/id``), from the ``link`` table."""
+        rows = self.connection().execute(
+            "SELECT r.body FROM link l JOIN resource r ON r.type = l.type AND r.id = l.id "
+            "WHERE l.target = ? ORDER BY l.type, l.id",
+            (key,),
+        )
+        return (orjson.loads(row[0]) for row in rows)
 
     def conformance(self) -> list[dict[str, Any]]:
         """The conformance resources the publication was built and validated with."""
