@@ -411,6 +411,22 @@ class TestResultParameters:
         assert "warning" in data
         assert "total" not in client.get(f"/fhir/{CUD}?_total=none").json
 
+    @pytest.mark.parametrize(
+        ("query", "mandatory"),
+        [
+            ("Provenance?_elements=entity", {"target", "agent"}),
+            ("ClinicalUseDefinition?_elements=subject", {"type"}),
+            ("DocumentReference?_elements=subject", {"status", "content"}),
+            ("Group?_elements=name", {"type", "membership"}),
+        ],
+    )
+    def test_elements_keep_mandatory_elements(
+        self, client: FlaskClient, query: str, mandatory: set[str]
+    ) -> None:
+        """_elements keeps each type's mandatory elements (R5 search.html#elements: a server SHOULD)."""
+        for found in client.get(f"/fhir/{query}&_count=3").json["entry"]:
+            assert mandatory <= set(found["resource"]), found["resource"]["id"]
+
     def test_post_search_and_system_search(self, client: FlaskClient) -> None:
         """POST _search with a form equals GET; system search spans _type; a JSON body is 415."""
         posted = client.post(f"/fhir/{CUD}/_search", data={"type": "interaction"}).json

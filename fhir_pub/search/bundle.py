@@ -43,7 +43,8 @@ def subset(body: bytes, summary: str | None, wanted: Sequence[str] | None) -> by
     """The resource reduced per ``_summary`` (true, text, data) or ``_elements``, tagged SUBSETTED."""
     resource: dict[str, Any] = orjson.loads(body)
     known = elements(str(resource["resourceType"]))
-    required = {name for name, info in known.items() if info.meta.get("element_required")}
+    # https://hl7.org/fhir/R5/search.html#elements: a server SHOULD keep the mandatory elements
+    required = {name for name, info in known.items() if info.required}
     if summary == "data":
         keep: set[str] | frozenset[str] = set(resource) - {"text"}
     elif summary == "text":
