@@ -106,7 +106,7 @@ def _base() -> str:
 
 def _strict() -> bool:
     # https://hl7.org/fhir/R5/search.html#errors: Prefer: handling=strict turns ignored parameters into errors
-    return "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
+    return formats.preferences(request).get("handling") == "strict"
 
 
 def _links(
@@ -181,12 +181,7 @@ def search_post(resource_type: str) -> Response:
     """Search by POST: parameters in a form body (and the query string)."""
     _negotiate()
     _checked_type(resource_type)
-    if request.content_length and request.mimetype != "application/x-www-form-urlencoded":
-        raise UnsupportedMediaType(
-            f"{request.mimetype}: POST _search takes application/x-www-form-urlencoded"
-        )
-    pairs = [*request.args.items(multi=True), *request.form.items(multi=True)]
-    return _search([resource_type], f"/{resource_type}", pairs)
+    return _search([resource_type], f"/{resource_type}", _form_pairs())
 
 
 @blueprint.get("")
@@ -199,6 +194,27 @@ def search_system() -> Response:
         _checked_type(kind)
     types = sorted(set(requested)) if requested else sorted(_store().types)
     return _search(types, "", list(request.args.items(multi=True)))
+
+
+@blueprint.post("/_search")
+def search_system_post() -> Response:
+    """System search by POST (https://hl7.org/fhir/R5/http.html#search): a form body, as GET [base]?."""
+    _negotiate()
+    pairs = _form_pairs()
+    requested = [t for key, value in pairs if key == "_type" for t in value.split(",") if t]
+    for kind in requested:
+        _checked_type(kind)
+    types = sorted(set(requested)) if requested else sorted(_store().types)
+    return _search(types, "", pairs)
+
+
+def _form_pairs() -> list[tuple[str, str]]:
+    """The query string's and the form body's parameters of a POST search (415 for another body)."""
+    if request.content_length and request.mimetype != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType(
+            f"{request.mimetype}: POST _search takes application/x-www-form-urlencoded"
+        )
+    return [*request.args.items(multi=True), *request.form.items(multi=True)]
 
 
 @blueprint.route("", methods=WRITES)  # transaction and batch too
