@@ -131,3 +131,45 @@ class TestSystemSearchByPost:
         response = requests.post(f"{base}/_search", json={"_type": "Organization"}, timeout=10)
         assert response.status_code == 415
         assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def empties(node: object, path: str = "$") -> list[str]:
+    """Where a JSON document holds an empty array or object (FHIR JSON allows neither)."""
+    if isinstance(node, dict):
+        found = [path] if not node else []
+        for key, value in node.items():
+            found += empties(value, f"{path}.{key}")
+        return found
+    if isinstance(node, list):
+        found = [path] if not node else []
+        for index, value in enumerate(node):
+            found += empties(value, f"{path}[{index}]")
+        return found
+    return []
+
+
+class TestNoEmptyArrays:
+    """No answer holds an empty array or object (https://hl7.org/fhir/R5/json.html, ele-1)."""
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "metadata",
+            READ,
+            "ClinicalUseDefinition?type=nothing-like-this",
+            "ClinicalUseDefinition?_count=0",
+            "ClinicalUseDefinition?type=warning&_summary=count",
+            "ClinicalUseDefinition?_elements=type&_count=5",
+            "_history?_since=2999-01-01T00:00:00Z",
+            "Organization/_history?_count=0",
+            "Organization/fda/_history",
+            "?_type=Group",
+            "Organization/nope",
+            "Nope/1",
+            "Organization?nonsense=1",
+        ],
+    )
+    def test_route(self, base: str, path: str) -> None:
+        """The answer's JSON has no empty array or object anywhere."""
+        response = requests.get(f"{base}/{path}", timeout=10)
+        assert empties(response.json()) == []

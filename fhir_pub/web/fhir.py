@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, g, request
 
 from fhir_pub.errors import MethodNotAllowed, NotFound, NotSupported, UnsupportedMediaType
 from fhir_pub.openapi import openapi
-from fhir_pub.search.bundle import entry, searchset, subset
+from fhir_pub.search.bundle import entry, searchset, subset, with_entries
 from fhir_pub.search.dates import micros, now_micros, parse_instant
 from fhir_pub.search.engine import Result
 from fhir_pub.search.request import MAX_COUNT, MAX_OFFSET, SearchRequest, parse, whole_number
@@ -263,7 +263,7 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
             "link": _history_links(path, count, offset, total),
         }
     )
-    return Response(head[:-1] + b',"entry":[' + b",".join(entries) + b"]}", content_type=FHIR_JSON)
+    return Response(with_entries(head, entries), content_type=FHIR_JSON)
 
 
 def _history_links(path: str, count: int, offset: int, total: int) -> list[dict[str, str]]:
