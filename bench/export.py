@@ -38,17 +38,17 @@ from fhir_pub.store import Store
 def grow(path: Path, target: int) -> int:
     """Add renamed copies of the publication's resources until it holds at least ``target``; the count."""
     with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT type, id, version, last_updated, body FROM resource").fetchall()
+        rows = db.execute("SELECT type, id, version, last_updated, body, updated FROM resource").fetchall()
         total = len(rows)
         copy = 0
         while total < target:
             copy += 1
             batch = []
-            for kind, rid, version, updated, body in rows:
+            for kind, rid, version, last_updated, body, updated in rows:
                 new_id = f"{rid}-c{copy}"
                 renamed = bytes(body).replace(f'"id":"{rid}"'.encode(), f'"id":"{new_id}"'.encode(), 1)
-                batch.append((kind, new_id, version, updated, renamed))
-            db.executemany("INSERT INTO resource VALUES (?, ?, ?, ?, ?)", batch)
+                batch.append((kind, new_id, version, last_updated, renamed, updated))
+            db.executemany("INSERT INTO resource VALUES (?, ?, ?, ?, ?, ?)", batch)
             total += len(batch)
         write_ndjson(db)  # as a build would
     return total

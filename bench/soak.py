@@ -151,7 +151,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         path = build(folder / "p.sqlite").path
-        reads = [f"/fhir/{r['resourceType']}/{r['id']}" for r in Store(path).resources()]
+        reads = [f"/fhir/{key}" for key in Store(path).resources]
         reads += ["/fhir/metadata", "/fhir/Organization/fda?_format=html", "/fhir/Group?_format=xml"]
         script = folder / "mix.lua"
         script.write_text(

@@ -23,70 +23,22 @@ from urllib.parse import urlsplit
 import orjson
 
 from fhir_pub import __version__
+from fhir_pub.artifact import FORMAT_VERSION, PAGE_SIZE, SCHEMA, statements, write_ndjson
 from fhir_pub.capability import capability_statement
 from fhir_pub.conformance import load_conformance
 from fhir_pub.errors import FhirPubError, PublicationError
-from fhir_pub.graph import key_of
+from fhir_pub.graph import Facts, key_of
 from fhir_pub.processes import alive
 from fhir_pub.publication import bundled_dir, resource_files
+from fhir_pub.search.dates import parse_range
 from fhir_pub.search.index import INDEX_SCHEMA, INDEXED_TYPES, Indexer, IndexRows, write_totals
-from fhir_pub.search.parameters import TEXT_SEARCH, Registry, registry
+from fhir_pub.search.parameters import TEXT_SEARCH, Registry, SearchParam, registry
 from fhir_pub.validation import Candidate, Report, Validator
 from fhir_pub.validation.validator import MAX_BYTES, Session, cores, declared_profiles, read_candidate
 
-SCHEMA = """
-CREATE TABLE resource (
-    type TEXT NOT NULL,
-    id TEXT NOT NULL,
-    version TEXT NOT NULL,
-    last_updated TEXT NOT NULL,
-    body BLOB NOT NULL,
-    PRIMARY KEY (type, id)
-) WITHOUT ROWID;
-CREATE TABLE info (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-"""
-# Each type's resources as NDJSON, in id order, cut into chunks of whole lines: an export with no filter
-# copies these instead of assembling a line per resource.
-NDJSON_SCHEMA = """
-CREATE TABLE ndjson (
-    type TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    lines INTEGER NOT NULL,
-    oldest TEXT NOT NULL,
-    chunk BLOB NOT NULL
-);
-CREATE UNIQUE INDEX ndjson_order ON ndjson (type, seq);
-"""
-NDJSON_CHUNK = 4 << 20
-# A resource row holds its JSON (about 1.7 KB in the synthetic corpus): with SQLite's default 4 KiB pages
-# most rows spill into overflow pages. With 16 KiB pages the resource table was written 2.8 times faster
-# and the 100,000-resource file was 24% smaller; searches and reads were no slower.
-PAGE_SIZE = 16384
 # Files a reader asks the kernel to fetch ahead of the one it reads. A cold 100,000-resource corpus built
 # in 33 s with read-ahead and 43 s without (the workers waited on the disk); a cached one is no slower.
 READ_AHEAD = 128
-
-
-def write_ndjson(db: sqlite3.Connection, chunk_size: int = NDJSON_CHUNK) -> None:
-    """(Re)compute the ``ndjson`` table from the ``resource`` table."""
-    db.execute("DROP TABLE IF EXISTS ndjson")
-    for statement in statements(NDJSON_SCHEMA):
-        db.execute(statement)
-    types = [row[0] for row in db.execute("SELECT DISTINCT type FROM resource ORDER BY type")]
-    for kind in types:
-        seq, parts, dates, size = 0, list[bytes](), list[str](), 0
-        rows = db.execute("SELECT body, last_updated FROM resource WHERE type = ? ORDER BY id", (kind,))
-        for body, last_updated in rows:
-            parts.append(body)
-            dates.append(last_updated)
-            size += len(body) + 1
-            if size >= chunk_size:
-                chunk = (kind, seq, len(parts), min(dates), b"\n".join(parts) + b"\n")
-                db.execute("INSERT INTO ndjson VALUES (?, ?, ?, ?, ?)", chunk)
-                seq, parts, dates, size = seq + 1, [], [], 0
-        if parts:
-            chunk = (kind, seq, len(parts), min(dates), b"\n".join(parts) + b"\n")
-            db.execute("INSERT INTO ndjson VALUES (?, ?, ?, ?, ?)", chunk)
 
 
 class BuildError(FhirPubError):
@@ -95,8 +47,9 @@ class BuildError(FhirPubError):
     code = "invalid"
     status = 422
 
-    def __init__(self, report: Report) -> None:
-        super().__init__(f"the publication has {report.errors} errors; nothing was built")
+    def __init__(self, report: Report, made: str = "built") -> None:
+        errors = f"{report.errors} error{'s' if report.errors != 1 else ''}"
+        super().__init__(f"the publication has {errors}; nothing was {made}")
         self.report = report
 
 
@@ -108,11 +61,6 @@ class Built:
     resources: int
     digest: str
     attached: list[str]
-
-
-def statements(script: str) -> list[str]:
-    """The SQL statements of a schema script (ours hold no ``;`` inside a statement)."""
-    return [part.strip() for part in script.split(";") if part.strip()]
 
 
 def _digest_file(digest: Any, relative: str, file_digest: bytes) -> None:
@@ -251,7 +199,7 @@ class _Files(Mapping[str, Mapping[str, Any]]):
 class _Rows:
     """What one chunk adds to the publication file."""
 
-    resources: list[tuple[str, str, str, str, bytes]] = field(default_factory=list)
+    resources: list[tuple[str, str, str, str, bytes, int]] = field(default_factory=list)
     index: IndexRows = field(default_factory=IndexRows)
     digests: list[tuple[str, bytes]] = field(default_factory=list)
     profiles: dict[str, set[str]] = field(default_factory=dict)
@@ -320,7 +268,8 @@ class _Reader:
                 continue
             meta = resource["meta"]  # the profiles require versionId and lastUpdated
             row = (resource["resourceType"], resource["id"], meta["versionId"], meta["lastUpdated"])
-            out.resources.append((*row, orjson.dumps(resource)))
+            updated = parse_range(meta["lastUpdated"]).low  # an instant (the profiles): its exact moment
+            out.resources.append((*row, orjson.dumps(resource), updated))
             out.profiles.setdefault(resource["resourceType"], set()).update(declared_profiles(resource))
             self.indexer.add(resource, out.index)
         self._read.clear()
@@ -375,6 +324,7 @@ def build(
     try:
         # A scratch file: no journal, no syncs; it is fsynced once complete, then renamed into place.
         db.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before the first table
+        db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
         # The secondary indexes are built after the workers are done: their sorts may use every core
         # (at 1M resources, 12.6 s instead of 17 to 23).
         db.execute(f"PRAGMA threads = {cores() if workers is None else workers}")
@@ -388,7 +338,8 @@ def build(
                 db.execute(statement)
         for chunk in session.chunks(workers):
             rows: _Rows = chunk.extra
-            db.executemany("INSERT INTO resource VALUES (?, ?, ?, ?, ?)", rows.resources)
+            db.executemany("INSERT INTO resource VALUES (?, ?, ?, ?, ?, ?)", rows.resources)
+            db.executemany("INSERT INTO link VALUES (?, ?, ?)", _links(chunk.facts))
             for table, table_rows in rows.index.rows.items():
                 if table_rows:
                     marks = ",".join("?" * len(table_rows[0]))
@@ -420,7 +371,7 @@ def build(
             built_at,
             *_search_capability(params, set(types), failed),
         )
-        offered = [p for p in params.all() if p.url not in failed]
+        offered = [p for p in params.all() if _served(p, failed)]
         info = {
             "capability": orjson.dumps(capability),
             "conformance": orjson.dumps(list(conformance.by_url.values())),
@@ -450,6 +401,23 @@ def _remove_abandoned(out: Path) -> None:
             scratch.unlink(missing_ok=True)
 
 
+def _links(facts: list[tuple[Facts, int, Any]]) -> Iterator[tuple[str, str, str]]:
+    """The ``link`` rows of a chunk: each (reference, referrer type, referrer id) once."""
+    for fact, _, _ in facts:
+        kind, _, rid = fact.key.partition("/")
+        for target in dict.fromkeys(fact.references):
+            yield target, kind, rid
+
+
+def _served(param: SearchParam, failed: Mapping[str, str]) -> bool:
+    """Whether a SearchParameter is searchable here, in the file and in the CapabilityStatement alike.
+
+    A type the index has no table for (number, quantity, composite) is neither, so a search on it is an
+    unknown parameter (ignored and reported, or a 400 when strict), never a 500.
+    """
+    return (param.type in INDEXED_TYPES or param.code in TEXT_SEARCH) and param.url not in failed
+
+
 def _search_capability(
     params: Registry, types: set[str], failed: dict[str, str]
 ) -> tuple[dict[str, list[dict[str, str]]], dict[str, list[str]], dict[str, list[str]]]:
@@ -458,11 +426,7 @@ def _search_capability(
     includes: dict[str, list[str]] = {}
     revincludes: dict[str, list[str]] = {}
     for kind in sorted(types):
-        offered = [
-            p
-            for p in params.for_type(kind).values()
-            if (p.type in INDEXED_TYPES or p.code in TEXT_SEARCH) and p.url not in failed
-        ]
+        offered = [p for p in params.for_type(kind).values() if _served(p, failed)]
         search[kind] = [
             {"name": p.code, "definition": p.url, "type": p.type}
             for p in sorted(offered, key=lambda p: p.code)
@@ -480,7 +444,7 @@ def _search_capability(
 def bundled_publication(cache_dir: Path) -> Path:
     """The built bundled publication in ``cache_dir``, building it if its sources changed."""
     digest = source_digest(bundled_dir("resources"), bundled_dir("profiles"))
-    path = cache_dir / f"bundled-{digest[:16]}.sqlite"
+    path = cache_dir / f"bundled-{digest[:16]}-v{FORMAT_VERSION}.sqlite"
     if not path.exists():
         build(path)
     return path

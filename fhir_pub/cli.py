@@ -465,5 +465,11 @@ def _export_static(store: Store, folder: Path) -> None:
 @profiles_option
 def package_command(out: Path, resources_dir: Path | None, profiles_dir: Path | None) -> None:
     """Write the publication and its profiles as a FHIR NPM package (.tgz) that FHIR tooling can load."""
-    count = write_package(out, resources_dir, profiles_dir)
+    try:
+        count = write_package(out, resources_dir, profiles_dir)
+    except BuildError as exc:
+        _print_report(exc.report)
+        raise click.ClickException(exc.diagnostics) from exc
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
     click.echo(f"wrote {out}: {plural(count, 'resource')}")

@@ -45,6 +45,9 @@ class ElementInfo:
     is_list: bool
     is_primitive: bool
     meta: typing.Mapping[str, Any]
+    # min >= 1 in R5: fhir.resources marks a required primitive with element_required and makes a
+    # required complex element (Provenance.agent, say) a field without a default.
+    required: bool = False
 
     @property
     def model(self) -> type[FHIRAbstractModel] | None:
@@ -98,7 +101,8 @@ def elements(type_name: str) -> dict[str, ElementInfo]:
         name, primitive = _type_name(item)
         json_name = info.alias or field_name
         meta = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        out[json_name] = ElementInfo(json_name, name, is_list, primitive, meta)
+        required = info.is_required() or bool(meta.get("element_required"))
+        out[json_name] = ElementInfo(json_name, name, is_list, primitive, meta, required)
     return out
 
 

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -23,7 +23,8 @@ import orjson
 
 from fhir_pub.errors import Invalid
 from fhir_pub.search.bundle import subset
-from fhir_pub.search.dates import now_micros
+from fhir_pub.search.dates import micros, now_micros
+from fhir_pub.search.dates import parse_instant as parse_instant  # where the CLI and bulk routes find it
 from fhir_pub.search.request import MAX_COUNT, SearchRequest, parse
 from fhir_pub.store import Store
 
@@ -68,22 +69,6 @@ class ExportResult:
     errors: list[str] = field(default_factory=list)
 
 
-def parse_instant(text: str, name: str = "_since") -> datetime:
-    """An instant with a time zone (a "+" sent unescaped arrives as a space)."""
-    try:
-        value = datetime.fromisoformat(text.strip().replace(" ", "+").replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise Invalid(
-            f"{name}={text!r}: expected an instant such as 2024-01-01T00:00:00Z", expression=name
-        ) from exc
-    if value.tzinfo is None:
-        raise Invalid(f"{name}={text!r}: an instant needs a time zone", expression=name)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError as exc:
-        raise Invalid(f"{name}={text!r}: outside the supported instants", expression=name) from exc
-
-
 def _filter_query(store: Store, text: str, offset: int) -> SearchRequest:
     """One ``_typeFilter`` as a strict search (an unknown parameter is a 400, as in any strict search)."""
     kind, _, query = text.partition("?")
@@ -100,16 +85,6 @@ def _filter_query(store: Store, text: str, offset: int) -> SearchRequest:
         )
     paging = [("_count", str(MAX_COUNT)), ("_offset", str(offset)), ("_total", "none")]  # pages, no counts
     return parse([kind], [*pairs, *paging], store.registry, strict=True)
-
-
-def updated_after(last_updated: str | None, since: datetime) -> bool:
-    """Whether a stored lastUpdated is after ``since``, compared as instants (not as text)."""
-    if last_updated is None:
-        return False
-    try:
-        return datetime.fromisoformat(last_updated.replace("Z", "+00:00")) > since
-    except ValueError:
-        return True  # unparseable: export it rather than lose it
 
 
 def elements_for(kind: str, elements: Sequence[str]) -> list[str]:
@@ -236,7 +211,7 @@ def export(
             whole = (
                 wanted is None
                 and not elements
-                and (since is None or updated_after(store.oldest(kind), since))
+                and (since is None or (oldest := store.oldest(kind)) is None or oldest > micros(since))
             )
             chunks = store.ndjson(kind) if whole else None
             with _open(scratch / name, request.gzip) as sink:
@@ -245,8 +220,8 @@ def export(
                     count += lines
                     if progress is not None:
                         progress(lines)
-                for rid, body, last_updated in () if chunks is not None else store.bodies(kind):
-                    if (since is not None and not updated_after(last_updated, since)) or (
+                for rid, body, updated in () if chunks is not None else store.bodies(kind):
+                    if (since is not None and updated <= micros(since)) or (
                         wanted is not None and rid not in wanted
                     ):
                         continue

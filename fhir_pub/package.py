@@ -14,8 +14,10 @@ from typing import Any
 import orjson
 
 from fhir_pub import __version__
+from fhir_pub.build import BuildError
 from fhir_pub.conformance import CANONICAL_BASE, load_conformance
-from fhir_pub.publication import load
+from fhir_pub.publication import bundled_dir, load
+from fhir_pub.validation import Validator
 
 NAME = "fhir-pub.publication"
 KINDS = {"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter", "CapabilityStatement"}
@@ -30,9 +32,17 @@ def _index_entry(filename: str, resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_package(out: Path, resources_dir: Path | None = None, profiles_dir: Path | None = None) -> int:
-    """Write the package tarball; return how many resources it holds."""
+    """Write the package tarball; return how many resources it holds.
+
+    The resources are validated first, as ``build`` validates them: a package of a publication with any
+    error is refused (``BuildError`` with the report) and nothing is written.
+    """
+    registry = load_conformance(profiles_dir)
+    report = Validator(registry).validate_paths([resources_dir or bundled_dir("resources")])
+    if not report.ok:
+        raise BuildError(report, made="packaged")
     resources = [entry.resource for entry in load(resources_dir)]
-    conformance = list(load_conformance(profiles_dir).by_url.values())
+    conformance = list(registry.by_url.values())
     files: list[tuple[str, bytes]] = []
     index = []
     for resource in [*conformance, *resources]:

@@ -4,18 +4,41 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from fhir_pub.artifact import check_format
 from fhir_pub.conformance import Conformance
 from fhir_pub.errors import PublicationError
 from fhir_pub.search.engine import MAX_INCLUDES, Engine
 from fhir_pub.search.index import TOTALS_SCHEMA
 from fhir_pub.search.parameters import Registry, SearchParam
+
+
+class Resources(Mapping[str, Mapping[str, Any]]):
+    """A publication's resources by key ``Type/id``, each read and parsed when asked for (not held)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getitem__(self, key: str) -> Mapping[str, Any]:
+        kind, _, rid = key.partition("/")
+        stored = self._store.read(kind, rid) if rid and "/" not in rid else None
+        if stored is None:
+            raise KeyError(key)
+        parsed: Mapping[str, Any] = orjson.loads(stored.body)
+        return parsed
+
+    def __iter__(self) -> Iterator[str]:
+        rows = self._store.connection().execute("SELECT type || '/' || id FROM resource ORDER BY type, id")
+        return (row[0] for row in rows)
+
+    def __len__(self) -> int:
+        return self._store.count()
 
 
 @dataclass(frozen=True)
@@ -37,6 +60,7 @@ class Store:
         self._local = threading.local()
         self._value_sets: Conformance | None = None
         try:
+            check_format(self.connection(), path)
             self.types = frozenset(
                 row[0] for row in self.connection().execute("SELECT DISTINCT type FROM resource")
             )
@@ -74,9 +98,19 @@ class Store:
             raise PublicationError(f"{self.path}: the build stored no {key}")
         return bytes(row[0])
 
-    def resources(self) -> list[dict[str, Any]]:
-        """Every resource, parsed (for validating a new one in the publication's context)."""
-        return [orjson.loads(row[0]) for row in self.connection().execute("SELECT body FROM resource")]
+    @property
+    def resources(self) -> Resources:
+        """Every resource by ``Type/id``, read when asked for (``validation.validator.Published``)."""
+        return Resources(self)
+
+    def referrers(self, key: str) -> Iterator[dict[str, Any]]:
+        """The resources with a literal reference to ``key`` (``Type/id``), from the ``link`` table."""
+        rows = self.connection().execute(
+            "SELECT r.body FROM link l JOIN resource r ON r.type = l.type AND r.id = l.id "
+            "WHERE l.target = ? ORDER BY l.type, l.id",
+            (key,),
+        )
+        return (orjson.loads(row[0]) for row in rows)
 
     def conformance(self) -> list[dict[str, Any]]:
         """The conformance resources the publication was built and validated with."""
@@ -102,10 +136,14 @@ class Store:
         )
 
     def history(
-        self, resource_type: str | None, resource_id: str | None, since: str | None, count: int, offset: int
+        self, resource_type: str | None, resource_id: str | None, since: int | None, count: int, offset: int
     ) -> tuple[int, list[tuple[str, str, Stored]]]:
-        """Versions newest first (one per resource here): of everything, of a type, or of one resource."""
-        where, args = ["1 = 1"], []
+        """Versions newest first (one per resource here): of everything, of a type, or of one resource.
+
+        ``since`` is an instant in microseconds since the epoch (``search.dates.micros``): only versions
+        updated after it. The order is the ``resource_updated`` indexes' own, so a page is read, not sorted.
+        """
+        where, args = ["1 = 1"], list[str | int]()
         if resource_type is not None:
             where.append("type = ?")
             args.append(resource_type)
@@ -113,13 +151,13 @@ class Store:
             where.append("id = ?")
             args.append(resource_id)
         if since is not None:
-            where.append("last_updated > ?")
+            where.append("updated > ?")
             args.append(since)
         clause = " AND ".join(where)
         total = self.connection().execute(f"SELECT COUNT(*) FROM resource WHERE {clause}", args).fetchone()[0]
         rows = self.connection().execute(
             f"SELECT type, id, body, version, last_updated FROM resource WHERE {clause} "
-            "ORDER BY last_updated DESC, type, id LIMIT ? OFFSET ?",
+            "ORDER BY updated DESC, type, id LIMIT ? OFFSET ?",
             [*args, count, offset],
         )
         return total, [(r[0], r[1], Stored(bytes(r[2]), r[3], r[4])) for r in rows]
@@ -158,13 +196,11 @@ class Store:
         )
         return ((bytes(chunk), int(lines)) for chunk, lines in rows)
 
-    def oldest(self, resource_type: str) -> str | None:
-        """The earliest lastUpdated of a type's resources, kept with the NDJSON chunks (None without them)."""
-        if not self._has_ndjson:
-            return None
+    def oldest(self, resource_type: str) -> int | None:
+        """The earliest lastUpdated of a type's resources, in microseconds since the epoch (None if none)."""
         row = (
             self.connection()
-            .execute("SELECT MIN(oldest) FROM ndjson WHERE type = ?", (resource_type,))
+            .execute("SELECT MIN(updated) FROM resource WHERE type = ?", (resource_type,))
             .fetchone()
         )
         return None if row is None else row[0]
@@ -180,13 +216,13 @@ class Store:
             .fetchone()[0]
         )
 
-    def bodies(self, resource_type: str) -> Iterator[tuple[str, bytes, str]]:
-        """(id, canonical bytes, lastUpdated) of every resource of a type, by id, streamed."""
+    def bodies(self, resource_type: str) -> Iterator[tuple[str, bytes, int]]:
+        """(id, canonical bytes, lastUpdated in microseconds) of every resource of a type, by id, streamed."""
         rows = self.connection().execute(
-            "SELECT id, body, last_updated FROM resource WHERE type = ? ORDER BY id", (resource_type,)
+            "SELECT id, body, updated FROM resource WHERE type = ? ORDER BY id", (resource_type,)
         )
-        for rid, body, last_updated in rows:
-            yield rid, bytes(body), last_updated
+        for rid, body, updated in rows:
+            yield rid, bytes(body), updated
 
     def stored(self, resource_type: str) -> Iterator[tuple[str, Stored]]:
         """(id, what a read answers) of every resource of a type, by id, streamed."""

@@ -18,8 +18,10 @@ from fhir_pub.build import PAGE_SIZE, BuildError, _listing, build, source_digest
 from fhir_pub.cli import main
 from fhir_pub.errors import PublicationError
 from fhir_pub.publication import Publication, bundled_dir
+from fhir_pub.settings import Settings
 from fhir_pub.store import Store
 from fhir_pub.validation.validator import MAX_BYTES
+from fhir_pub.web import create_app
 
 
 @pytest.fixture
@@ -255,3 +257,34 @@ class TestListing:
         assert 0 < listed.index("Medication/huge.json") < len(listed) - 1  # among those read ahead
         assert str(huge.resolve()) not in advised
         assert len(advised) == len(_listing(root)) - 2  # every other file but the first
+
+
+class TestUnindexedSearchParameter:
+    """A SearchParameter of a type the index has no table for is neither stored nor advertised."""
+
+    def test_number_parameter(self, tmp_path: Path) -> None:
+        """A number parameter is not advertised, and a search on it is an unknown one (never a 500)."""
+        profiles = tmp_path / "profiles"
+        shutil.copytree(bundled_dir("profiles"), profiles)
+        source = profiles / "SearchParameter" / "ClinicalUseDefinition-type.json"
+        number = json.loads(source.read_text(encoding="utf-8"))
+        number.update(
+            id="ClinicalUseDefinition-depth",
+            url="https://example.org/SearchParameter/ClinicalUseDefinition-depth",
+            name="depth",
+            code="depth",
+            type="number",
+            expression="ClinicalUseDefinition.extension.value.ofType(integer)",
+        )
+        (profiles / "SearchParameter" / "ClinicalUseDefinition-depth.json").write_text(json.dumps(number))
+        path = build(tmp_path / "p.sqlite", profiles_dir=profiles).path
+        client = create_app(Settings(publication=path)).test_client()
+        capability = client.get("/fhir/metadata").json
+        (cud,) = [r for r in capability["rest"][0]["resource"] if r["type"] == "ClinicalUseDefinition"]
+        assert "depth" not in {p["name"] for p in cud["searchParam"]}
+        lenient = client.get("/fhir/ClinicalUseDefinition?depth=3")
+        assert lenient.status_code == 200
+        outcomes = [e for e in lenient.json["entry"] if e["search"]["mode"] == "outcome"]
+        assert "depth" in json.dumps(outcomes)
+        strict = client.get("/fhir/ClinicalUseDefinition?depth=3", headers={"Prefer": "handling=strict"})
+        assert strict.status_code == 400

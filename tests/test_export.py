@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import sqlite3
 import tarfile
 from datetime import UTC, datetime
@@ -144,6 +145,20 @@ class TestPackage:
             [candidate_from_bytes(orjson.dumps(r), r["id"]) for r in instances]
         )
         assert [i.message for i in report.issues] == []
+
+    def test_invalid_publication_refused(self, tmp_path: Path, publication: Publication) -> None:
+        """A publication with an error is not packaged: exit 1 with the report, and no file is written."""
+        root = tmp_path / "resources"
+        shutil.copytree(publication.root, root)
+        path = root / "Organization" / "fda.json"
+        resource = json.loads(path.read_text())
+        resource["active"] = "yes"  # a boolean as text: the structure layer's error
+        path.write_text(json.dumps(resource))
+        out = tmp_path / "pub.tgz"
+        result = CliRunner().invoke(main, ["package", "--out", str(out), "--resources", str(root)])
+        assert (result.exit_code, out.exists()) == (1, False)
+        assert "Organization/fda.json" in result.output
+        assert "nothing was packaged" in result.output
 
 
 class TestPrecomputedNdjson:

@@ -396,7 +396,7 @@ class TestResultParameters:
     def test_summary_and_elements(self, client: FlaskClient) -> None:
         """_summary=count has no entries; _elements and _summary subset resources and tag them SUBSETTED."""
         count = client.get(f"/fhir/{CUD}?type=warning&_summary=count").json
-        assert (count["total"], count.get("entry")) == (27, [])
+        assert (count["total"], "entry" in count) == (27, False)
         resource = client.get(f"/fhir/{CUD}?_id=warning-bleeding&_elements=category").json["entry"][0][
             "resource"
         ]
@@ -410,6 +410,22 @@ class TestResultParameters:
         assert "text" not in data
         assert "warning" in data
         assert "total" not in client.get(f"/fhir/{CUD}?_total=none").json
+
+    @pytest.mark.parametrize(
+        ("query", "mandatory"),
+        [
+            ("Provenance?_elements=entity", {"target", "agent"}),
+            ("ClinicalUseDefinition?_elements=subject", {"type"}),
+            ("DocumentReference?_elements=subject", {"status", "content"}),
+            ("Group?_elements=name", {"type", "membership"}),
+        ],
+    )
+    def test_elements_keep_mandatory_elements(
+        self, client: FlaskClient, query: str, mandatory: set[str]
+    ) -> None:
+        """_elements keeps each type's mandatory elements (R5 search.html#elements: a server SHOULD)."""
+        for found in client.get(f"/fhir/{query}&_count=3").json["entry"]:
+            assert mandatory <= set(found["resource"]), found["resource"]["id"]
 
     def test_post_search_and_system_search(self, client: FlaskClient) -> None:
         """POST _search with a form equals GET; system search spans _type; a JSON body is 415."""

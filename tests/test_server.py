@@ -233,7 +233,8 @@ def test_export_running_at_a_crash_is_reported_failed(tmp_path: Path, built: Pat
     shutil.copy(built, large)
     with sqlite3.connect(large) as db:  # 1,000 copies of every resource: an export that takes a while
         db.execute(
-            "INSERT INTO resource SELECT type, id || '-c' || n, version, last_updated, body FROM resource,"
+            "INSERT INTO resource SELECT type, id || '-c' || n, version, last_updated, body, updated"
+            " FROM resource,"
             " (WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < 1000)"
             " SELECT n FROM k)"
         )

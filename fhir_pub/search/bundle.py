@@ -36,14 +36,26 @@ def searchset(entries: Sequence[bytes], total: int | None, links: Sequence[tuple
     if total is not None:
         head["total"] = total
     head["link"] = [{"relation": relation, "url": url} for relation, url in links]
-    return orjson.dumps(head)[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+    return with_entries(orjson.dumps(head), entries)
+
+
+def with_entries(head: bytes, entries: Sequence[bytes]) -> bytes:
+    """A Bundle's JSON ``head`` with its entries spliced in; none, no ``entry`` at all.
+
+    FHIR JSON has no empty arrays (https://hl7.org/fhir/R5/json.html#arrays; ele-1), so an empty
+    search, ``_count=0`` or ``_summary=count`` leaves ``entry`` out.
+    """
+    if not entries:
+        return head
+    return head[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
 
 
 def subset(body: bytes, summary: str | None, wanted: Sequence[str] | None) -> bytes:
     """The resource reduced per ``_summary`` (true, text, data) or ``_elements``, tagged SUBSETTED."""
     resource: dict[str, Any] = orjson.loads(body)
     known = elements(str(resource["resourceType"]))
-    required = {name for name, info in known.items() if info.meta.get("element_required")}
+    # https://hl7.org/fhir/R5/search.html#elements: a server SHOULD keep the mandatory elements
+    required = {name for name, info in known.items() if info.required}
     if summary == "data":
         keep: set[str] | frozenset[str] = set(resource) - {"text"}
     elif summary == "text":

@@ -41,9 +41,33 @@ class Range:
         return self.low < other.high and other.low < self.high
 
 
-def _micros(moment: datetime) -> int:
+def micros(moment: datetime) -> int:
+    """An aware datetime as the publication stores instants: microseconds since the epoch (UTC)."""
     delta = moment - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_micros = micros
+
+
+def parse_instant(text: str, name: str = "_since") -> datetime:
+    """A request's instant (``_since``), in UTC; it needs a time zone (a "+" sent unescaped is a space).
+
+    https://hl7.org/fhir/R5/datatypes.html#instant. Compare it with stored instants through ``micros``,
+    never as text: 2024-05-21T01:00:00+02:00 is before 2024-05-20T23:30:00Z.
+    """
+    try:
+        value = datetime.fromisoformat(text.strip().replace(" ", "+").replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise Invalid(
+            f"{name}={text!r}: expected an instant such as 2024-01-01T00:00:00Z", expression=name
+        ) from exc
+    if value.tzinfo is None:
+        raise Invalid(f"{name}={text!r}: an instant needs a time zone", expression=name)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise Invalid(f"{name}={text!r}: outside the supported instants", expression=name) from exc
 
 
 def now_micros() -> int:

@@ -17,11 +17,11 @@ import logging
 import multiprocessing
 import os
 import sys
-from collections import Counter
+from collections import ChainMap, Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -196,6 +196,17 @@ class Report:
         return operation_outcome(self.issues)
 
 
+class Published(Protocol):
+    """A built publication as validation reads it: resources by ``Type/id``, and what refers to one."""
+
+    @property
+    def resources(self) -> Mapping[str, Mapping[str, Any]]:
+        """Every resource by its key ``Type/id``, read when asked for."""
+
+    def referrers(self, key: str) -> Iterator[Mapping[str, Any]]:
+        """The resources with a literal reference to ``key``."""
+
+
 class Validator:
     """Validates resources against the profiles of one Conformance registry (compiled once)."""
 
@@ -216,8 +227,13 @@ class Validator:
         context: Sequence[Mapping[str, Any]] = (),
         profile: str | None = None,
         workers: int | None = None,
+        publication: Published | None = None,
     ) -> Report:
         """Validate the candidates as one set; ``context`` resources may be referred to, not checked.
+
+        ``publication``, when given, is a built publication the candidates join (``$validate``): their
+        references resolve in it, and only the resources that refer to a candidate are read from it, so
+        a check costs the same whatever the publication's size.
 
         The per-resource layers run in ``workers`` processes (default: one per core) when the set is
         large; the report is the same, in the same order, whatever the number.
@@ -226,7 +242,16 @@ class Validator:
         present = [c.resource for c in checked if c.resource is not None]
         by_key = {key_of(r): r for r in context}
         by_key.update({key_of(r): r for r in present})
-        session = Session(self, len(checked), checked.__getitem__, by_key, profile=profile)
+        resolvable: Mapping[str, Mapping[str, Any]] = by_key
+        if publication is not None:
+            # The candidates stand in for their published versions; what else they reach is read lazily.
+            resolvable = ChainMap(by_key, publication.resources)  # type: ignore[arg-type]
+            keys = {key_of(r) for r in present}
+            context = [
+                *context,
+                *(r for key in sorted(keys) for r in publication.referrers(key) if key_of(r) not in keys),
+            ]
+        session = Session(self, len(checked), checked.__getitem__, resolvable, profile=profile)
         session.add_context(context)
         for _ in session.chunks(workers):
             pass  # nothing to keep beyond the issues and the graph facts the session holds
@@ -390,8 +415,8 @@ class Session:
                         self.deferred.append(self._items.setdefault(deferred, deferred))
                     self.keys.append(key)
                     self.numbers.append(index)
+                yield chunk  # with its facts: the build stores each resource's references
                 chunk.facts = []
-                yield chunk
         finally:
             RESOLVABLE.reset(token)
 

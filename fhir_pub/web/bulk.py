@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, current_app, request, send_file
 
-from fhir_pub.errors import Gone, Invalid, NotAcceptable, NotFound, TooManyRequests
+from fhir_pub.errors import Gone, Invalid, NotFound, TooManyRequests
 from fhir_pub.export import OUTPUT_FORMATS, ExportRequest, check_type_filters, parse_instant
 from fhir_pub.jobs import ACTIVE, JobStore
 from fhir_pub.settings import Settings
@@ -118,17 +118,13 @@ def _request(
 
 
 def _kickoff(resource_type: str | None) -> Response:
-    prefer = request.headers.get("Prefer", "").replace(" ", "")
+    prefer = formats.preferences(request)
     if "respond-async" not in prefer:
         raise Invalid("Prefer: respond-async is required for $export (Bulk Data IG)", expression="Prefer")
     accept = request.headers.get("Accept")
-    if (
-        accept
-        and accept.strip() != "*/*"
-        and not request.accept_mimetypes.best_match(["application/fhir+json", "application/json"])
-    ):
-        raise NotAcceptable(f"Accept: {accept}: the kick-off answers application/fhir+json")
-    export_request, warnings = _request(resource_type, _parameters(), "handling=lenient" in prefer)
+    if accept and accept.strip() != "*/*":
+        formats.best_match(accept, ["application/fhir+json", "application/json"])  # else 406
+    export_request, warnings = _request(resource_type, _parameters(), prefer.get("handling") == "lenient")
     store = jobs()
     store.sweep()
     base = formats.base_url(_settings(), request)

@@ -6,17 +6,17 @@ https://hl7.org/fhir/R5/http.html
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
-from fhir_pub.errors import Invalid, MethodNotAllowed, NotFound, NotSupported, UnsupportedMediaType
+from fhir_pub.errors import MethodNotAllowed, NotFound, NotSupported, UnsupportedMediaType
 from fhir_pub.openapi import openapi
-from fhir_pub.search.bundle import entry, searchset, subset
-from fhir_pub.search.dates import now_micros
+from fhir_pub.search.bundle import entry, searchset, subset, with_entries
+from fhir_pub.search.dates import micros, now_micros, parse_instant
 from fhir_pub.search.engine import Result
 from fhir_pub.search.request import MAX_COUNT, MAX_OFFSET, SearchRequest, parse, whole_number
 from fhir_pub.store import Store, Stored
@@ -106,7 +106,7 @@ def _base() -> str:
 
 def _strict() -> bool:
     # https://hl7.org/fhir/R5/search.html#errors: Prefer: handling=strict turns ignored parameters into errors
-    return "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
+    return formats.preferences(request).get("handling") == "strict"
 
 
 def _links(
@@ -181,12 +181,7 @@ def search_post(resource_type: str) -> Response:
     """Search by POST: parameters in a form body (and the query string)."""
     _negotiate()
     _checked_type(resource_type)
-    if request.content_length and request.mimetype != "application/x-www-form-urlencoded":
-        raise UnsupportedMediaType(
-            f"{request.mimetype}: POST _search takes application/x-www-form-urlencoded"
-        )
-    pairs = [*request.args.items(multi=True), *request.form.items(multi=True)]
-    return _search([resource_type], f"/{resource_type}", pairs)
+    return _search([resource_type], f"/{resource_type}", _form_pairs())
 
 
 @blueprint.get("")
@@ -199,6 +194,27 @@ def search_system() -> Response:
         _checked_type(kind)
     types = sorted(set(requested)) if requested else sorted(_store().types)
     return _search(types, "", list(request.args.items(multi=True)))
+
+
+@blueprint.post("/_search")
+def search_system_post() -> Response:
+    """System search by POST (https://hl7.org/fhir/R5/http.html#search): a form body, as GET [base]?."""
+    _negotiate()
+    pairs = _form_pairs()
+    requested = [t for key, value in pairs if key == "_type" for t in value.split(",") if t]
+    for kind in requested:
+        _checked_type(kind)
+    types = sorted(set(requested)) if requested else sorted(_store().types)
+    return _search(types, "", pairs)
+
+
+def _form_pairs() -> list[tuple[str, str]]:
+    """The query string's and the form body's parameters of a POST search (415 for another body)."""
+    if request.content_length and request.mimetype != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType(
+            f"{request.mimetype}: POST _search takes application/x-www-form-urlencoded"
+        )
+    return [*request.args.items(multi=True), *request.form.items(multi=True)]
 
 
 @blueprint.route("", methods=WRITES)  # transaction and batch too
@@ -217,18 +233,10 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
     """A history Bundle: each version with the request that made it and its response metadata."""
     # https://hl7.org/fhir/R5/http.html#history: _count, _since (instant) and _at narrow it.
     since_text = request.args.get("_since")
-    since = None
-    if since_text is not None:
-        try:
-            since = datetime.fromisoformat(since_text.replace(" ", "+").replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise Invalid(f"_since={since_text!r}: expected an instant", expression="_since") from exc
-        if since.tzinfo is None:
-            raise Invalid(f"_since={since_text!r}: an instant needs a time zone", expression="_since")
+    since = None if since_text is None else micros(parse_instant(since_text))
     count = whole_number("_count", request.args.get("_count", "20"), MAX_COUNT)
     offset = whole_number("_offset", request.args.get("_offset", "0"), MAX_OFFSET)
-    since_key = since.astimezone(UTC).isoformat().replace("+00:00", "Z") if since else None
-    total, versions = _store().history(resource_type, resource_id, since_key, count, offset)
+    total, versions = _store().history(resource_type, resource_id, since, count, offset)
     if resource_id is not None and total == 0 and since is None:
         raise NotFound(f"{resource_type}/{resource_id} is not in this publication")
     entries = []
@@ -255,7 +263,7 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
             "link": _history_links(path, count, offset, total),
         }
     )
-    return Response(head[:-1] + b',"entry":[' + b",".join(entries) + b"]}", content_type=FHIR_JSON)
+    return Response(with_entries(head, entries), content_type=FHIR_JSON)
 
 
 def _history_links(path: str, count: int, offset: int, total: int) -> list[dict[str, str]]:

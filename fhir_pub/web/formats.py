@@ -9,9 +9,11 @@ from typing import Any
 
 import orjson
 from fhir.resources import get_fhir_model_class
-from flask import Request, Response, current_app
+from flask import Request, Response, current_app, g
 from lxml import etree
 from pydantic import ValidationError
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header, parse_options_header
 
 from fhir_pub.errors import Invalid, NotAcceptable
 from fhir_pub.settings import Settings
@@ -48,20 +50,97 @@ ACCEPTED = {
 }
 
 
-def requested(request: Request) -> str:
-    """``json``, ``xml`` or ``html``, as the request asks; NotAcceptable for anything else."""
+# https://hl7.org/fhir/R5/http.html#version-parameter: the FHIR versions this endpoint serves, as the
+# fhirVersion media-type parameter names them (major.minor; a patch such as 5.0.0 names the same).
+FHIR_VERSIONS = ("5.0",)
+
+
+def _version(params: dict[str, str]) -> str | None:
+    """The fhirVersion a media type asks for, as major.minor (None when it names none)."""
+    asked = params.get("fhirversion")
+    if asked is None:
+        return None
+    return ".".join(asked.strip().split(".")[:2])
+
+
+def _negotiate(request: Request) -> tuple[str, str | None]:
+    """(format, fhirVersion asked for or None); NotAcceptable when nothing acceptable can be produced.
+
+    Media types match by type and subtype whatever their parameters (clients send charset and
+    fhirVersion), with q-values honoured; a type asking for a FHIR version not served is not acceptable.
+    """
     fmt = request.args.get("_format")
     if fmt is not None:
-        key = fmt.split(";", 1)[0].strip().replace(" ", "+")
+        key, params = parse_options_header(fmt.replace(" ", "+"))
         if key not in FORMAT_VALUES:
             raise NotAcceptable(f"_format={fmt!r}: this server produces FHIR JSON or XML")
-        return FORMAT_VALUES[key]
-    if not request.accept_mimetypes:
-        return "json"
-    best = request.accept_mimetypes.best_match(list(ACCEPTED))
+        version = _version(params)
+        if version is not None and version not in FHIR_VERSIONS:
+            raise NotAcceptable(_unserved(version))
+        return FORMAT_VALUES[key], version
+    header = request.headers.get("Accept")
+    if not header:
+        return "json", None
+    best, version = best_match(header, list(ACCEPTED))
+    return ACCEPTED[best], version
+
+
+def best_match(header: str, produced: list[str]) -> tuple[str, str | None]:
+    """The best of ``produced`` for an ``Accept`` header, and the fhirVersion asked with it.
+
+    Media types match by type and subtype whatever their parameters, q-values honoured; one that asks
+    for a FHIR version not served is not acceptable. NotAcceptable when none of ``produced`` is.
+    """
+    offered: list[tuple[str, float]] = []
+    versions: dict[str, str | None] = {}
+    unserved: list[str] = []
+    for value, quality in parse_accept_header(header, MIMEAccept):
+        mimetype, params = parse_options_header(value)
+        version = _version(params)
+        if version is not None and version not in FHIR_VERSIONS:
+            unserved.append(version)
+            continue
+        offered.append((mimetype, quality))
+        versions.setdefault(mimetype, version)
+    best = MIMEAccept(offered).best_match(produced) if offered else None
     if best is None:
-        raise NotAcceptable(f"Accept: {request.headers.get('Accept')}: this server produces FHIR JSON or XML")
-    return ACCEPTED[best]
+        if unserved:
+            raise NotAcceptable(_unserved(unserved[0]))
+        raise NotAcceptable(f"Accept: {header}: this server produces {', '.join(produced)}")
+    return best, versions.get(best, versions.get("*/*"))
+
+
+def preferences(request: Request) -> dict[str, str]:
+    """The ``Prefer`` header's preferences, names and values lowercased.
+
+    RFC 7240 compares names case-insensitively; the values read here (respond-async,
+    handling=strict|lenient) are tokens.
+    """
+    found: dict[str, str] = {}
+    for header in request.headers.getlist("Prefer"):
+        for part in header.split(","):
+            name, _, value = part.split(";", 1)[0].partition("=")
+            if name.strip():
+                found.setdefault(name.strip().lower(), value.strip().strip('"').lower())
+    return found
+
+
+def _unserved(version: str) -> str:
+    served = ", ".join(f"fhirVersion={v}" for v in FHIR_VERSIONS)
+    return f"FHIR version {version} is not served here; this endpoint serves {served} (FHIR R5)"
+
+
+def negotiated(request: Request) -> tuple[str, str | None]:
+    """The request's format and asked-for FHIR version, negotiated once per request (kept in ``g``)."""
+    found: tuple[str, str | None] | None = g.get("fhir_negotiated")
+    if found is None:
+        found = g.fhir_negotiated = _negotiate(request)
+    return found
+
+
+def requested(request: Request) -> str:
+    """``json``, ``xml`` or ``html``, as the request asks; NotAcceptable for anything else."""
+    return negotiated(request)[0]
 
 
 def preferred(request: Request) -> str:
@@ -74,9 +153,18 @@ def preferred(request: Request) -> str:
 
 def render(response: Response, request: Request) -> Response:
     """Turn a FHIR JSON response into the negotiated format (and pretty form); leave others alone."""
-    if response.mimetype != "application/fhir+json" or response.direct_passthrough or not response.data:
+    if response.mimetype != "application/fhir+json" or response.direct_passthrough:
         return response
-    fmt = preferred(request)
+    # The format follows Accept, so a shared cache must key on it (RFC 9110 12.5.5), JSON answers too.
+    response.vary.add("Accept")
+    try:
+        fmt, version = negotiated(request)
+    except NotAcceptable:
+        fmt, version = "json", None
+    if version is not None:  # said back, as asked (https://hl7.org/fhir/R5/versioning.html#mt-version)
+        response.content_type = f"{FHIR_JSON}; fhirVersion={version}"
+    if not response.data:
+        return response
     pretty = request.args.get("_pretty") == "true"
     if fmt == "json" and not pretty:
         return response
@@ -89,8 +177,7 @@ def render(response: Response, request: Request) -> Response:
         response.set_data(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     else:
         response.set_data(fhirxml.dumps(document, pretty))
-        response.content_type = FHIR_XML
-    response.vary.add("Accept")
+        response.content_type = FHIR_XML if version is None else f"{FHIR_XML}; fhirVersion={version}"
     return response
 
 

@@ -10,7 +10,6 @@ from flask import Blueprint, Response, current_app, request
 
 from fhir_pub.conformance import Conformance
 from fhir_pub.errors import Invalid, UnsupportedMediaType
-from fhir_pub.graph import key_of
 from fhir_pub.store import Store
 from fhir_pub.validation import Validator, candidate_from_bytes
 from fhir_pub.validation.issues import Issue, operation_outcome
@@ -24,16 +23,15 @@ MODES = {"create", "update", "delete", "profile"}
 _lock = threading.Lock()
 
 
-def _validator() -> tuple[Validator, list[dict[str, Any]]]:
-    """The validator for the publication's own profiles, and the publication as context (made once)."""
+def _validator() -> tuple[Validator, Store]:
+    """The validator for the publication's own profiles (made once), and the publication it checks against."""
     state = current_app.extensions["fhir_pub"]
+    store: Store = state["store"]
     with _lock:
         if "validator" not in state:
-            store: Store = state["store"]
             conformance = Conformance(store.path, {r["url"]: r for r in store.conformance()})
             state["validator"] = Validator(conformance)
-            state["context"] = store.resources()
-    return state["validator"], state["context"]
+    return state["validator"], store
 
 
 def _arguments(body: Any) -> tuple[dict[str, Any], str, str | None]:
@@ -72,7 +70,7 @@ def _validate(resource_type: str | None) -> Response:
         except orjson.JSONDecodeError as exc:
             raise Invalid(f"the body is not valid JSON: {exc.msg}") from exc
     resource, mode, profile = _arguments(body)
-    validator, context = _validator()
+    validator, store = _validator()
     if profile is not None and profile.split("|", 1)[0] not in validator.schemas:
         raise Invalid(f"profile {profile} is not known to this publisher", expression="profile")
     if (
@@ -87,9 +85,11 @@ def _validate(resource_type: str | None) -> Response:
         )
         return Response(orjson.dumps(operation_outcome([issue])), content_type=FHIR_JSON)
     candidate = candidate_from_bytes(orjson.dumps(resource), "resource")
-    key = key_of(resource) if isinstance(resource, dict) else None
-    others = [r for r in context if key_of(r) != key]
-    report = validator.validate([candidate], others, profile.split("|", 1)[0] if profile else None)
+    # The resource joins the publication in place of any published version of it; only what it refers
+    # to and what refers to it are read, so a check costs the same at any publication size.
+    report = validator.validate(
+        [candidate], profile=profile.split("|", 1)[0] if profile else None, publication=store
+    )
     return Response(orjson.dumps(report.outcome()), content_type=FHIR_JSON)
 
 

@@ -1,0 +1,118 @@
+"""Reads as EHRs send them: a random resource of the whole publication per request, against nginx.
+
+Issue 21's benchmark: every request reads a resource drawn at random from the whole publication (more
+URLs than any response cache holds), against nginx serving the same bytes from ``fhir-pub export
+--static`` in the same run. The two servers take turns (interleaved rounds, medians), at each number of
+connections. Needs nginx and wrk (Debian: ``apt-get install nginx-light wrk``).
+
+    .venv-test/bin/python bench/random_reads.py --publication P.sqlite [--rounds 3] [--seconds 5]
+        [--connections 1,32] [--workers 2]
+
+Build a publication of the size wanted first, for example
+``bench/corpus.py --resources 100000 --seed 1 --out DIR`` then ``fhir-pub build --resources DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from serve import milliseconds, nginx, require_tools, serve
+
+# Each wrk thread reads the list of paths once, then sends one drawn at random for every request.
+RANDOM_LUA = """
+local paths = {}
+for line in io.lines("%s") do paths[#paths + 1] = line end
+math.randomseed(os.time() + math.floor(os.clock() * 1000000))
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+"""
+
+
+def random_wrk(url: str, paths: Path, seconds: int, connections: int) -> tuple[float, float, float]:
+    """Requests/s, p50 and p99 (ms) of one wrk run sending random paths from the file ``paths``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(RANDOM_LUA % paths)
+        script.flush()
+        command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s"]
+        command += ["--timeout", "30s", "--latency", "-s", script.name, url]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"errors under load at {url}:\n{out}")
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    return rate, milliseconds(p50), milliseconds(p99)
+
+
+def main() -> None:
+    """Serve the publication both ways and print medians of interleaved rounds, with ratios to nginx."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--publication", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", default="1,32")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    require_tools()
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        subprocess.run(
+            [
+                python,
+                "-m",
+                "fhir_pub",
+                "export",
+                "--static",
+                str(root / "www"),
+                "--publication",
+                str(args.publication),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with sqlite3.connect(f"file:{args.publication}?mode=ro", uri=True) as db:
+            keys = [f"/fhir/{kind}/{rid}" for kind, rid in db.execute("SELECT type, id FROM resource")]
+        db.close()
+        paths = root / "paths.txt"
+        paths.write_text("\n".join(keys) + "\n", encoding="utf-8")
+        app = serve(python, args.publication, 18291, args.workers, cache=True)
+        static = nginx(root, 18290, args.workers)
+        results: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
+        try:
+            for connections in (int(c) for c in args.connections.split(",")):
+                for _ in range(args.rounds):
+                    for name, port in (("fhir-pub", 18291), ("nginx", 18290)):
+                        figure = random_wrk(f"http://127.0.0.1:{port}", paths, args.seconds, connections)
+                        results.setdefault((connections, name), []).append(figure)
+        finally:
+            static.terminate()
+            static.wait()
+            app.terminate()
+            app.wait()
+    print(
+        f"{len(keys):,} resources, a random one per request; {args.workers} workers each; "
+        f"{args.rounds} interleaved rounds of {args.seconds} s; medians"
+    )
+    print(f"{'conns':>5}  {'server':<10}{'requests/s':>12}{'p50':>10}{'p99':>10}{'ratio':>8}")
+    for (connections, name), figures in sorted(results.items()):
+        rate = statistics.median(f[0] for f in figures)
+        nginx_rate = statistics.median(f[0] for f in results[(connections, "nginx")])
+        p50 = statistics.median(f[1] for f in figures)
+        p99 = statistics.median(f[2] for f in figures)
+        print(
+            f"{connections:>5}  {name:<10}{rate:>12,.0f}{p50:>8.2f}ms{p99:>8.2f}ms{rate / nginx_rate:>8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""What real FHIR clients send, against a real server process: Accept, Prefer, POST search, caches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from test_server import built, free_port, start, stop
+
+__all__ = ["built"]  # the fixture, imported for this module's tests
+
+JSON = "application/fhir+json; charset=utf-8"
+READ = "MedicationKnowledge/besponsa"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory, built: Path) -> Iterator[str]:
+    """The FHIR base URL of a running ``fhir-pub serve``, with its response cache on (as deployed)."""
+    port = free_port()
+    process = start(tmp_path_factory.mktemp("interop"), built, port)
+    try:
+        yield f"http://127.0.0.1:{port}/fhir"
+    finally:
+        stop(process)
+
+
+# Accept headers real clients send, and the media type each must be answered in.
+ACCEPTS = [
+    ("application/fhir+json", JSON),  # HAPI, fhirpy
+    ("application/fhir+json; charset=utf-8", JSON),  # many SDKs
+    ("application/fhir+json; fhirVersion=5.0", f"{JSON}; fhirVersion=5.0"),  # the .NET SDK
+    ("application/fhir+json; charset=utf-8; fhirVersion=5.0.0", f"{JSON}; fhirVersion=5.0"),
+    ("application/json; charset=utf-8", JSON),
+    ("application/json, text/plain, */*", JSON),  # axios (fhir.js, fhirclient.js)
+    ("*/*", JSON),  # curl, requests
+    ("application/fhir+xml;q=1.0, application/fhir+json;q=0.9", "application/fhir+xml; charset=utf-8"),
+    ("application/fhir+xml; fhirVersion=5.0", "application/fhir+xml; charset=utf-8; fhirVersion=5.0"),
+    (
+        "application/fhir+json; fhirVersion=4.0, application/fhir+json; fhirVersion=5.0; q=0.5",
+        f"{JSON}; fhirVersion=5.0",
+    ),
+    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "text/html; charset=utf-8"),
+]
+
+
+class TestAccept:
+    """Media types match by type and subtype whatever their parameters; fhirVersion is honoured."""
+
+    @pytest.mark.parametrize(("accept", "content_type"), ACCEPTS)
+    @pytest.mark.parametrize("path", [READ, "ClinicalUseDefinition?type=warning", "metadata"])
+    def test_served(self, base: str, accept: str, content_type: str, path: str) -> None:
+        """Each client's Accept gets 200 in the expected media type, with Vary: Accept."""
+        response = requests.get(f"{base}/{path}", headers={"Accept": accept}, timeout=10)
+        assert (response.status_code, response.headers["Content-Type"]) == (200, content_type)
+        assert "accept" in response.headers["Vary"].lower()
+
+    @pytest.mark.parametrize(
+        "accept",
+        ["application/fhir+json; fhirVersion=4.0", "application/fhir+xml; fhirVersion=4.3", "image/png"],
+    )
+    def test_not_acceptable(self, base: str, accept: str) -> None:
+        """A version not served, or a type not produced, is a 406 OperationOutcome naming what is."""
+        response = requests.get(f"{base}/{READ}", headers={"Accept": accept}, timeout=10)
+        assert (response.status_code, response.headers["Content-Type"]) == (406, JSON)
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        text = outcome["issue"][0]["details"]["text"]
+        assert ("fhirVersion=5.0" in text) if "fhirVersion" in accept else ("application/fhir+json" in text)
+
+    def test_format_with_version(self, base: str) -> None:
+        """_format may carry the version parameter too."""
+        ok = requests.get(f"{base}/{READ}?_format=application/fhir%2Bjson;fhirVersion=5.0", timeout=10)
+        assert (ok.status_code, ok.headers["Content-Type"]) == (200, f"{JSON}; fhirVersion=5.0")
+        old = requests.get(f"{base}/{READ}?_format=application/fhir%2Bjson;fhirVersion=4.0", timeout=10)
+        assert old.status_code == 406
+
+    def test_conditional_read_keeps_vary(self, base: str) -> None:
+        """A 304 to an If-None-Match names Accept in Vary too."""
+        etag = requests.get(f"{base}/{READ}", timeout=10).headers["ETag"]
+        again = requests.get(f"{base}/{READ}", headers={"If-None-Match": etag}, timeout=10)
+        assert again.status_code == 304
+        assert "accept" in again.headers["Vary"].lower()
+
+    @pytest.mark.parametrize(
+        "accept", ["application/fhir+json; charset=utf-8", "application/json; fhirVersion=5.0"]
+    )
+    def test_export_kickoff(self, base: str, accept: str) -> None:
+        """The $export kick-off accepts the same media types with parameters."""
+        response = requests.get(
+            f"{base}/$export", headers={"Accept": accept, "Prefer": "respond-async"}, timeout=10
+        )
+        assert response.status_code == 202, response.text
+        requests.delete(response.headers["Content-Location"], timeout=10)
+
+
+class TestPrefer:
+    """Prefer is read as RFC 7240 says: names case-insensitively."""
+
+    @pytest.mark.parametrize("prefer", ["Respond-Async", "respond-async", "RESPOND-ASYNC, handling=lenient"])
+    def test_respond_async(self, base: str, prefer: str) -> None:
+        """Any spelling of respond-async starts an export."""
+        response = requests.get(f"{base}/$export", headers={"Prefer": prefer}, timeout=10)
+        assert response.status_code == 202, response.text
+        requests.delete(response.headers["Content-Location"], timeout=10)
+
+    @pytest.mark.parametrize(
+        "prefer", ["handling=strict", "Handling=Strict", "return=minimal, handling=strict"]
+    )
+    def test_strict(self, base: str, prefer: str) -> None:
+        """Any spelling of handling=strict makes an unknown parameter a 400."""
+        response = requests.get(f"{base}/Organization?nonsense=1", headers={"Prefer": prefer}, timeout=10)
+        assert response.status_code == 400
+
+
+class TestSystemSearchByPost:
+    """POST [base]/_search is system search, as GET [base]? is."""
+
+    def test_equals_get(self, base: str) -> None:
+        """The form body's parameters give the same matches as the query string."""
+        posted = requests.post(f"{base}/_search", data={"_type": "Organization,Group"}, timeout=10)
+        got = requests.get(f"{base}?_type=Organization,Group", timeout=10)
+        assert posted.status_code == 200
+        ids = [e["resource"]["id"] for e in posted.json()["entry"]]
+        assert ids == [e["resource"]["id"] for e in got.json()["entry"]]
+        assert posted.json()["total"] == 7
+
+    def test_json_body_refused(self, base: str) -> None:
+        """A body that is not a form is a 415 OperationOutcome."""
+        response = requests.post(f"{base}/_search", json={"_type": "Organization"}, timeout=10)
+        assert response.status_code == 415
+        assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def empties(node: object, path: str = "$") -> list[str]:
+    """Where a JSON document holds an empty array or object (FHIR JSON allows neither)."""
+    if isinstance(node, dict):
+        found = [path] if not node else []
+        for key, value in node.items():
+            found += empties(value, f"{path}.{key}")
+        return found
+    if isinstance(node, list):
+        found = [path] if not node else []
+        for index, value in enumerate(node):
+            found += empties(value, f"{path}[{index}]")
+        return found
+    return []
+
+
+class TestNoEmptyArrays:
+    """No answer holds an empty array or object (https://hl7.org/fhir/R5/json.html, ele-1)."""
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "metadata",
+            READ,
+            "ClinicalUseDefinition?type=nothing-like-this",
+            "ClinicalUseDefinition?_count=0",
+            "ClinicalUseDefinition?type=warning&_summary=count",
+            "ClinicalUseDefinition?_elements=type&_count=5",
+            "_history?_since=2999-01-01T00:00:00Z",
+            "Organization/_history?_count=0",
+            "Organization/fda/_history",
+            "?_type=Group",
+            "Organization/nope",
+            "Nope/1",
+            "Organization?nonsense=1",
+        ],
+    )
+    def test_route(self, base: str, path: str) -> None:
+        """The answer's JSON has no empty array or object anywhere."""
+        response = requests.get(f"{base}/{path}", timeout=10)
+        assert empties(response.json()) == []
