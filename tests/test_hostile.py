@@ -534,7 +534,8 @@ def first_code(status: int, body: bytes) -> str | None:
     """The issue code a response carries: an error's OperationOutcome, or a Bundle's outcome entry."""
     document = json.loads(body)
     if document["resourceType"] == "Bundle" and document["type"] == "searchset":
-        outcomes = [e["resource"] for e in document["entry"] if e["search"]["mode"] == "outcome"]
+        entries = document.get("entry", [])  # an empty Bundle has no entry (FHIR JSON has no empty arrays)
+        outcomes = [e["resource"] for e in entries if e["search"]["mode"] == "outcome"]
         return str(outcomes[0]["issue"][0]["code"]) if outcomes else None
     if status >= 300 or document["resourceType"] == "OperationOutcome":
         assert document["resourceType"] == "OperationOutcome"

@@ -173,3 +173,41 @@ class TestNoEmptyArrays:
         """The answer's JSON has no empty array or object anywhere."""
         response = requests.get(f"{base}/{path}", timeout=10)
         assert empties(response.json()) == []
+
+
+class TestMethods:
+    """A read-only server says what each URL accepts: Allow on 405 and OPTIONS, and in the preflight."""
+
+    @pytest.mark.parametrize(
+        ("method", "path", "allowed"),
+        [
+            ("PUT", READ, {"GET", "HEAD", "OPTIONS"}),
+            ("DELETE", READ, {"GET", "HEAD", "OPTIONS"}),
+            ("PATCH", "Organization/fda", {"GET", "HEAD", "OPTIONS"}),
+            ("POST", "Organization", {"GET", "HEAD", "OPTIONS"}),
+            ("POST", "", {"GET", "HEAD", "OPTIONS"}),
+            ("PUT", "$export", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ],
+    )
+    def test_405_has_allow(self, base: str, method: str, path: str, allowed: set[str]) -> None:
+        """Each write is a 405 OperationOutcome whose Allow names only what the URL accepts."""
+        response = requests.request(method, f"{base}/{path}", json={"resourceType": "Basic"}, timeout=10)
+        assert response.status_code == 405
+        assert response.json()["resourceType"] == "OperationOutcome"
+        assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed
+
+    def test_options(self, base: str) -> None:
+        """OPTIONS on a resource names no write verb."""
+        response = requests.options(f"{base}/{READ}", timeout=10)
+        assert {m.strip() for m in response.headers["Allow"].split(",")} == {"GET", "HEAD", "OPTIONS"}
+
+    def test_preflight(self, base: str) -> None:
+        """A CORS preflight advertises no PUT, PATCH or DELETE."""
+        response = requests.options(
+            f"{base}/{READ}",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "GET"},
+            timeout=10,
+        )
+        methods = {m.strip() for m in response.headers["Access-Control-Allow-Methods"].split(",")}
+        assert methods <= {"GET", "HEAD", "POST", "OPTIONS"}
+        assert "GET" in methods

@@ -40,7 +40,14 @@ def create_app(settings: Settings | None = None) -> Flask:
             "*" if settings.cors_origins == "*" else [o.strip() for o in settings.cors_origins.split(",")]
         )
         # A literal "*" (not an echoed origin) keeps public responses cacheable without Vary: Origin.
-        CORS(app, origins=origins, expose_headers=EXPOSED, send_wildcard=origins == "*")
+        # A read-only server: the preflight names only the methods some route accepts.
+        CORS(
+            app,
+            origins=origins,
+            expose_headers=EXPOSED,
+            send_wildcard=origins == "*",
+            methods=["GET", "HEAD", "POST", "OPTIONS"],
+        )
     if settings.trusted_proxies:
         count = settings.trusted_proxies
         proxied = ProxyFix(
@@ -62,8 +69,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     app.wsgi_app = limits.Limits(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]  # outermost
     errors.register(app)
-    app.after_request(lambda response: html.security_headers(formats.render(response, request)))
+    app.after_request(lambda response: html.security_headers(formats.render(_allow(response), request)))
     return app
+
+
+def _allow(response: Response) -> Response:
+    """OPTIONS names what the URL really accepts: Flask's own answer counts the write catch-all's verbs."""
+    if request.method == "OPTIONS" and request.path.startswith("/fhir"):
+        response.headers["Allow"] = fhir.allowed_methods()
+    return response
 
 
 def landing_page(app: Flask) -> Response:

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
 
 from fhir_pub.errors import MethodNotAllowed, NotFound, NotSupported, UnsupportedMediaType
 from fhir_pub.openapi import openapi
@@ -226,7 +227,25 @@ def write(**_: Any) -> Response:
         # Without this, werkzeug would answer a GET on an unknown deep path (traversal attempts,
         # unknown operations) with 405 because the write rule matches it; http.html: unknown is 404.
         raise NotFound(f"nothing is served at {request.path[:200]}")
-    raise MethodNotAllowed(f"{request.method} is not allowed: this FHIR endpoint is read-only")
+    allowed = allowed_methods()
+    raise MethodNotAllowed(
+        f"{request.method} is not allowed: this FHIR endpoint is read-only (this URL accepts {allowed})",
+        headers={"Allow": allowed},  # RFC 9110 15.5.6: a 405 names the methods the URL supports
+    )
+
+
+def allowed_methods() -> str:
+    """The methods this request's URL really accepts, for ``Allow`` (the write catch-all does not count)."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    allowed = []
+    for method in ("GET", "HEAD", "POST"):
+        try:
+            endpoint, _ = adapter.match(request.path, method=method)
+        except HTTPException:
+            continue
+        if endpoint != "fhir.write":
+            allowed.append(method)
+    return ", ".join([*allowed, "OPTIONS"])
 
 
 def _history(resource_type: str | None, resource_id: str | None) -> Response:
