@@ -6,6 +6,8 @@ import gzip
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -49,8 +51,11 @@ class TestRead:
             assert response.status_code == 200, entry.key
             assert response.content_type == FHIR_JSON
             assert response.json == entry.resource
-            assert response.headers["ETag"] == 'W/"1"'
-            assert response.headers["Last-Modified"] == "Sun, 22 Nov 2026 00:00:00 GMT"
+            meta = entry.resource["meta"]
+            assert response.headers["ETag"] == f'W/"{meta["versionId"]}"'
+            assert parsedate_to_datetime(response.headers["Last-Modified"]) == datetime.fromisoformat(
+                meta["lastUpdated"]
+            )
             assert response.headers["Content-Location"].endswith(f"/fhir/{entry.key}")
 
     def test_vread(self, client: FlaskClient) -> None:
@@ -220,7 +225,10 @@ class TestHistory:
     def test_since(self, client: FlaskClient) -> None:
         """_since keeps only what changed after the instant; a bad instant is 400."""
         assert client.get("/fhir/_history?_since=2026-11-21T00:00:00Z").json["total"] > 0
-        assert client.get("/fhir/_history?_since=2026-11-22T00:00:00Z").json["total"] == 0
+        assert (
+            client.get("/fhir/_history?_since=2026-11-22T00:00:00Z").json["total"] == 5
+        )  # the corrected ones
+        assert client.get("/fhir/_history?_since=2026-12-02T00:00:00Z").json["total"] == 0
         assert_outcome(client.get("/fhir/_history?_since=yesterday"), 400, "invalid")
         assert_outcome(client.get("/fhir/_history?_since=2026-11-21T00:00:00"), 400, "invalid")
 

@@ -193,7 +193,7 @@ FACTS: list[Fact] = [
     # --- allergy
     Fact("allergic reaction sign: rash, hives or itching", cud("warning-allergic-reaction"), W, "rash, hives or itching", (M,)),
     Fact("allergic reaction sign: red, swollen, blistered or peeling skin", cud("warning-allergic-reaction"), W, "blistered or peeling", (M,)),
-    Fact("allergic reaction sign: wheezing, chest or throat tightness", cud("warning-allergic-reaction"), W, "tightness in the chest or throat", (M,)),
+    Fact("allergic reaction sign: wheezing, chest or throat tightness", cud("warning-allergic-reaction"), W, "chest or throat that feels tight", (M,)),
     Fact("allergic reaction sign: trouble breathing, swallowing or talking; hoarseness", cud("warning-allergic-reaction"), W, "unusual hoarseness", (M,)),
     Fact("allergic reaction sign: swelling of mouth, face, lips, tongue or throat", cud("warning-allergic-reaction"), W, "lips, tongue or throat", (M,)),
     Fact("tell the doctor about an allergy to this medicine, its ingredients or other medicines", cud("warning-allergy-history"), W, "allergic to inotuzumab ozogamicin", (M, L)),

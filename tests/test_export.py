@@ -70,9 +70,10 @@ class TestExport:
 
     def test_since(self, store: Store, tmp_path: Path) -> None:
         """_since keeps only resources changed after the instant."""
-        assert (
-            export(store, ExportRequest(since=datetime(2026, 11, 23, tzinfo=UTC)), tmp_path / "a").files == []
-        )
+        later = export(store, ExportRequest(since=datetime(2026, 11, 23, tzinfo=UTC)), tmp_path / "a")
+        assert later.files == [("ClinicalUseDefinition", "ClinicalUseDefinition.ndjson", 5)]  # corrected ones
+        none = export(store, ExportRequest(since=datetime(2026, 12, 3, tzinfo=UTC)), tmp_path / "c")
+        assert none.files == []
         assert (
             len(export(store, ExportRequest(since=datetime(2026, 11, 21, tzinfo=UTC)), tmp_path / "b").files)
             == 7
