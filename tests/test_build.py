@@ -48,7 +48,8 @@ class TestBuild:
             stored = store.read(entry.resource["resourceType"], entry.resource["id"])
             assert stored is not None
             assert stored.body == orjson.dumps(entry.resource)
-            assert (stored.version, stored.last_updated) == ("1", entry.resource["meta"]["lastUpdated"])
+            meta = entry.resource["meta"]
+            assert (stored.version, stored.last_updated) == (meta["versionId"], meta["lastUpdated"])
         assert json.loads(store.capability)["resourceType"] == "CapabilityStatement"
         assert store.types == set(publication.counts())
 
