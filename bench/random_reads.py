@@ -15,7 +15,6 @@ Build a publication of the size wanted first, for example
 from __future__ import annotations
 
 import argparse
-import re
 import sqlite3
 import statistics
 import subprocess
@@ -23,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from serve import milliseconds, nginx, require_tools, serve
+from serve import figures, nginx, require_tools, serve
 
 # Each wrk thread reads the list of paths once, then sends one drawn at random for every request.
 RANDOM_LUA = """
@@ -44,12 +43,7 @@ def random_wrk(url: str, paths: Path, seconds: int, connections: int) -> tuple[f
         command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s"]
         command += ["--timeout", "30s", "--latency", "-s", script.name, url]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise SystemExit(f"errors under load at {url}:\n{out}")
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)  # type: ignore[union-attr]
-    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)  # type: ignore[union-attr]
-    return rate, milliseconds(p50), milliseconds(p99)
+    return figures(out, url)
 
 
 def main() -> None:
@@ -104,11 +98,11 @@ def main() -> None:
         f"{args.rounds} interleaved rounds of {args.seconds} s; medians"
     )
     print(f"{'conns':>5}  {'server':<10}{'requests/s':>12}{'p50':>10}{'p99':>10}{'ratio':>8}")
-    for (connections, name), figures in sorted(results.items()):
-        rate = statistics.median(f[0] for f in figures)
+    for (connections, name), runs in sorted(results.items()):
+        rate = statistics.median(f[0] for f in runs)
         nginx_rate = statistics.median(f[0] for f in results[(connections, "nginx")])
-        p50 = statistics.median(f[1] for f in figures)
-        p99 = statistics.median(f[2] for f in figures)
+        p50 = statistics.median(f[1] for f in runs)
+        p99 = statistics.median(f[2] for f in runs)
         print(
             f"{connections:>5}  {name:<10}{rate:>12,.0f}{p50:>8.2f}ms{p99:>8.2f}ms{rate / nginx_rate:>8.2f}"
         )

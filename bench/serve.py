@@ -86,6 +86,11 @@ def wrk(
             script.flush()
             command += ["-s", script.name]
         out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    return figures(out, url)
+
+
+def figures(out: str, url: str) -> tuple[float, float, float]:
+    """Requests/s, p50 and p99 (ms) from wrk's output; any error under load fails the run."""
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"errors under load at {url}:\n{out}")
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
