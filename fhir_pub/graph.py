@@ -57,8 +57,9 @@ def links(resource: Mapping[str, Any], nodes: Iterable[Node] | None = None) -> I
 
 
 def key_of(resource: Mapping[str, Any]) -> str:
-    """The relative reference ``Type/id`` of a resource."""
-    return f"{resource.get('resourceType')}/{resource.get('id')}"
+    """The relative reference ``Type/id`` of a resource; ``Type/`` for one with no id."""
+    identity = resource.get("id")
+    return f"{resource.get('resourceType')}/{identity if isinstance(identity, str) else ''}"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ import pytest
 import requests
 from test_server import built, free_port, start, stop
 
+from fhir_pub.export import ExportRequest
+from fhir_pub.jobs import JobStore
+
 __all__ = ["built"]  # the fixture, imported for this module's tests
 
 JSON = "application/fhir+json; charset=utf-8"
@@ -16,10 +19,16 @@ READ = "MedicationKnowledge/besponsa"
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory, built: Path) -> Iterator[str]:
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's folder: its log, and its export jobs under ``jobs``."""
+    return tmp_path_factory.mktemp("interop")
+
+
+@pytest.fixture(scope="module")
+def base(folder: Path, built: Path) -> Iterator[str]:
     """The FHIR base URL of a running ``fhir-pub serve``, with its response cache on (as deployed)."""
     port = free_port()
-    process = start(tmp_path_factory.mktemp("interop"), built, port)
+    process = start(folder, built, port)
     try:
         yield f"http://127.0.0.1:{port}/fhir"
     finally:
@@ -112,6 +121,72 @@ class TestPrefer:
         """Any spelling of handling=strict makes an unknown parameter a 400."""
         response = requests.get(f"{base}/Organization?nonsense=1", headers={"Prefer": prefer}, timeout=10)
         assert response.status_code == 400
+
+
+class TestExport:
+    """Bulk Data answers a client can act on: media types, an unencoded "+", and exports not offered."""
+
+    def test_in_progress_has_no_media_type(self, base: str, folder: Path) -> None:
+        """A 202 in-progress answer has an empty body, so no Content-Type (it said text/html)."""
+        held = JobStore(folder / "jobs").create(ExportRequest(), f"{base}/$export", base, [])
+        response = requests.get(f"{base}/$export-status/{held['id']}", timeout=10)
+        assert response.status_code == 202
+        assert response.content == b""
+        assert "Content-Type" not in response.headers
+        assert response.headers["X-Progress"]
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "_outputFormat=application/fhir+ndjson",  # unencoded: "+" arrives as a space
+            "_outputFormat=application%2Ffhir%2Bndjson",
+            "_outputFormat=ndjson",
+        ],
+    )
+    def test_output_format(self, base: str, query: str) -> None:
+        """_outputFormat is read as _format is: an unencoded "+" still names NDJSON."""
+        response = requests.get(f"{base}/$export?{query}", headers={"Prefer": "respond-async"}, timeout=10)
+        assert response.status_code == 202, response.text
+        requests.delete(response.headers["Content-Location"], timeout=10)
+
+    @pytest.mark.parametrize(
+        "path", ["Patient/$export", "Group/patients-1-year-and-older/$export", "Group/nope/$export"]
+    )
+    def test_patient_level_not_supported(self, base: str, path: str) -> None:
+        """Patient- and group-level export: not-supported, naming the exports that exist."""
+        response = requests.get(f"{base}/{path}", headers={"Prefer": "respond-async"}, timeout=10)
+        assert response.status_code == 404
+        issue = response.json()["issue"][0]
+        assert issue["code"] == "not-supported"
+        text = issue["details"]["text"]
+        assert "not supported" in text
+        assert "[base]/$export" in text
+        assert "[base]/[type]/$export" in text
+        assert "_type" not in text
+
+
+class TestValidateMessages:
+    """$validate speaks of the resource sent, never of a Python value."""
+
+    @pytest.mark.parametrize(
+        "resource",
+        [
+            {"resourceType": "Organization", "name": "A pharmacy"},
+            {"resourceType": "Medication", "status": "active"},
+            {"resourceType": "Group", "type": "person", "membership": "definitional"},
+        ],
+    )
+    def test_plain_base_resource(self, base: str, resource: dict[str, str]) -> None:
+        """A base resource with no id is not named "Type/None" (the orphan message said so)."""
+        kind = resource["resourceType"]
+        response = requests.post(
+            f"{base}/{kind}/$validate", json=resource, headers={"Content-Type": JSON}, timeout=10
+        )
+        assert response.status_code == 200
+        texts = [i["details"]["text"] for i in response.json()["issue"]]
+        assert texts
+        assert not [t for t in texts if "None" in t], texts
+        assert f"this {kind} has no id" in " ".join(texts)
 
 
 class TestSystemSearchByPost:

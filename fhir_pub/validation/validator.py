@@ -486,7 +486,11 @@ class Session:
         for key, index in zip(self.keys, self.numbers, strict=True):
             kind = key.split("/", 1)[0]  # key_of: the type is what precedes the first "/"
             if kind not in ROOT_TYPES and kind not in ANNOTATION_TYPES and key not in used:
-                message = f"{key} is an orphan: no other resource of the publication refers to it"
+                message = (
+                    f"{key} is an orphan: no other resource of the publication refers to it"
+                    if not key.endswith("/")
+                    else f"this {kind} has no id, so no other resource of the publication can refer to it"
+                )
                 issue = Issue("error", "business-rule", message, kind, self.source(index), "orphan", "graph")
                 graph.append(issue)
         invariant = self.issues["invariant"]

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, current_app, request, send_file
 
-from fhir_pub.errors import Gone, Invalid, NotFound, TooManyRequests
+from fhir_pub.errors import Gone, Invalid, NotFound, NotSupported, TooManyRequests
 from fhir_pub.export import OUTPUT_FORMATS, ExportRequest, check_type_filters, parse_instant
 from fhir_pub.jobs import ACTIVE, JobStore
 from fhir_pub.settings import Settings
@@ -83,6 +83,7 @@ def _request(
     warnings = []
     for name, value in pairs:
         if name == "_outputFormat":
+            value = value.replace(" ", "+")  # an unencoded "+" in a query string arrives as a space
             if value not in OUTPUT_FORMATS:
                 raise Invalid(
                     f"_outputFormat={value!r}: this server writes application/fhir+ndjson", expression=name
@@ -151,8 +152,23 @@ def export_system() -> Response:
 
 @blueprint.route("/<resource_type>/$export", methods=["GET", "POST"])
 def export_type(resource_type: str) -> Response:
-    """Kick off an export of one resource type."""
+    """Kick off an export of one resource type (Patient/$export is the IG's patient-level export)."""
+    if resource_type == "Patient":
+        raise _patient_level("patient-level export ([base]/Patient/$export)")
     return _kickoff(resource_type)
+
+
+@blueprint.route("/Group/<group_id>/$export", methods=["GET", "POST"])
+def export_group(group_id: str) -> Response:
+    """Group-level export: not offered (the Groups here describe populations, not enrolled patients)."""
+    raise _patient_level(f"group-level export ([base]/Group/{group_id}/$export)")
+
+
+def _patient_level(what: str) -> NotSupported:
+    return NotSupported(
+        f"{what} is not supported: this publication holds no patient data. "
+        "It offers [base]/$export (the whole publication) and [base]/[type]/$export for each type it serves"
+    )
 
 
 def _no_job(job_id: str) -> NotFound:
@@ -183,6 +199,7 @@ def status(job_id: str) -> Response:
         if not jobs().polled(job_id, now):
             raise _no_job(job_id)
         response = Response(status=202)
+        del response.headers["Content-Type"]  # an empty body has no media type
         response.headers["X-Progress"] = str(state.get("progress", "running"))
         response.headers["Retry-After"] = str(math.ceil(interval))
         return response

@@ -15,6 +15,7 @@ import nh3
 from flask import Request, Response, render_template
 from markupsafe import Markup
 
+from fhir_pub.graph import key_of
 from fhir_pub.narrative import concept_text
 from fhir_pub.search.index import narrative_text
 from fhir_pub.store import Store
@@ -76,7 +77,7 @@ def _label(resource: dict[str, Any]) -> str:
     )
     if heading:
         return html_lib.unescape(re.sub(r"<[^>]+>", "", heading.group(1)))
-    return f"{resource.get('resourceType')}/{resource.get('id')}"
+    return key_of(resource)
 
 
 def _same_with(request: Request, fmt: str) -> str:
