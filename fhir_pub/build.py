@@ -25,7 +25,7 @@ import orjson
 from fhir_pub import __version__
 from fhir_pub.artifact import FORMAT_VERSION, PAGE_SIZE, SCHEMA, statements, write_ndjson
 from fhir_pub.capability import capability_statement
-from fhir_pub.conformance import load_conformance
+from fhir_pub.conformance import Conformance, load_conformance
 from fhir_pub.errors import FhirPubError, PublicationError
 from fhir_pub.graph import Facts, key_of
 from fhir_pub.processes import alive
@@ -58,9 +58,10 @@ class Built:
     """What a build produced."""
 
     path: Path
-    resources: int
+    resources: int  # the publication's own (resources/)
     digest: str
     attached: list[str]
+    conformance: int = 0  # served beside them (profiles/)
 
 
 def _digest_file(digest: Any, relative: str, file_digest: bytes) -> None:
@@ -338,14 +339,8 @@ def build(
                 db.execute(statement)
         for chunk in session.chunks(workers):
             rows: _Rows = chunk.extra
-            db.executemany("INSERT INTO resource VALUES (?, ?, ?, ?, ?, ?)", rows.resources)
+            _insert(db, rows, failed)
             db.executemany("INSERT INTO link VALUES (?, ?, ?)", _links(chunk.facts))
-            for table, table_rows in rows.index.rows.items():
-                if table_rows:
-                    marks = ",".join("?" * len(table_rows[0]))
-                    db.executemany(f"INSERT INTO {table} VALUES ({marks})", table_rows)
-            for url, why in rows.index.failed.items():
-                failed.setdefault(url, why)
             for relative, file_digest in rows.digests:
                 _digest_file(digest, relative, file_digest)
             for kind, profiles in rows.profiles.items():
@@ -358,6 +353,12 @@ def build(
             raise BuildError(report)
         if misplaced:
             raise PublicationError(misplaced[0])
+        # The conformance resources are served too (read, search by url, version, name, status), so that
+        # a client or validator resolves the canonicals the CapabilityStatement names from this server.
+        served = _conformance_rows(conformance, Indexer(params, resolvable), set(types))
+        _insert(db, served, failed)
+        for kind in served.profiles:
+            types.setdefault(kind, set())
         for path in resource_files(profiles_dir):
             file_digest = hashlib.sha256(path.read_bytes()).digest()
             _digest_file(digest, path.relative_to(profiles_dir).as_posix(), file_digest)
@@ -370,6 +371,7 @@ def build(
             {t: sorted(p) for t, p in sorted(types.items())},
             built_at,
             *_search_capability(params, set(types), failed),
+            guides=[r["url"] for r in conformance.of_type("ImplementationGuide")],
         )
         offered = [p for p in params.all() if _served(p, failed)]
         info = {
@@ -390,7 +392,47 @@ def build(
     finally:
         db.close()
         partial.unlink(missing_ok=True)
-    return Built(out, count, digest.hexdigest(), attached)
+    return Built(out, count, digest.hexdigest(), attached, len(served.resources))
+
+
+def _insert(db: sqlite3.Connection, rows: _Rows, failed: dict[str, str]) -> None:
+    """Write one chunk's resources and index rows; note the parameters that failed on it."""
+    db.executemany("INSERT INTO resource VALUES (?, ?, ?, ?, ?, ?)", rows.resources)
+    for table, table_rows in rows.index.rows.items():
+        if table_rows:
+            marks = ",".join("?" * len(table_rows[0]))
+            db.executemany(f"INSERT INTO {table} VALUES ({marks})", table_rows)
+    for url, why in rows.index.failed.items():
+        failed.setdefault(url, why)
+
+
+def _conformance_rows(conformance: Conformance, indexer: Indexer, published: set[str]) -> _Rows:
+    """The rows of the conformance resources, served beside the publication's own.
+
+    Each needs an id and ``meta.versionId`` and ``meta.lastUpdated`` (an instant), as published
+    resources do: a read answers with its ETag and Last-Modified.
+    """
+    out = _Rows()
+    for resource in sorted(conformance.by_url.values(), key=lambda r: (r["resourceType"], str(r.get("id")))):
+        kind, rid = resource["resourceType"], resource.get("id")
+        where = f"{kind}/{rid} in {conformance.root}"
+        meta = resource.get("meta")
+        if not isinstance(rid, str) or not isinstance(meta, dict):
+            raise PublicationError(f"{where}: a conformance resource needs an id and meta (it is served)")
+        version, last_updated = meta.get("versionId"), meta.get("lastUpdated")
+        if not isinstance(version, str) or not isinstance(last_updated, str):
+            raise PublicationError(f"{where}: meta needs versionId and lastUpdated (it is served)")
+        if kind in published:
+            raise PublicationError(f"{where}: resources/ has {kind} resources too; keep a type in one folder")
+        try:
+            updated = parse_range(last_updated).low
+        except FhirPubError as exc:
+            raise PublicationError(f"{where}: meta.lastUpdated {last_updated!r} is not an instant") from exc
+        body = orjson.dumps(resource)
+        out.resources.append((kind, rid, version, last_updated, body, updated))
+        out.profiles.setdefault(kind, set())
+        indexer.add(resource, out.index)
+    return out
 
 
 def _remove_abandoned(out: Path) -> None:

@@ -5,7 +5,7 @@ https://hl7.org/fhir/R5/capabilitystatement.html
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fhir_pub import __version__
@@ -28,11 +28,13 @@ def capability_statement(
     search: Mapping[str, list[dict[str, str]]] | None = None,
     includes: Mapping[str, list[str]] | None = None,
     revincludes: Mapping[str, list[str]] | None = None,
+    guides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The CapabilityStatement for a publication.
 
     ``types`` maps each resource type to its profiles; ``search`` to its supported parameters (name,
-    definition, type); ``includes`` and ``revincludes`` to the ``_include``/``_revinclude`` values it takes.
+    definition, type); ``includes`` and ``revincludes`` to the ``_include``/``_revinclude`` values it takes;
+    ``guides`` are the canonical URLs of the ImplementationGuides it serves.
     """
     search, includes, revincludes = search or {}, includes or {}, revincludes or {}
     return {
@@ -54,8 +56,9 @@ def capability_statement(
         "kind": "instance",
         "instantiates": [BULK_DATA],
         "software": {"name": "fhir-pub", "version": __version__},
-        "implementation": {"description": "fhir-pub publication"},
+        "implementation": {"description": "fhir-pub publication"},  # its url is the base it is served at
         "fhirVersion": FHIR_VERSION,
+        **({"implementationGuide": list(guides)} if guides else {}),
         "format": list(FORMATS),
         "rest": [
             {

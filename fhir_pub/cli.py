@@ -237,7 +237,8 @@ def build_command(
         raise click.ClickException(exc.diagnostics) from exc
     for line in built.attached:
         click.echo(f"attached {line}")
-    click.echo(f"built {built.path}: {plural(built.resources, 'resource')} (sources {built.digest[:12]})")
+    counted = f"{plural(built.resources, 'resource')} and {plural(built.conformance, 'conformance resource')}"
+    click.echo(f"built {built.path}: {counted} (sources {built.digest[:12]})")
 
 
 def available_cpus() -> int:

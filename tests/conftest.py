@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 
+from fhir_pub.conformance import load_conformance
 from fhir_pub.model import parse
 from fhir_pub.publication import Publication, bundled_dir, load
 
@@ -19,6 +20,28 @@ from fhir_pub.publication import Publication, bundled_dir, load
 def publication() -> Publication:
     """The bundled publication, as the CLI finds it."""
     return load()
+
+
+@pytest.fixture(scope="session")
+def served(publication: Publication) -> dict[str, dict[str, Any]]:
+    """Every resource the server serves, by ``Type/id``: the publication's, then the conformance ones.
+
+    The StructureDefinitions, ValueSets, SearchParameters and ImplementationGuide in profiles/ are
+    served beside the resources in resources/ (read, search, history and export alike).
+    """
+    out = {entry.key: entry.resource for entry in publication}
+    for resource in load_conformance().by_url.values():
+        out[f"{resource['resourceType']}/{resource['id']}"] = resource
+    return out
+
+
+def counts(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """How many of ``resources`` (keyed ``Type/id``) there are of each type."""
+    out: dict[str, int] = {}
+    for key in resources:
+        kind = key.split("/", 1)[0]
+        out[kind] = out.get(kind, 0) + 1
+    return out
 
 
 @pytest.fixture(scope="session")

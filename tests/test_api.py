@@ -9,8 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import counts
 from fhir.resources.capabilitystatement import CapabilityStatement
 from flask.testing import FlaskClient
 
@@ -110,16 +112,17 @@ class TestMetadata:
         CapabilityStatement.model_validate(body)
         assert (body["fhirVersion"], body["format"], body["kind"]) == ("5.0.0", ["json", "xml"], "instance")
 
-    def test_agrees_with_routes(self, client: FlaskClient, publication: Publication) -> None:
-        """Every type it lists is published, and every interaction it declares answers for that type."""
+    def test_agrees_with_routes(self, client: FlaskClient, served: dict[str, dict[str, Any]]) -> None:
+        """Every type it lists is served, and every interaction it declares answers for that type."""
         resources = client.get("/fhir/metadata").json["rest"][0]["resource"]
-        assert {r["type"] for r in resources} == set(publication.counts())
+        assert {r["type"] for r in resources} == set(counts(served))
         for declared in resources:
-            sample = publication.of_type(declared["type"])[0]
+            of_type = [r for k, r in sorted(served.items()) if k.startswith(f"{declared['type']}/")]
+            sample = of_type[0]
             assert [i["code"] for i in declared["interaction"]] == list(TYPE_INTERACTIONS)
             urls = {
                 "read": f"/fhir/{declared['type']}/{sample['id']}",
-                "vread": f"/fhir/{declared['type']}/{sample['id']}/_history/1",
+                "vread": f"/fhir/{declared['type']}/{sample['id']}/_history/{sample['meta']['versionId']}",
                 "search-type": f"/fhir/{declared['type']}?_id={sample['id']}",
                 "history-instance": f"/fhir/{declared['type']}/{sample['id']}/_history",
                 "history-type": f"/fhir/{declared['type']}/_history",
@@ -131,9 +134,8 @@ class TestMetadata:
                     f"{param['name']}=x" if param["type"] == "special" else f"{param['name']}:missing=true"
                 )
                 assert client.get(f"/fhir/{declared['type']}?{probe}").status_code == 200
-            assert declared["supportedProfile"] == sorted(
-                {p for r in publication.of_type(declared["type"]) for p in r["meta"]["profile"]}
-            )
+            profiles = sorted({p for r in of_type for p in r["meta"].get("profile", [])})
+            assert declared.get("supportedProfile", []) == profiles
 
 
 class TestErrors:
@@ -214,21 +216,22 @@ class TestHistory:
         assert only["response"] == {"status": "201", "etag": 'W/"1"', "lastModified": "2026-11-22T00:00:00Z"}
         assert_outcome(client.get("/fhir/Organization/nope/_history"), 404, "not-found")
 
-    def test_type_and_system(self, client: FlaskClient, publication: Publication) -> None:
-        """Type and system history count every resource and page with _count."""
+    def test_type_and_system(self, client: FlaskClient, served: dict[str, dict[str, Any]]) -> None:
+        """Type and system history count every resource served and page with _count."""
         assert client.get("/fhir/Organization/_history").json["total"] == 6
         system = client.get("/fhir/_history?_count=10").json
-        assert system["total"] == len(publication)
+        assert system["total"] == len(served)
         assert len(system["entry"]) == 10
         assert any(link["relation"] == "next" for link in system["link"])
 
-    def test_since(self, client: FlaskClient) -> None:
+    def test_since(self, client: FlaskClient, served: dict[str, dict[str, Any]]) -> None:
         """_since keeps only what changed after the instant; a bad instant is 400."""
         assert client.get("/fhir/_history?_since=2026-11-21T00:00:00Z").json["total"] > 0
-        assert (
-            client.get("/fhir/_history?_since=2026-11-22T00:00:00Z").json["total"] == 5
-        )  # the corrected ones
-        assert client.get("/fhir/_history?_since=2026-12-02T00:00:00Z").json["total"] == 0
+        later = [k for k, r in served.items() if r["meta"]["lastUpdated"] > "2026-11-22T00:00:00Z"]
+        assert len(later) > 5  # the five corrected resources, and the conformance resources first served then
+        assert client.get("/fhir/_history?_since=2026-11-22T00:00:00Z").json["total"] == len(later)
+        newest = max(r["meta"]["lastUpdated"] for r in served.values())
+        assert client.get(f"/fhir/_history?_since={newest}").json["total"] == 0
         assert_outcome(client.get("/fhir/_history?_since=yesterday"), 400, "invalid")
         assert_outcome(client.get("/fhir/_history?_since=2026-11-21T00:00:00"), 400, "invalid")
 

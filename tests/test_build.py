@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from fhir_pub.build import PAGE_SIZE, BuildError, _listing, build, source_digest
 from fhir_pub.cli import main
-from fhir_pub.errors import PublicationError
+from fhir_pub.conformance import load_conformance
+from fhir_pub.errors import FhirPubError, PublicationError
 from fhir_pub.publication import Publication, bundled_dir
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
@@ -51,7 +52,17 @@ class TestBuild:
             meta = entry.resource["meta"]
             assert (stored.version, stored.last_updated) == (meta["versionId"], meta["lastUpdated"])
         assert json.loads(store.capability)["resourceType"] == "CapabilityStatement"
-        assert store.types == set(publication.counts())
+        served = {r["resourceType"] for r in load_conformance().by_url.values()}
+        assert store.types == set(publication.counts()) | served
+        assert built.conformance == len(load_conformance().by_url)
+        for resource in load_conformance().by_url.values():  # served as written, under its own meta
+            stored = store.read(resource["resourceType"], resource["id"])
+            assert stored is not None
+            assert stored.body == orjson.dumps(resource)
+            assert (stored.version, stored.last_updated) == (
+                resource["meta"]["versionId"],
+                resource["meta"]["lastUpdated"],
+            )
 
     def test_page_size(self, tmp_path: Path) -> None:
         """The file has the build's page size (SQLite ignores the pragma once a table exists)."""
@@ -289,3 +300,57 @@ class TestUnindexedSearchParameter:
         assert "depth" in json.dumps(outcomes)
         strict = client.get("/fhir/ClinicalUseDefinition?depth=3", headers={"Prefer": "handling=strict"})
         assert strict.status_code == 400
+
+
+class TestServedConformance:
+    """The conformance resources are served, so each needs what a served resource needs."""
+
+    @pytest.mark.parametrize(
+        ("change", "message"),
+        [
+            (lambda r: r.pop("meta"), "needs an id and meta"),
+            (lambda r: r["meta"].pop("versionId"), "meta needs versionId and lastUpdated"),
+            (lambda r: r["meta"].update(lastUpdated="yesterday"), "is not an instant"),
+        ],
+    )
+    def test_refused_without_meta(self, tmp_path: Path, change: Any, message: str) -> None:
+        """A profile without meta.versionId or an instant lastUpdated stops the build, naming it."""
+        profiles = tmp_path / "profiles"
+        shutil.copytree(bundled_dir("profiles"), profiles)
+        path = profiles / "ValueSet" / "group-type.json"
+        resource = json.loads(path.read_text(encoding="utf-8"))
+        change(resource)
+        path.write_text(json.dumps(resource), encoding="utf-8")
+        with pytest.raises(PublicationError, match=message) as raised:
+            build(tmp_path / "p.sqlite", profiles_dir=profiles)
+        assert "ValueSet/group-type" in str(raised.value)
+        assert not (tmp_path / "p.sqlite").exists()
+
+    def test_refused_when_resources_has_the_type(self, tmp_path: Path, publication: Publication) -> None:
+        """A ValueSet in resources/ is refused, so no type is ever owned by both folders."""
+        root = tmp_path / "resources"
+        shutil.copytree(publication.root, root)
+        (root / "ValueSet").mkdir()
+        shutil.copy(bundled_dir("profiles") / "ValueSet" / "group-type.json", root / "ValueSet")
+        with pytest.raises(FhirPubError):
+            build(tmp_path / "p.sqlite", resources_dir=root)
+        assert not (tmp_path / "p.sqlite").exists()
+
+    def test_guide_lists_every_conformance_resource(self) -> None:
+        """The ImplementationGuide's definition.resource is every other resource in profiles/, once."""
+        conformance = load_conformance()
+        (guide,) = conformance.of_type("ImplementationGuide")
+        listed = [r["reference"]["reference"] for r in guide["definition"]["resource"]]
+        others = {
+            f"{r['resourceType']}/{r['id']}"
+            for r in conformance.by_url.values()
+            if r["resourceType"] != "ImplementationGuide"
+        }
+        assert len(listed) == len(set(listed))
+        assert set(listed) == others
+        profiled: dict[str, list[str]] = {}
+        for sd in conformance.resource_profiles.values():
+            profiled.setdefault(sd["type"], []).append(sd["url"])
+        assert {g["type"]: g["profile"] for g in guide["global"]} == {
+            kind: urls[0] for kind, urls in profiled.items() if len(urls) == 1
+        }

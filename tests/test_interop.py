@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -187,6 +189,100 @@ class TestValidateMessages:
         assert texts
         assert not [t for t in texts if "None" in t], texts
         assert f"this {kind} has no id" in " ".join(texts)
+
+
+@pytest.fixture(scope="module")
+def capability(base: str) -> dict[str, Any]:
+    """The server's CapabilityStatement."""
+    response = requests.get(f"{base}/metadata", timeout=10)
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+class TestConformanceResources:
+    """The canonicals the CapabilityStatement names resolve on this server: read, and search by url."""
+
+    def test_every_supported_profile_resolves(self, base: str, capability: dict[str, Any]) -> None:
+        """StructureDefinition?url= finds each supportedProfile, and its read answers the same."""
+        profiles = {p for r in capability["rest"][0]["resource"] for p in r.get("supportedProfile", [])}
+        profiles.add(capability["meta"]["profile"][0])
+        assert len(profiles) > 10
+        for url in sorted(profiles):
+            bundle = requests.get(f"{base}/StructureDefinition", params={"url": url}, timeout=10).json()
+            assert bundle["total"] == 1, url
+            found = bundle["entry"][0]
+            assert found["resource"]["url"] == url
+            read = requests.get(found["fullUrl"], timeout=10)
+            assert read.status_code == 200
+            assert read.json() == found["resource"]
+            assert read.headers["ETag"] == f'W/"{found["resource"]["meta"]["versionId"]}"'
+
+    def test_every_search_parameter_resolves(self, base: str, capability: dict[str, Any]) -> None:
+        """Each searchParam.definition is a SearchParameter served here, with that code and type."""
+        declared = {
+            (p["definition"], p["name"], p["type"])
+            for r in capability["rest"][0]["resource"]
+            for p in r.get("searchParam", [])
+        }
+        for url, code, kind in sorted(declared):
+            bundle = requests.get(f"{base}/SearchParameter", params={"url": url}, timeout=10).json()
+            assert bundle["total"] == 1, url
+            resource = bundle["entry"][0]["resource"]
+            assert (resource["code"], resource["type"]) == (code, kind)
+
+    def test_value_sets_by_url_and_version(self, base: str) -> None:
+        """A binding's ValueSet resolves by url, and by url with version (url|version and version=)."""
+        url = "http://fhir-pub.org/fhir/ValueSet/verified-codes"
+        plain = requests.get(f"{base}/ValueSet", params={"url": url}, timeout=10).json()
+        assert plain["total"] == 1
+        version = plain["entry"][0]["resource"]["version"]
+        both = requests.get(f"{base}/ValueSet", params={"url": url, "version": version}, timeout=10).json()
+        assert [e["resource"]["id"] for e in both["entry"]] == ["verified-codes"]
+        wrong = requests.get(f"{base}/ValueSet", params={"url": url, "version": "no-such"}, timeout=10)
+        assert wrong.json()["total"] == 0
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            ("StructureDefinition?name=FhirPubMedicationKnowledge", {"fhir-pub-medicationknowledge"}),
+            ("ImplementationGuide?status=active", {"fhir-pub"}),
+            ("SearchParameter?code=url", None),  # not a parameter here: ignored and reported
+        ],
+    )
+    def test_search_by_name_and_status(self, base: str, query: str, expected: set[str] | None) -> None:
+        """The name and status searches as R5 defines them for canonical resources."""
+        bundle = requests.get(f"{base}/{query}", timeout=10).json()
+        matches = {e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"}
+        if expected is not None:
+            assert matches == expected
+        else:
+            (outcome,) = [e for e in bundle["entry"] if e["search"]["mode"] == "outcome"]
+            assert outcome["fullUrl"].startswith("urn:uuid:")
+            uuid.UUID(outcome["fullUrl"].removeprefix("urn:uuid:"))  # a real UUID, not "outcome"
+
+    def test_implementation_guide(self, base: str, capability: dict[str, Any]) -> None:
+        """The CapabilityStatement names the guide; the guide lists every conformance resource served."""
+        (url,) = capability["implementationGuide"]
+        guide = requests.get(f"{base}/ImplementationGuide", params={"url": url}, timeout=10).json()
+        resource = guide["entry"][0]["resource"]
+        listed = {r["reference"]["reference"] for r in resource["definition"]["resource"]}
+        for kind in ("StructureDefinition", "ValueSet", "SearchParameter"):
+            served = requests.get(f"{base}/{kind}", params={"_count": 500, "_elements": "id"}, timeout=10)
+            ids = {f"{kind}/{e['resource']['id']}" for e in served.json()["entry"]}
+            assert ids == {r for r in listed if r.startswith(f"{kind}/")}
+
+    def test_declared(self, capability: dict[str, Any]) -> None:
+        """The four types are declared with read and search by url, version, name and status."""
+        by_type = {r["type"]: r for r in capability["rest"][0]["resource"]}
+        for kind in ("StructureDefinition", "ValueSet", "SearchParameter", "ImplementationGuide"):
+            names = {p["name"] for p in by_type[kind]["searchParam"]}
+            assert {"url", "version", "name", "status"} <= names
+            assert {"read", "search-type"} <= {i["code"] for i in by_type[kind]["interaction"]}
+
+    def test_implementation_url(self, base: str, capability: dict[str, Any]) -> None:
+        """implementation.url is the base URL the server answers at."""
+        assert capability["implementation"]["url"] == base
 
 
 class TestSystemSearchByPost:

@@ -5,8 +5,10 @@ https://hl7.org/fhir/R5/http.html
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
@@ -61,7 +63,15 @@ def _checked_type(resource_type: str) -> None:
 def metadata() -> Response:
     """The CapabilityStatement, as the build generated it."""
     _negotiate()
-    return Response(_store().capability, content_type=FHIR_JSON)
+    return Response(_capability(_store().capability, _base()), content_type=FHIR_JSON)
+
+
+@lru_cache(maxsize=16)
+def _capability(stored: bytes, base: str) -> bytes:
+    """The stored CapabilityStatement with ``implementation.url``: the base URL it is served at."""
+    document = orjson.loads(stored)
+    document["implementation"]["url"] = base
+    return orjson.dumps(document)
 
 
 @blueprint.get("/openapi.json")
@@ -164,7 +174,10 @@ def _search(types: Sequence[str], path: str, pairs: Sequence[tuple[str, str]]) -
     ]
     warnings += [Issue("warning", "too-costly", note, layer="search") for note in result.notes]
     if warnings:
-        entries.append(entry("urn:uuid:outcome", orjson.dumps(operation_outcome(warnings)), "outcome"))
+        outcome = orjson.dumps(operation_outcome(warnings))
+        # A urn:uuid fullUrl (R5 bundle.html#bundle-unique), the same for the same answer.
+        name = uuid.uuid5(uuid.NAMESPACE_URL, f"{_base()}/{path}?{urlencode(pairs)}#{outcome.decode()}")
+        entries.append(entry(f"urn:uuid:{name}", outcome, "outcome"))
     total = None if req.total == "none" else result.total
     return Response(searchset(entries, total, _links(path, pairs, req, result)), content_type=FHIR_JSON)
 
