@@ -22,7 +22,13 @@ Node = Mapping[str, Any]
 
 
 def _e(value: object) -> str:
-    return escape(str(value), quote=True)
+    """Escape text content the way an XML serializer writes it back, so JSON and XML narratives agree."""
+    return escape(str(value), quote=False)
+
+
+def _attr(value: object) -> str:
+    """Escape an attribute value written between double quotes."""
+    return _e(value).replace('"', "&quot;")
 
 
 def concept_text(concept: Node | None) -> str:
@@ -51,7 +57,7 @@ def _reference(ref: Node | None) -> str:
         return ""
     label = ref.get("display") or ref.get("reference", "")
     target = ref.get("reference")
-    return f'<a href="{_e(target)}">{_e(label)}</a>' if target else _e(label)
+    return f'<a href="{_attr(target)}">{_e(label)}</a>' if target else _e(label)
 
 
 def _codeable_reference(value: Node | None) -> str:
@@ -102,7 +108,7 @@ def _join(values: Iterable[str]) -> str:
 def _telecom(point: Node) -> str:
     value = str(point.get("value", ""))
     if point.get("system") == "url":
-        return f'<a href="{_e(value)}">{_e(value)}</a>'
+        return f'<a href="{_attr(value)}">{_e(value)}</a>'
     return _e(f"{point.get('system', '')}: {value}")
 
 

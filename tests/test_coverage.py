@@ -51,9 +51,8 @@ FACTS: list[Fact] = [
     Fact("the brand name is Besponsa", MK, "name", "Besponsa", (M, L, P)),
     Fact("the generic name is inotuzumab ozogamicin", MK, "name", "inotuzumab ozogamicin", (M, L, P)),
     Fact("it is marketed under that brand in the US", MK, "intendedJurisdiction.coding.code", "US", (M,)),
-    Fact("it is marketed under that brand in Canada", MK, "intendedJurisdiction.coding.code", "CA", (M,)),
+    Fact("it is marketed under that brand in Canada", MK, "definitional.drugCharacteristic.valueString", "Besponsa in Canada", (M,)),
     Fact("it is a monoclonal antibody", MK, "medicineClassification.classification.text", "Monoclonal antibody", (L,)),
-    Fact("it works by helping the immune system destroy cancer cells", MK, "definitional.drugCharacteristic.valueString", "immune system destroy cancer cells", (L,)),
     Fact("how the name is pronounced", MK, "definitional.drugCharacteristic.valueString", "in-oh-TOOZ-ue-mab", (L,)),
     Fact("its ATC code (verified table)", MK, "medicineClassification.classification.coding.code", "L01FB01", ()),
     Fact("its NDC package code (verified table)", "Medication/besponsa-vial", "code.coding.code", "0008-0100-01", ()),
@@ -215,7 +214,7 @@ FACTS: list[Fact] = [
     Fact("tell the doctor about a personal or family history of prolonged QT", cud("warning-qt-prolongation"), W, "anyone in your family", (L,)),
     Fact("tell the doctor about low potassium or magnesium", cud("warning-qt-prolongation"), W, "potassium or magnesium", (L,)),
     Fact("tell the doctor about heart problems or kidney disease", cud("warning-qt-prolongation"), W, "heart problems or kidney disease", (L,)),
-    Fact("tell the doctor if you have an infection", cud("warning-qt-prolongation"), W, "if you have an infection", (L,)),
+    Fact("tell the doctor if you have an infection", cud("warning-infection"), W, "tell your doctor if you have an infection", (L,)),
     Fact("call for a fast or abnormal heartbeat or passing out", cud("warning-qt-prolongation"), W, "heartbeat that feels abnormal", (M,)),
     Fact("QT symptoms: dizziness, lightheadedness, fainting (syncope)", cud("warning-qt-prolongation"), W, "lightheadedness or fainting (syncope)", (P,)),
     Fact("tell the care team about every medicine you use", cud("warning-qt-prolongation"), W, "every medicine you use", (P,)),
@@ -284,7 +283,6 @@ FACTS: list[Fact] = [
     # --- interaction
     Fact("medicines that prolong the QT interval interact", cud("interaction-qt-prolonging-medicines"), "interaction.interactant.itemCodeableConcept.text", "prolong the QT interval", (M,)),
     Fact("many medicines can prolong QT; ask the doctor or pharmacist", cud("interaction-qt-prolonging-medicines"), "interaction.management.text", "many medicines can", (M,)),
-    Fact("report every medicine you use", cud("interaction-qt-prolonging-medicines"), "interaction.management.text", "every medicine you use", (P,)),
     # --- undesirable effects and their tiers
     Fact("VOD is serious and may be fatal", cud("effect-hepatic-veno-occlusive-disease"), TIER, "Serious: may be severe, life-threatening or fatal", (L, P)),
     Fact("allergic reaction: serious", cud("effect-allergic-reaction"), TIER, "Serious: get medical help right away (MSK)", (M,)),
