@@ -59,6 +59,16 @@ MIN_CUDS = 1
 EXTRA_LEAFLET = 0.25
 
 
+def _merged(known: Resource | None, provenance: Resource) -> Resource:
+    """One Provenance for a target that several trace element by element: every source they name, once."""
+    if known is None:
+        return provenance
+    merged = copy.deepcopy(known)
+    named = [e["what"]["reference"] for e in merged["entity"]]
+    merged["entity"] += [e for e in provenance["entity"] if e["what"]["reference"] not in named]
+    return merged
+
+
 @dataclass(frozen=True)
 class Templates:
     """The bundled publication split into the roles a synthetic drug is built from."""
@@ -80,7 +90,7 @@ class Templates:
                 uses.setdefault(resource["type"], []).append(resource)
             elif kind == "Provenance":
                 for target in resource["target"]:
-                    provenance[target["reference"]] = resource
+                    provenance[target["reference"]] = _merged(provenance.get(target["reference"]), resource)
             else:
                 singletons.append(resource)
         fixed = len(singletons) + sum(key_of(r) in provenance for r in singletons)

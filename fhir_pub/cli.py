@@ -95,7 +95,10 @@ def info(resources_dir: Path | None, as_json: bool) -> None:
 def narrative(resources_dir: Path | None, write: bool) -> None:
     """Check (or with --write, regenerate) the generated narrative of every resource."""
     publication = _load(resources_dir)
-    stale = [entry for entry in publication if with_narrative(entry.resource) != entry.resource]
+    try:
+        stale = [entry for entry in publication if with_narrative(entry.resource) != entry.resource]
+    except ValueError as error:  # a resource type the generator has no narrative for
+        raise click.ClickException(str(error)) from None
     if write:
         for entry in stale:
             text = json.dumps(with_narrative(entry.resource), indent=2, ensure_ascii=False) + "\n"

@@ -371,10 +371,27 @@ def _organization(r: Node) -> str:
     return "".join(parts)
 
 
+TARGET_PATH = "http://hl7.org/fhir/StructureDefinition/targetPath"
+
+
+def target_paths(target: Node) -> list[str]:
+    """The elements a Provenance target points at (R5 ``targetPath``); empty for a whole resource."""
+    return [
+        str(x["valueString"])
+        for x in target.get("extension", [])
+        if x.get("url") == TARGET_PATH and isinstance(x.get("valueString"), str)
+    ]
+
+
+def _target(target: Node) -> str:
+    paths = target_paths(target)
+    return _reference(target) + (f" <code>{_e(', '.join(paths))}</code>" if paths else "")
+
+
 def _provenance(r: Node) -> str:
     return "<h3>Provenance</h3>" + _table(
         [
-            _row("About", _ul(_reference(t) for t in r.get("target", []))),
+            _row("About", _ul(_target(t) for t in r.get("target", []))),
             _row("Recorded", _e(r.get("recorded", ""))),
             _row("By", _join(_reference(a.get("who")) for a in r.get("agent", []))),
             _row(

@@ -99,3 +99,8 @@ def walk(model: FHIRAbstractModel, path: str | None = None) -> Iterator[Element]
             yield Element(item_path, item, meta)
             if isinstance(item, FHIRAbstractModel):
                 yield from walk(item, item_path)
+
+
+def bundled_count(kind: str) -> int:
+    """How many resources of one type the bundled publication holds (its files, so tests follow the data)."""
+    return len(list((ROOT / "resources" / kind).glob("*.json")))

@@ -11,9 +11,12 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT
 
 from fhir_pub import __version__
 from fhir_pub.cli import main
+from fhir_pub.conformance import load_conformance
+from fhir_pub.narrative import render
 from fhir_pub.publication import Publication
 
 
@@ -120,6 +123,27 @@ class TestNarrative:
         again = CliRunner().invoke(main, ["narrative", "--resources", str(copy_of)])
         assert again.exit_code == 0
 
+    def test_type_without_a_renderer_is_a_clear_error(self, tmp_path: Path) -> None:
+        """A folder holding a type the generator cannot narrate is an error message, not a traceback."""
+        (tmp_path / "ImplementationGuide").mkdir()
+        guide = {"resourceType": "ImplementationGuide", "id": "g", "url": "http://example.org/g", "name": "G"}
+        guide |= {"status": "active", "packageId": "example.g", "fhirVersion": ["5.0.0"]}
+        (tmp_path / "ImplementationGuide" / "g.json").write_text(json.dumps(guide), encoding="utf-8")
+        result = CliRunner().invoke(main, ["narrative", "--resources", str(tmp_path)])
+        assert result.exit_code == 1
+        assert "no narrative renderer for ImplementationGuide" in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+    def test_profiles_and_value_sets_are_current(self) -> None:
+        """Our StructureDefinitions and ValueSets carry the narrative the generator makes from them today."""
+        checked = 0
+        for path in sorted((ROOT / "profiles").glob("*/*.json")):
+            resource = json.loads(path.read_text(encoding="utf-8"))
+            if resource["resourceType"] in {"StructureDefinition", "ValueSet"}:
+                assert resource["text"]["div"] == render(resource), path.name
+                checked += 1
+        assert checked > 30
+
 
 class TestValidate:
     """``fhir-pub validate`` reports, and exits 0 (valid), 1 (errors) or 2 (usage)."""
@@ -185,7 +209,7 @@ class TestSchemas:
         result = CliRunner().invoke(main, ["schemas", "--out", str(tmp_path)])
         assert result.exit_code == 0, result.output
         files = sorted(tmp_path.glob("*.schema.json"))
-        assert len(files) == 12
+        assert len(files) == len(load_conformance().resource_profiles) > 12
         schemas = {}
         for path in files:
             schema = json.loads(path.read_text(encoding="utf-8"))

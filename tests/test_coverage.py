@@ -9,19 +9,25 @@ is there and that the resource's Provenance traces it to each of those leaflets.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, NamedTuple
 
 import fhirpathpy
 import pytest
 from conftest import source_sets
 
+from fhir_pub.provenance import WHOLE, sources_by_part
 from fhir_pub.publication import Publication
 
 M, L, P = "MSK", "MedlinePlus", "Pfizer"
+NDC, ATC, FDA = "FDA NDC Directory", "WHOCC ATC index", "Drugs@FDA"  # sources that are not leaflets
 DOC = {
     M: "DocumentReference/msk-inotuzumab-ozogamicin",
     L: "DocumentReference/medlineplus-a617041",
     P: "DocumentReference/pfizer-besponsa-patient-counseling",
+    NDC: "DocumentReference/fda-ndc-directory",
+    ATC: "DocumentReference/whocc-atc-index",
+    FDA: "DocumentReference/drugs-at-fda-bla761040",
 }
 MK = "MedicationKnowledge/besponsa"
 DOSE = "indicationGuideline.dosingGuideline.dosage.dosage"
@@ -50,15 +56,27 @@ FACTS: list[Fact] = [
     # --- identity, class, product
     Fact("the brand name is Besponsa", MK, "name", "Besponsa", (M, L, P)),
     Fact("the generic name is inotuzumab ozogamicin", MK, "name", "inotuzumab ozogamicin", (M, L, P)),
+    Fact("the drug is Besponsa, inotuzumab ozogamicin", MK, "code.text", "Besponsa (inotuzumab ozogamicin)", (M, L, P)),
+    Fact("the product is Besponsa, inotuzumab ozogamicin", "Medication/besponsa-vial", "code.text", "Besponsa (inotuzumab ozogamicin)", (M, L, P)),
     Fact("it is marketed under that brand in the US", MK, "intendedJurisdiction.coding.code", "US", (M,)),
     Fact("it is marketed under that brand in Canada", MK, "definitional.drugCharacteristic.valueString", "Besponsa in Canada", (M,)),
     Fact("it is a monoclonal antibody", MK, "medicineClassification.classification.text", "Monoclonal antibody", (L,)),
     Fact("how the name is pronounced", MK, "definitional.drugCharacteristic.valueString", "in-oh-TOOZ-ue-mab", (L,)),
-    Fact("its ATC code (verified table)", MK, "medicineClassification.classification.coding.code", "L01FB01", ()),
-    Fact("its NDC package code (verified table)", "Medication/besponsa-vial", "code.coding.code", "0008-0100-01", ()),
+    Fact("its ATC code (WHOCC ATC index)", MK, "medicineClassification.classification.coding.code", "L01FB01", (ATC,)),
+    Fact("the FDA is its regulator (Drugs@FDA)", MK, "regulatory.regulatoryAuthority.reference", "Organization/fda", (FDA,)),
+    Fact("its NDC package code, on the drug (FDA NDC Directory)", MK, "code.coding.code", "0008-0100-01", (NDC,)),
+    Fact("the drug is sold as that package (FDA NDC Directory)", MK, "associatedMedication.reference", "Medication/besponsa-vial", (NDC,)),
+    Fact("the package is a single-dose vial (FDA NDC Directory)", "Medication/besponsa-vial", "code.text", "single-dose vial", (NDC,)),
+    Fact("its NDC package code (FDA NDC Directory)", "Medication/besponsa-vial", "code.coding.code", "0008-0100-01", (NDC,)),
     Fact("it comes as a powder mixed with liquid", MK, "preparationInstruction", "powder that is mixed with liquid", (L,)),
     Fact("it is given into a vein", MK, "definitional.intendedRoute.text", "Intravenous", (M, L)),
     Fact("it is given as an infusion", MK, f"{DOSE}.text", "infusion into a vein", (M, L)),
+    Fact("it is given into a vein (structured route)", MK, f"{DOSE}.route.text", "Intravenous", (M, L)),
+    Fact("it is given as an infusion (structured method)", MK, f"{DOSE}.method.text", "Infusion", (M, L)),
+    Fact("the drug's dose form is a powder to be mixed with liquid", MK, "definitional.doseForm.text", "Powder to be mixed with liquid", (L,)),
+    Fact("the drug's active ingredient is inotuzumab ozogamicin", MK, "definitional.ingredient.item.concept.text", "inotuzumab ozogamicin", (M, L, P)),
+    Fact("the product's active ingredient is inotuzumab ozogamicin", "Medication/besponsa-vial", "ingredient.item.concept.text", "inotuzumab ozogamicin", (M, L, P)),
+    Fact("the product is a powder to be mixed with liquid", "Medication/besponsa-vial", "doseForm.text", "Powder to be mixed with liquid", (L,)),
     Fact("the infusion lasts 1 hour", MK, f"{DOSE}.text", "lasts 1 hour", (L,)),
     Fact("the infusion is 1 hour long (structured timing)", MK, f"{DOSE}.timing.repeat.durationUnit", "h", (L,)),
     Fact("a doctor or nurse gives it in a hospital or medical facility", MK, f"{DOSE}.text", "doctor or nurse at a hospital", (L,)),
@@ -67,7 +85,8 @@ FACTS: list[Fact] = [
     Fact("the cycle may be repeated every 4 weeks", MK, f"{DOSE}.text", "every 4 weeks", (L,)),
     Fact("treatment length depends on response and side effects", MK, f"{DOSE}.additionalInstruction.text", "How long treatment lasts", (L,)),
     Fact("the doctor may pause, stop, lower the dose or add medicines", MK, f"{DOSE}.additionalInstruction.text", "lower the dose", (L,)),
-    Fact("other medicines are given before each dose to prevent reactions", MK, "indicationGuideline.dosingGuideline.administrationTreatment.text", "before each dose", (M, L)),
+    Fact("other medicines are given before each dose to prevent reactions", MK, f"{DOSE}.text", "before each dose", (L,)),
+    Fact("other medicines are given with it to avoid side effects", MK, f"{DOSE}.text", "help avoid side effects (MSK)", (M,)),
     Fact("use it as ordered and follow the instructions", MK, f"{DOSE}.additionalInstruction.text", "follow every instruction", (M,)),
     Fact("read all the information you are given", MK, f"{DOSE}.additionalInstruction.text", "read all the information", (M,)),
     Fact("after a missed dose, call the doctor", MK, f"{DOSE}.additionalInstruction.text", "dose is missed", (M,)),
@@ -92,11 +111,11 @@ FACTS: list[Fact] = [
     Fact("the MedlinePlus page is a monograph of the drug", MK, "monograph.source.reference", DOC[L], (L,)),
     Fact("the Pfizer counseling text is a monograph of the drug", MK, "monograph.source.reference", DOC[P], (P,)),
     Fact("the MSK leaflet was last reviewed on 2024-03-26", DOC[M], "description", "2024-03-26", (M,)),
-    Fact("the MSK page was last updated on 2022-12-12", DOC[M], "content.attachment.creation", "2022-12-12", (M,)),
+    Fact("the MSK page was last updated on 2022-12-12", DOC[M], "description", "page last updated 2022-12-12", (M,)),
     Fact("the MSK leaflet is built on UpToDate Lexidrug content", DOC[M], "author.reference", "Organization/uptodate", (M,)),
     Fact("MSK publishes the leaflet", DOC[M], "custodian.reference", "Organization/msk", (M,)),
     Fact("MSK's leaflet covers uses, administration, side effects, when to call", DOC[M], "description", "when to call a provider", (M,)),
-    Fact("the MedlinePlus page was last revised on 2024-05-20", DOC[L], "content.attachment.creation", "2024-05-20", (L,)),
+    Fact("the MedlinePlus page was last revised on 2024-05-20", DOC[L], "description", "Last revised 2024-05-20", (L,)),
     Fact("the MedlinePlus page address", DOC[L], "content.attachment.url", "https://medlineplus.gov/druginfo/meds/a617041.html", (L,)),
     Fact("the MedlinePlus page id is a617041", DOC[L], "identifier.value", "a617041", (L,)),
     Fact("the NLM publishes MedlinePlus", DOC[L], "custodian.reference", "Organization/nlm", (L,)),
@@ -284,7 +303,17 @@ FACTS: list[Fact] = [
     Fact("medicines that prolong the QT interval interact", cud("interaction-qt-prolonging-medicines"), "interaction.interactant.itemCodeableConcept.text", "prolong the QT interval", (M,)),
     Fact("many medicines can prolong QT; ask the doctor or pharmacist", cud("interaction-qt-prolonging-medicines"), "interaction.management.text", "many medicines can", (M,)),
     # --- undesirable effects and their tiers
-    Fact("VOD is serious and may be fatal", cud("effect-hepatic-veno-occlusive-disease"), TIER, "Serious: may be severe, life-threatening or fatal", (L, P)),
+    Fact("VOD may be severe, life-threatening or fatal", cud("effect-hepatic-veno-occlusive-disease"), TIER, "VOD may be severe, life-threatening or fatal (Pfizer)", (P,)),
+    Fact("liver damage including VOD may be severe or life-threatening", cud("effect-hepatic-veno-occlusive-disease"), TIER, "may be severe or life-threatening (MedlinePlus)", (L,)),
+    Fact("low blood cell counts are an undesirable effect", cud("effect-low-blood-counts"), "undesirableEffect.symptomConditionEffect.concept.text", "Low blood cell counts", (M, P)),
+    Fact("low blood counts may be life-threatening", cud("effect-low-blood-counts"), TIER, "may be life-threatening (Pfizer)", (P,)),
+    Fact("very low counts can lead to bleeding, infections or anemia", cud("effect-low-blood-counts"), TIER, "bleeding problems, infections or anemia (MSK)", (M,)),
+    Fact("report the effects of low counts", cud("effect-low-blood-counts"), TIER, "other effects of low counts during treatment (Pfizer)", (P,)),
+    Fact("anemia is an undesirable effect", cud("effect-anemia"), EFFECT_CODE, "271737000", (M,)),
+    Fact("anemia can follow very low counts", cud("effect-anemia"), TIER, "very low blood cell counts (MSK)", (M,)),
+    Fact("liver problems are an undesirable effect", cud("effect-liver-problems"), "undesirableEffect.symptomConditionEffect.concept.text", "Liver problems", (M, P)),
+    Fact("liver problems have been life-threatening or fatal", cud("effect-liver-problems"), TIER, "life-threatening or fatal (MSK)", (M,)),
+    Fact("liver test results may rise (as an effect)", cud("effect-liver-problems"), TIER, "rising liver test results may develop during treatment (Pfizer)", (P,)),
     Fact("allergic reaction: serious", cud("effect-allergic-reaction"), TIER, "Serious: get medical help right away (MSK)", (M,)),
     Fact("bleeding: serious", cud("effect-bleeding"), EFFECT_CODE, "131148009", (M, L, P)),
     Fact("bleeding: get help at once", cud("effect-bleeding"), TIER, "call your doctor at once or get emergency care (MedlinePlus)", (L,)),
@@ -365,3 +394,80 @@ class TestCoverage:
         """Each leaflet is the stated source of many facts."""
         for label in (M, L, P):
             assert sum(label in f.sources for f in FACTS) >= 20, label
+
+
+def leaves(value: Any, path: str) -> list[tuple[str, str, Any]]:
+    """Every primitive in a resource: (indexed path, path without indexes, value)."""
+    if isinstance(value, dict):
+        return [leaf for key, item in value.items() for leaf in leaves(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [leaf for i, item in enumerate(value) for leaf in leaves(item, f"{path}[{i}]")]
+    return [(path, re.sub(r"\[\d+\]", "", path), value)]
+
+
+def covering(indexed: str, parts: dict[str, set[str]]) -> list[str]:
+    """The traced parts (targetPaths) that contain the element at ``indexed``."""
+    return [p for p in parts if indexed == p or indexed.startswith((f"{p}.", f"{p}["))]
+
+
+# What is structure, a link to a resource with its own Provenance, or the record's own bookkeeping.
+UNTRACED = re.compile(
+    r"^\w+\.(resourceType|id|meta|text|status|author|clinicalUseIssue|indicationGuideline\[0\]\.indication)\b"
+    r"|\.dosage\[\d+\]\.type\.text$|\.sequence$"  # our labels for a dosage and its order
+)
+PER_ELEMENT = (MK, "Medication/besponsa-vial")
+
+
+def traced_parts(publication: Publication, key: str) -> dict[str, set[str]]:
+    """Each targetPath of resource ``key`` with the sources its Provenances name for it."""
+    return {
+        part: {s["reference"] for s in named}
+        for part, named in sources_by_part(key, publication.of_type("Provenance")).items()
+    }
+
+
+class TestPerElementProvenance:
+    """The drug and its product trace each fact-bearing element to the sources that state it, and only those."""
+
+    @pytest.mark.parametrize("key", PER_ELEMENT)
+    def test_every_fact_bearing_element_is_traced(self, key: str, publication: Publication) -> None:
+        """No element of the drug record is left without a source; no whole-resource Provenance blurs them."""
+        resource = publication.get(key)
+        assert resource is not None
+        parts = traced_parts(publication, key)
+        assert WHOLE not in parts
+        for indexed, _, _ in leaves(resource, resource["resourceType"]):
+            if not UNTRACED.search(indexed):
+                assert covering(indexed, parts), f"{indexed} has no source"
+
+    @pytest.mark.parametrize("key", PER_ELEMENT)
+    def test_every_path_names_an_element(self, key: str, publication: Publication) -> None:
+        """Each targetPath is a FHIRPath that finds something in the resource."""
+        resource = publication.get(key)
+        assert resource is not None
+        for part in traced_parts(publication, key):
+            assert values_at(resource, part), part
+
+    @pytest.mark.parametrize("key", PER_ELEMENT)
+    def test_one_answer_per_element(self, key: str, publication: Publication) -> None:
+        """The sources traced to an element are exactly the sources of the facts the table finds in it."""
+        resource = publication.get(key)
+        assert resource is not None
+        parts = traced_parts(publication, key)
+        stated: dict[str, set[str]] = {part: set() for part in parts}
+        for fact in (f for f in FACTS if f.resource == key):
+            found = [
+                indexed
+                for indexed, plain, value in leaves(resource, resource["resourceType"])
+                if plain == f"{resource['resourceType']}.{fact.path}"
+                and fact.fragment.lower() in str(value).lower()
+            ]
+            assert found, fact.statement
+            for indexed in found:
+                for part in covering(indexed, parts):
+                    assert {DOC[s] for s in fact.sources} <= parts[part], (fact.statement, part)
+                    stated[part] |= {DOC[s] for s in fact.sources}
+        for part, sources in parts.items():
+            assert sources == stated[part], (
+                f"{part}: traced to {sources - stated[part]} that the table does not list"
+            )

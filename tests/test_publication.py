@@ -27,6 +27,12 @@ SOURCES = {
     "MedlinePlus": "DocumentReference/medlineplus-a617041",
     "Pfizer": "DocumentReference/pfizer-besponsa-patient-counseling",
 }
+# Public references that state what no leaflet does (a package code, a class code, the regulator).
+REFERENCES = {
+    "FDA NDC Directory": "DocumentReference/fda-ndc-directory",
+    "WHOCC ATC index": "DocumentReference/whocc-atc-index",
+    "Drugs@FDA": "DocumentReference/drugs-at-fda-bla761040",
+}
 CUD_KINDS = {
     "indication": "indication",
     "contraindication": "contraindication",
@@ -84,10 +90,14 @@ class TestFiles:
     """Each file is one R5 resource that survives a round trip."""
 
     def test_expected_counts(self, publication: Publication) -> None:
-        """The publication holds one drug, three leaflets, and the clinical facts in between."""
+        """One drug, three leaflets and three other sources, and the facts in between."""
         counts = publication.counts()
         assert counts["MedicationKnowledge"] == 1
-        assert counts["DocumentReference"] == 3
+        assert counts["DocumentReference"] == 6
+        profiles = [
+            d["meta"]["profile"][0].rsplit("/", 1)[1] for d in publication.of_type("DocumentReference")
+        ]
+        assert sorted(profiles).count("fhir-pub-documentreference") == 3  # the leaflets
         assert counts["Medication"] == 1
         assert counts["ClinicalUseDefinition"] >= 50
 
@@ -202,10 +212,11 @@ class TestReferences:
             assert entry.key in referenced, f"{entry.key} is an orphan"
 
     def test_documents_are_about_the_drug(self, publication: Publication) -> None:
-        """Each DocumentReference's subject is the MedicationKnowledge, which lists it as a monograph."""
+        """Each DocumentReference is about the drug; the leaflets are its monographs, references are not."""
         monographs = {m["source"]["reference"] for m in publication.get(MK_REF)["monograph"]}  # type: ignore[index]
         docs = publication.of_type("DocumentReference")
-        assert {f"DocumentReference/{d['id']}" for d in docs} == monographs == set(SOURCES.values())
+        assert monographs == set(SOURCES.values())
+        assert {f"DocumentReference/{d['id']}" for d in docs} == monographs | set(REFERENCES.values())
         for doc in docs:
             assert doc["subject"]["reference"] == MK_REF
 
@@ -336,10 +347,21 @@ class TestProvenance:
     """Every fact is traced to the leaflets that state it."""
 
     def test_every_fact_resource_is_traced(self, publication: Publication) -> None:
-        """Each resource but DocumentReferences, Provenances and our own Organization has a Provenance."""
+        """Each resource but DocumentReferences, Provenances and our own Organization has a Provenance.
+
+        A resource is the target of one Provenance, or, traced element by element (targetPath), of one
+        Provenance per source, each element once in each.
+        """
         traced = source_sets(publication)
-        targets = [t["reference"] for p in publication.of_type("Provenance") for t in p["target"]]
+        targets = [
+            (t["reference"], tuple(x["valueString"] for x in t.get("extension", [])), p["id"])
+            for p in publication.of_type("Provenance")
+            for t in p["target"]
+        ]
         assert len(targets) == len(set(targets))
+        whole = [reference for reference, paths, _ in targets if not paths]
+        assert len(whole) == len(set(whole))
+        assert not {reference for reference, paths, _ in targets if paths} & set(whole)
         for entry in publication:
             if (
                 entry.resource["resourceType"] in {"DocumentReference", "Provenance"}
@@ -348,10 +370,10 @@ class TestProvenance:
                 assert entry.key not in traced
                 continue
             assert traced.get(entry.key), f"{entry.key} has no source"
-            assert traced[entry.key] <= set(SOURCES.values())
+            assert traced[entry.key] <= set(SOURCES.values()) | set(REFERENCES.values())
 
     def test_entity_role_is_source(self, publication: Publication) -> None:
-        """Provenance entities are the leaflets, with role ``source``, recorded by fhir-pub."""
+        """Provenance entities are the sources, with role ``source``, recorded by fhir-pub."""
         for provenance in publication.of_type("Provenance"):
             assert provenance["entity"]
             for entity in provenance["entity"]:

@@ -17,6 +17,7 @@ from markupsafe import Markup
 
 from fhir_pub.graph import key_of
 from fhir_pub.narrative import concept_text
+from fhir_pub.provenance import in_document_order, sources_by_part
 from fhir_pub.search.index import narrative_text
 from fhir_pub.store import Store
 from fhir_pub.validation.fhirpath import NARRATIVE_ELEMENTS, html_checks
@@ -91,6 +92,14 @@ def resource_page(resource: dict[str, Any], base: str, store: Store) -> str:
     div = (resource.get("text") or {}).get("div") if isinstance(resource.get("text"), dict) else None
     outgoing = [(param, f"{base}/{t}/{i}", f"{t}/{i}") for param, t, i in store.references_from(kind, rid)]
     incoming = [(param, f"{base}/{t}/{i}", f"{t}/{i}") for param, t, i in store.references_to(kind, rid)]
+    traced = sources_by_part(f"{kind}/{rid}", store.referrers(f"{kind}/{rid}"))
+    sources = [
+        (
+            part or "the whole resource",
+            [(f"{base}/{s['reference']}", str(s.get("display") or s["reference"])) for s in named],
+        )
+        for part, named in in_document_order(resource, traced)
+    ]
     return render_template(
         "resource.html",
         title=f"{kind}: {_label(resource)}",
@@ -102,6 +111,7 @@ def resource_page(resource: dict[str, Any], base: str, store: Store) -> str:
         narrative_text=narrative_text(resource),
         outgoing=outgoing,
         incoming=incoming,
+        sources=sources,
     )
 
 
