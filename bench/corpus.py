@@ -188,6 +188,11 @@ class Drug:
         resource.pop("text", None)
         return resource
 
+    def _display(self, coding: dict[str, Any]) -> dict[str, Any]:
+        if "display" not in coding:
+            return coding
+        return {**coding, "display": _synthetic(coding["display"], self.label, self.rng)}
+
     def _value(self, value: Any, key: str) -> Any:
         if isinstance(value, list):
             return [self._value(item, key) for item in value]
@@ -199,8 +204,12 @@ class Drug:
             target = self.keys.get(value["reference"], value["reference"])
             return {**value, **self._ref(target)} if target in self.names else value
         codings = value.get("coding")
-        if isinstance(codings, list) and not any(c.get("system") in PRODUCT_SYSTEMS for c in codings):
-            return value  # a coded concept's text says what the code means: keep it
+        if isinstance(codings, list):
+            product = any(c.get("system") in PRODUCT_SYSTEMS for c in codings)
+            if not product and key != "classification":  # a seriousness tier's text cites the leaflets
+                return value  # a coded concept's text says what the code means: keep it
+            if product:  # a product's code names the real drug: a synthetic drug's code names itself
+                value = {**value, "coding": [self._display(c) for c in codings]}
         if "system" in value and isinstance(value.get("value"), str):  # ContactPoint
             number = self.number % 100
             fake = f"555-01{number:02d}" if value["system"] == "phone" else None

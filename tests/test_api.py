@@ -435,9 +435,8 @@ class TestHtml:
             "besponsa-msk",
             "besponsa-medlineplus",
             "besponsa-pfizer",
-            "besponsa-ndc-directory",
+            "besponsa-dailymed",
             "besponsa-atc-index",
-            "besponsa-drugs-at-fda",
         }
         for entry in bundle["entry"]:
             (source,) = entry["resource"]["entity"]

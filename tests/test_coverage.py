@@ -20,14 +20,13 @@ from fhir_pub.provenance import WHOLE, sources_by_part
 from fhir_pub.publication import Publication
 
 M, L, P = "MSK", "MedlinePlus", "Pfizer"
-NDC, ATC, FDA = "FDA NDC Directory", "WHOCC ATC index", "Drugs@FDA"  # sources that are not leaflets
+DM, ATC = "DailyMed", "WHOCC ATC index"  # sources that are not leaflets
 DOC = {
     M: "DocumentReference/msk-inotuzumab-ozogamicin",
     L: "DocumentReference/medlineplus-a617041",
     P: "DocumentReference/pfizer-besponsa-patient-counseling",
-    NDC: "DocumentReference/fda-ndc-directory",
+    DM: "DocumentReference/dailymed-besponsa",
     ATC: "DocumentReference/whocc-atc-index",
-    FDA: "DocumentReference/drugs-at-fda-bla761040",
 }
 MK = "MedicationKnowledge/besponsa"
 DOSE = "indicationGuideline.dosingGuideline.dosage.dosage"
@@ -63,11 +62,11 @@ FACTS: list[Fact] = [
     Fact("it is a monoclonal antibody", MK, "medicineClassification.classification.text", "Monoclonal antibody", (L,)),
     Fact("how the name is pronounced", MK, "definitional.drugCharacteristic.valueString", "in-oh-TOOZ-ue-mab", (L,)),
     Fact("its ATC code (WHOCC ATC index)", MK, "medicineClassification.classification.coding.code", "L01FB01", (ATC,)),
-    Fact("the FDA is its regulator (Drugs@FDA)", MK, "regulatory.regulatoryAuthority.reference", "Organization/fda", (FDA,)),
-    Fact("its NDC package code, on the drug (FDA NDC Directory)", MK, "code.coding.code", "0008-0100-01", (NDC,)),
-    Fact("the drug is sold as that package (FDA NDC Directory)", MK, "associatedMedication.reference", "Medication/besponsa-vial", (NDC,)),
-    Fact("the package is a single-dose vial (FDA NDC Directory)", "Medication/besponsa-vial", "code.text", "single-dose vial", (NDC,)),
-    Fact("its NDC package code (FDA NDC Directory)", "Medication/besponsa-vial", "code.coding.code", "0008-0100-01", (NDC,)),
+    Fact("the FDA is its regulator (DailyMed)", MK, "regulatory.regulatoryAuthority.reference", "Organization/fda", (DM,)),
+    Fact("its NDC package code, on the drug (DailyMed)", MK, "code.coding.code", "0008-0100-01", (DM,)),
+    Fact("the drug is sold as that package (DailyMed)", MK, "associatedMedication.reference", "Medication/besponsa-vial", (DM,)),
+    Fact("the package is a single-dose vial (DailyMed)", "Medication/besponsa-vial", "code.text", "single-dose vial", (DM,)),
+    Fact("its NDC package code (DailyMed)", "Medication/besponsa-vial", "code.coding.code", "0008-0100-01", (DM,)),
     Fact("it comes as a powder mixed with liquid", MK, "preparationInstruction", "powder that is mixed with liquid", (L,)),
     Fact("it is given into a vein", MK, "definitional.intendedRoute.text", "Intravenous", (M, L)),
     Fact("it is given as an infusion", MK, f"{DOSE}.text", "infusion into a vein", (M, L)),

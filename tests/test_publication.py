@@ -29,10 +29,11 @@ SOURCES = {
 }
 # Public references that state what no leaflet does (a package code, a class code, the regulator).
 REFERENCES = {
-    "FDA NDC Directory": "DocumentReference/fda-ndc-directory",
+    "DailyMed": "DocumentReference/dailymed-besponsa",
     "WHOCC ATC index": "DocumentReference/whocc-atc-index",
-    "Drugs@FDA": "DocumentReference/drugs-at-fda-bla761040",
 }
+FHIR_VS_SYSTEM = "http://hl7.org/fhir/publication-status"
+PUBLICATION_STATUS = [{"code": "active", "display": "Active"}]  # the one publication-status code we use
 CUD_KINDS = {
     "indication": "indication",
     "contraindication": "contraindication",
@@ -90,10 +91,10 @@ class TestFiles:
     """Each file is one R5 resource that survives a round trip."""
 
     def test_expected_counts(self, publication: Publication) -> None:
-        """One drug, three leaflets and three other sources, and the facts in between."""
+        """One drug, three leaflets and two other sources, and the facts in between."""
         counts = publication.counts()
         assert counts["MedicationKnowledge"] == 1
-        assert counts["DocumentReference"] == 6
+        assert counts["DocumentReference"] == 5
         profiles = [
             d["meta"]["profile"][0].rsplit("/", 1)[1] for d in publication.of_type("DocumentReference")
         ]
@@ -237,6 +238,28 @@ class TestCodes:
                     assert pair in allowed, f"{key} {element.path}: unverified code {pair}"
                     used.add(pair)
         assert len(used) >= 30
+
+    def test_codings_carry_their_verified_display(
+        self, models: dict[str, FHIRAbstractModel], value_sets: dict[str, Any]
+    ) -> None:
+        """Every Coding has the display verified-codes.json records, beside the source that verified it."""
+        verified = value_sets[VERIFIED]
+        displays = {
+            (i["system"], c["code"]): c["display"]
+            for i in verified["compose"]["include"]
+            for c in i["concept"]
+        }
+        for include in verified["compose"]["include"]:
+            for concept in include["concept"]:
+                (comment,) = concept["extension"]
+                assert comment["url"] == "http://hl7.org/fhir/StructureDefinition/valueset-concept-comments"
+                assert comment["valueString"].startswith("Display verified against "), concept["code"]
+        displays |= {(FHIR_VS_SYSTEM, c["code"]): c["display"] for c in PUBLICATION_STATUS}
+        for key, model in models.items():
+            for element in walk(model):
+                if type(element.value).__name__ == "Coding":
+                    pair = (element.value.system, element.value.code)
+                    assert element.value.display == displays[pair], f"{key} {element.path}: {pair}"
 
     def test_every_concept_has_text(self, models: dict[str, FHIRAbstractModel]) -> None:
         """Every CodeableConcept carries human text, coded or not."""
@@ -404,8 +427,10 @@ class TestDocuments:
         assert doc is not None
         assert (doc["status"], doc["docStatus"]) == ("current", "final")
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", doc["date"])
-        for concept in [doc["type"], *doc["category"]]:
-            assert [c["system"] for c in concept["coding"]] == ["http://loinc.org"]
+        assert [c["system"] for c in doc["type"]["coding"]] == ["http://loinc.org"]
+        for concept in doc["category"]:  # a LOINC label code only where the leaflet is a label section
+            assert all(c["system"] == "http://loinc.org" for c in concept.get("coding", []))
+            assert concept.get("coding") or "not a section of a drug label" in concept["text"]
         assert all(a["reference"].startswith("Organization/") for a in doc["author"])
         assert doc["custodian"]["reference"].startswith("Organization/")
         (content,) = doc["content"]

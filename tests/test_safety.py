@@ -71,12 +71,13 @@ class TestChangedResourcesHaveNewVersions:
     """A corrected resource gets a new version, so clients and caches holding the old one revalidate."""
 
     def test_versions(self, publication: Publication) -> None:
-        """The four corrected warnings are at version 2, updated 2026-12-02."""
+        """The four corrected warnings are past version 1, updated on or after 2026-12-02."""
         for rid in CHANGED:
             resource = publication.get(f"ClinicalUseDefinition/{rid}")
             assert resource is not None
             meta = resource["meta"]
-            assert (meta["versionId"], meta["lastUpdated"]) == ("2", "2026-12-02T00:00:00Z")
+            assert int(meta["versionId"]) >= 2
+            assert meta["lastUpdated"] >= "2026-12-02T00:00:00Z"
 
 
 # The severity words each leaflet uses (MSK says "deadly", which the publication renders as "fatal").
@@ -152,6 +153,26 @@ class TestSeverityWordsPerLeaflet:
 
 class TestFidelity:
     """The fidelity findings of the clinical reading stay fixed."""
+
+    def test_seriousness_is_codeable(self, publication: Publication) -> None:
+        """A serious-tier effect is coded serious (HL7 adverse-event-seriousness); the others are not."""
+        serious = {
+            "system": "http://terminology.hl7.org/CodeSystem/adverse-event-seriousness",
+            "code": "serious",
+        }
+        tiers = {"serious": 0, "other": 0}
+        for resource in publication.of_type("ClinicalUseDefinition"):
+            if resource["type"] != "undesirable-effect":
+                continue
+            classification = resource["undesirableEffect"]["classification"]
+            coded = [{k: c[k] for k in ("system", "code")} for c in classification.get("coding", [])]
+            if classification["text"].startswith("Serious:"):
+                assert coded == [serious], resource["id"]
+                tiers["serious"] += 1
+            else:  # "Less serious" is the leaflets' grouping, not a claim of no lasting harm: left as text
+                assert coded == [], resource["id"]
+                tiers["other"] += 1
+        assert min(tiers.values()) > 10
 
     def test_no_canada_jurisdiction(self, publication: Publication) -> None:
         """The record is a US one; MSK's Canadian brand name is kept as a brand-name fact only."""

@@ -31,9 +31,8 @@ DOCS = {
     "pfz": "pfizer-besponsa-patient-counseling",
 }
 REFERENCES = {
-    "fda-ndc-directory",
+    "dailymed-besponsa",
     "whocc-atc-index",
-    "drugs-at-fda-bla761040",
 }  # sources that are not leaflets
 LEAFLETS = set(DOCS.values())
 
@@ -87,7 +86,7 @@ class TestTokens:
             (f"{CUD}?effect:text=NAUSEA", {"effect-nausea"}),
             (f"{CUD}?effect:code-text=422", {"effect-nausea", "effect-vomiting"}),
             (
-                f"{CUD}?effect=http://terminology.hl7.org/CodeSystem/mdr|10051792",
+                f"{CUD}?effect=https://www.meddra.org|10051792",
                 {"effect-infusion-related-reaction"},
             ),
             (
@@ -105,7 +104,14 @@ class TestTokens:
             ("MedicationKnowledge?status=inactive", set()),
             ("Medication?code=http://hl7.org/fhir/sid/ndc|0008-0100-01", {"besponsa-vial"}),
             ("DocumentReference?type=http://loinc.org|88436-1", {DOCS["pfz"]}),
-            ("DocumentReference?category=34076-0", {DOCS["msk"], DOCS["mlp"]}),
+            ("DocumentReference?category=34076-0", set()),
+            (f"{CUD}?effect-classification=serious&_id=effect-bleeding,effect-rash", {"effect-bleeding"}),
+            (
+                f"{CUD}?effect-classification:not=serious&_id=effect-bleeding,effect-rash",
+                {"effect-rash"},
+            ),  # a label section code fits no consumer leaflet
+            ("DocumentReference?category=http://loinc.org|34391-3", {DOCS["pfz"]}),
+            ("DocumentReference?category:text=consumer leaflet", {DOCS["msk"], DOCS["mlp"]}),
             ("DocumentReference?identifier=a617041", {DOCS["mlp"]}),
             ("DocumentReference?language=en-US", set(DOCS.values())),
             ("Organization?active=true", {"fda", "msk", "nlm", "pfizer", "uptodate", "fhir-pub", "whocc"}),
@@ -183,7 +189,7 @@ class TestReferences:
             (f"{CUD}?subject=Medication/other", set()),
             ("Provenance?target=ClinicalUseDefinition/warning-bleeding", {"warning-bleeding"}),
             ("DocumentReference?author=Organization/uptodate", {DOCS["msk"]}),
-            ("DocumentReference?custodian=Organization/nlm", {DOCS["mlp"]}),
+            ("DocumentReference?custodian=Organization/nlm", {DOCS["mlp"], "dailymed-besponsa"}),
             ("MedicationKnowledge?monograph=DocumentReference/msk-inotuzumab-ozogamicin", {"besponsa"}),
             ("DocumentReference?subject=MedicationKnowledge/besponsa", set(DOCS.values()) | set(REFERENCES)),
         ],
