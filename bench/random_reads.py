@@ -35,10 +35,14 @@ end
 """
 
 
-def random_wrk(url: str, paths: Path, seconds: int, connections: int) -> tuple[float, float, float]:
+def random_wrk(
+    url: str, paths: Path, seconds: int, connections: int, gzip: bool = False
+) -> tuple[float, float, float]:
     """Requests/s, p50 and p99 (ms) of one wrk run sending random paths from the file ``paths``."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(RANDOM_LUA % paths)
+        if gzip:
+            script.write('wrk.headers["Accept-Encoding"] = "gzip"\n')
         script.flush()
         command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s"]
         command += ["--timeout", "30s", "--latency", "-s", script.name, url]
@@ -54,6 +58,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", default="1,32")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--gzip", action="store_true", help="send Accept-Encoding: gzip, as most clients do")
     args = parser.parse_args()
     require_tools()
     python = sys.executable
@@ -80,22 +85,28 @@ def main() -> None:
         paths = root / "paths.txt"
         paths.write_text("\n".join(keys) + "\n", encoding="utf-8")
         app = serve(python, args.publication, 18291, args.workers, cache=True)
+        full = serve(python, args.publication, 18292, args.workers, cache=True, direct=False)
         static = nginx(root, 18290, args.workers)
+        servers = (("fhir-pub", 18291), ("full path", 18292), ("nginx", 18290))
         results: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
         try:
             for connections in (int(c) for c in args.connections.split(",")):
                 for _ in range(args.rounds):
-                    for name, port in (("fhir-pub", 18291), ("nginx", 18290)):
-                        figure = random_wrk(f"http://127.0.0.1:{port}", paths, args.seconds, connections)
+                    for name, port in servers:
+                        url = f"http://127.0.0.1:{port}"
+                        figure = random_wrk(url, paths, args.seconds, connections, args.gzip)
                         results.setdefault((connections, name), []).append(figure)
         finally:
             static.terminate()
             static.wait()
-            app.terminate()
-            app.wait()
+            for process in (app, full):
+                process.terminate()
+                process.wait()
     print(
         f"{len(keys):,} resources, a random one per request; {args.workers} workers each; "
         f"{args.rounds} interleaved rounds of {args.seconds} s; medians"
+        + ("; Accept-Encoding: gzip" if args.gzip else "")
+        + "; 'full path': fhir-pub with FHIR_PUB_DIRECT_READS=false"
     )
     print(f"{'conns':>5}  {'server':<10}{'requests/s':>12}{'p50':>10}{'p99':>10}{'ratio':>8}")
     for (connections, name), runs in sorted(results.items()):

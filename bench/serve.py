@@ -101,11 +101,12 @@ def figures(out: str, url: str) -> tuple[float, float, float]:
 
 
 def serve(
-    python: str, publication: Path, port: int, workers: int, cache: bool | int
+    python: str, publication: Path, port: int, workers: int, cache: bool | int, direct: bool = True
 ) -> subprocess.Popen[bytes]:
-    """Start ``fhir-pub serve`` (response cache on, off, or this many MiB) and wait until it answers."""
+    """Start ``fhir-pub serve`` (response cache on, off, or this many MiB; direct reads or not), ready."""
     mib = 64 if cache is True else int(cache)
-    env = {"FHIR_PUB_RESPONSE_CACHE": str(mib), "PATH": "/usr/bin:/bin"}
+    env = {"FHIR_PUB_RESPONSE_CACHE": str(mib), "FHIR_PUB_DIRECT_READS": str(direct).lower()}
+    env["PATH"] = "/usr/bin:/bin"
     command = [python, "-m", "fhir_pub", "serve", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(
         [*command, "--publication", str(publication)],

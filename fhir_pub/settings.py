@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     """How many reverse proxies in front are trusted to set ``X-Forwarded-For/Proto/Host/Port/Prefix``."""
     response_cache: int = 64
     """MiB of GET responses to keep in memory per worker (the publication never changes); 0: none."""
+    direct_reads: bool = True
+    """Answer default reads from the store before the framework (the same answer, faster); false: never."""
     jobs_dir: Path | None = None
     """Where export jobs and their files live (writable, else $export is 503); None: cache_dir/jobs"""
     export_expiry: int = 3600

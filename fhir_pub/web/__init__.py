@@ -12,6 +12,7 @@ from fhir_pub.settings import Settings
 from fhir_pub.store import Store
 from fhir_pub.web import bulk, errors, fhir, formats, html, limits, operations
 from fhir_pub.web.cache import ResponseCache
+from fhir_pub.web.direct import DirectReads
 
 MAX_BODY = 8 * 1024 * 1024  # bytes: a larger request body is refused with 413
 # flask-compress leaves the FHIR media types alone unless told (https://hl7.org/fhir/R5/http.html#compression)
@@ -57,7 +58,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     path = (
         settings.publication if settings.publication is not None else bundled_publication(settings.cache_dir)
     )
-    app.extensions["fhir_pub"] = {"settings": settings, "store": Store(path)}
+    store = Store(path)
+    app.extensions["fhir_pub"] = {"settings": settings, "store": store}
     app.register_blueprint(operations.blueprint, url_prefix="/fhir")
     app.register_blueprint(bulk.blueprint, url_prefix="/fhir")
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
@@ -67,6 +69,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ResponseCache(  # type: ignore[method-assign]
             app.wsgi_app, settings.response_cache << 20, uncached=bulk.uncached
         )
+    if settings.direct_reads:
+        level = int(app.config.get("COMPRESS_LEVEL", 6))
+        app.wsgi_app = DirectReads(app.wsgi_app, store, level)  # type: ignore[method-assign]
     app.wsgi_app = limits.Limits(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]  # outermost
     errors.register(app)
     app.after_request(lambda response: html.security_headers(formats.render(_allow(response), request)))

@@ -1,0 +1,174 @@
+"""Direct reads: a default read or vread answered with one indexed lookup, before any framework code.
+
+The publication never changes, so a read's answer is a function of the stored resource and of the request
+headers that can change it (``Accept``, ``Accept-Encoding``, ``Origin``, ``Prefer``, host, scheme, forwarded
+headers). For each combination of those headers (a *variant*) the first read goes through the full Flask
+path, and its answer is learned as a template: every header either a constant, or one of the values a read
+fills from the stored row (ETag, Last-Modified, Content-Length, Content-Location, Date). Later reads of any
+resource in that variant are filled in from the template and the row, without Flask.
+
+A template is only kept when the full answer is exactly explained by it (the body is the stored bytes, or
+their gzip encoding; every varying header is one of the slots), and reads that might answer otherwise go
+to the full path: a query string, unknown types and ids, a version that is not the current one, conditional
+writes, a coding other than gzip or none. ``tests/test_direct.py`` checks the two paths answer alike for
+every resource, conditional variant and Accept / Accept-Encoding combination.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from werkzeug.http import http_date
+
+from fhir_pub.store import Store, Stored
+from fhir_pub.web.cache import CONDITIONAL, KEY_FIELDS, Entry, Environ, StartResponse, WSGIApp, not_modified
+
+READ = re.compile(r"/fhir/([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(/_history/([A-Za-z0-9\-.]{1,64}))?")
+# Every request input a read's answer can depend on, but the path (the query string is always empty here).
+VARIANT_FIELDS = tuple(field for field in KEY_FIELDS if field not in ("PATH_INFO", "QUERY_STRING"))
+MIN_COMPRESSED = 500  # bytes: flask-compress leaves smaller bodies alone (COMPRESS_MIN_SIZE)
+ETAG, LAST_MODIFIED, LENGTH, LOCATION, DATE = range(5)
+Slot = int | str  # a slot number, or a constant header value
+Template = tuple[str, tuple[tuple[str, Slot], ...], bool]  # status, headers, gzip-encoded body
+
+
+class DirectReads:
+    """WSGI middleware answering default reads from the store and a learned per-variant template."""
+
+    def __init__(self, app: WSGIApp, store: Store, compress_level: int = 6) -> None:
+        self.app = app
+        self.store = store
+        self.level = compress_level
+        self._templates: dict[tuple[Any, ...], Template | None] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """Answer a default read directly once its variant is learned; anything else goes to the app."""
+        method = environ.get("REQUEST_METHOD")
+        if (
+            method not in ("GET", "HEAD")
+            or environ.get("QUERY_STRING")
+            or environ.get("HTTP_IF_MATCH")
+            or environ.get("HTTP_IF_UNMODIFIED_SINCE")
+        ):
+            return self.app(environ, start_response)
+        path = environ.get("PATH_INFO", "")
+        match = READ.fullmatch(path)
+        if match is None:
+            return self.app(environ, start_response)
+        stored = self.store.read(match[1], match[2])
+        if stored is None or (match[4] is not None and match[4] != stored.version):
+            return self.app(environ, start_response)  # the full path words the 404
+        key = (
+            method,
+            match[4] is not None,
+            len(stored.body) >= MIN_COMPRESSED,
+            *map(environ.get, VARIANT_FIELDS),
+        )
+        if key not in self._templates:
+            return self._learn(key, environ, start_response, stored, path)
+        template = self._templates[key]
+        if template is None:
+            return self.app(environ, start_response)
+        entry = self._fill(template, stored, path, method)
+        if entry.status.startswith("200") and not_modified(entry, environ):
+            start_response("304 Not Modified", entry.not_modified_headers)
+            return [b""]
+        start_response(entry.status, entry.headers)
+        return [entry.body]
+
+    def _learn(
+        self, key: tuple[Any, ...], environ: Environ, start_response: StartResponse, stored: Stored, path: str
+    ) -> Iterable[bytes]:
+        """Answer through the full path, and keep the answer's template if the answer is explained by it.
+
+        A conditional request is learned from the unconditional answer, then answered by the full path.
+        """
+        captured: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured[:] = [status, list(headers)]
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        def keep(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured[:] = [status, list(headers)]
+            return lambda data: None
+
+        method = str(environ.get("REQUEST_METHOD"))
+        if method == "HEAD" or environ.get("HTTP_IF_NONE_MATCH") or environ.get("HTTP_IF_MODIFIED_SINCE"):
+            # learned from the unconditional GET (a HEAD has no body to check), answered by the full path
+            plain = {k: v for k, v in environ.items() if k not in CONDITIONAL} | {"REQUEST_METHOD": "GET"}
+            body = b"".join(self.app(plain, keep))
+            self._keep(key, captured, body, stored, path)
+            return self.app(environ, start_response)
+        body = b"".join(self.app(environ, capture))
+        self._keep(key, captured, body, stored, path)
+        return [body]
+
+    def _keep(
+        self, key: tuple[Any, ...], captured: list[Any], body: bytes, stored: Stored, path: str
+    ) -> None:
+        template = _template(captured, body, stored, path) if captured else None
+        with self._lock:
+            self._templates.setdefault(key, template)
+
+    def _fill(self, template: Template, stored: Stored, path: str, method: str) -> Entry:
+        status, headers, encoded = template
+        body = gzip.compress(stored.body, self.level, mtime=0) if encoded else stored.body
+        values = {
+            ETAG: f'W/"{stored.version}"',
+            LAST_MODIFIED: http_date(datetime.fromisoformat(stored.last_updated)),
+            LENGTH: str(len(body)),
+            DATE: http_date(),
+        }
+        filled = [
+            (name, value if isinstance(value, str) else values.get(value, "")) for name, value in headers
+        ]
+        filled = [(n, path_value(v, path) if n.lower() == "content-location" else v) for n, v in filled]
+        return Entry(status, filled, b"" if method == "HEAD" else body)
+
+
+def path_value(base: str, path: str) -> str:
+    """A Content-Location template holds the public base (``{base}``): the read's path follows it."""
+    return base.replace("{path}", path.split("/fhir", 1)[1])
+
+
+def _template(captured: list[Any], body: bytes, stored: Stored, path: str) -> Template | None:
+    """The template explaining one full GET answer, or None when something in it is not explained."""
+    status, headers = captured
+    if not status.startswith("200"):
+        return None
+    encoded = any(n.lower() == "content-encoding" for n, _ in headers)
+    if encoded:
+        if [v for n, v in headers if n.lower() == "content-encoding"] != ["gzip"]:
+            return None
+        if gzip.decompress(body) != stored.body:
+            return None
+    elif body != stored.body:
+        return None
+    etag = f'W/"{stored.version}"'
+    last_modified = http_date(datetime.fromisoformat(stored.last_updated))
+    suffix = path.split("/fhir", 1)[1]
+    slots: list[tuple[str, Slot]] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "etag" and value == etag:
+            slots.append((name, ETAG))
+        elif lower == "last-modified" and value == last_modified:
+            slots.append((name, LAST_MODIFIED))
+        elif lower == "content-length":
+            slots.append((name, LENGTH))
+        elif lower == "date":
+            slots.append((name, DATE))
+        elif lower == "content-location" and value.endswith(suffix):
+            slots.append((name, value[: -len(suffix)] + "{path}"))
+        elif lower in ("etag", "last-modified", "content-location"):
+            return None  # a value the row does not explain
+        else:
+            slots.append((name, value))
+    return status, tuple(slots), encoded

@@ -1,0 +1,148 @@
+"""Direct reads answer exactly as the full path does: a differential test over the whole publication."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from fhir_pub.build import build
+from fhir_pub.settings import Settings
+from fhir_pub.store import Store
+from fhir_pub.web import create_app
+from fhir_pub.web.direct import DirectReads
+
+ACCEPTS = [
+    None,
+    "*/*",
+    "application/fhir+json",
+    "application/fhir+json; charset=utf-8",
+    "application/fhir+json; fhirVersion=5.0",
+    "application/json",
+    "application/fhir+xml",  # negotiates to XML: the direct path must leave it to the full one
+    "text/html",
+    "application/fhir+json; fhirVersion=4.0",  # a version not served: 406
+]
+ENCODINGS = [None, "gzip", "gzip, deflate, br", "br", "identity"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("direct") / "p.sqlite").path
+
+
+def app_of(built: Path, direct: bool) -> Flask:
+    return create_app(Settings(publication=built, direct_reads=direct))
+
+
+class Counting:
+    """Counts the requests the direct path hands to the full path."""
+
+    def __init__(self, direct: DirectReads) -> None:
+        self.inner = direct.app
+        self.calls = 0
+        direct.app = self
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        """Count, then hand the request on."""
+        self.calls += 1
+        return self.inner(environ, start_response)
+
+
+def answer(client: FlaskClient, method: str, path: str, headers: dict[str, str]) -> tuple[Any, ...]:
+    """Status, headers but Date, and the decoded body of one request."""
+    response = client.open(path, method=method, headers=headers)
+    body = response.get_data()
+    if response.headers.get("Content-Encoding") == "gzip" and body:
+        body = gzip.decompress(body)
+    kept = [(name, value) for name, value in response.headers.items() if name != "Date"]
+    return response.status, kept, body
+
+
+def keys(built: Path) -> list[tuple[str, str, str]]:
+    store = Store(built)
+    return [(kind, rid, stored.version) for kind in sorted(store.types) for rid, stored in store.stored(kind)]
+
+
+def test_every_resource_alike(built: Path) -> None:
+    """Each resource, read plainly and with gzip, answers the same on both paths; most skip the full path."""
+    direct_app, full = app_of(built, True), app_of(built, False).test_client()
+    counting = Counting(direct_app.wsgi_app.app)  # type: ignore[attr-defined]
+    client = direct_app.test_client()
+    resources = keys(built)
+    assert len(resources) > 100
+    for (kind, rid, _), encoding in itertools.product(resources, [None, "gzip"]):
+        headers = {"Accept-Encoding": encoding} if encoding else {}
+        path = f"/fhir/{kind}/{rid}"
+        assert answer(client, "GET", path, headers) == answer(full, "GET", path, headers), path
+    requests = 2 * len(resources)
+    assert counting.calls < requests / 10  # learned once per variant, not once per resource
+
+
+def test_variants_alike(built: Path) -> None:
+    """Reads, vreads and HEADs, with each Accept, Accept-Encoding and conditional header, answer alike."""
+    client, full = app_of(built, True).test_client(), app_of(built, False).test_client()
+    sample = keys(built)[::15]
+    for kind, rid, version in sample:
+        conditionals: list[dict[str, str]] = [
+            {},
+            {"If-None-Match": f'W/"{version}"'},
+            {"If-None-Match": 'W/"not-this"'},
+            {"If-None-Match": "*"},
+            {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"},
+            {"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"},
+            {"If-Match": f'W/"{version}"'},
+        ]
+        paths = [f"/fhir/{kind}/{rid}", f"/fhir/{kind}/{rid}/_history/{version}"]
+        for path, method, accept, encoding, conditional in itertools.product(
+            paths, ["GET", "HEAD"], ACCEPTS, ENCODINGS, conditionals
+        ):
+            headers = dict(conditional)
+            if accept:
+                headers["Accept"] = accept
+            if encoding:
+                headers["Accept-Encoding"] = encoding
+            got, expected = answer(client, method, path, headers), answer(full, method, path, headers)
+            assert got == expected, (method, path, headers)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/fhir/Organization/nope",
+        "/fhir/Nope/fda",
+        "/fhir/Organization/fda/_history/99",
+        "/fhir/Organization/fda?_summary=true",
+        "/fhir/Organization/fda?_elements=name",
+        "/fhir/Organization/fda?_format=xml",
+        "/fhir/Organization/fda?_pretty=true",
+        "/fhir/Organization/fda/",
+        "/fhir/organization/fda",
+    ],
+)
+def test_everything_else_alike(built: Path, path: str) -> None:
+    """Misses, other types, other versions, query strings and odd paths answer as the full path does."""
+    client, full = app_of(built, True).test_client(), app_of(built, False).test_client()
+    for method in ("GET", "HEAD"):
+        assert answer(client, method, path, {}) == answer(full, method, path, {}), path
+
+
+def test_browser_and_proxy_headers_alike(built: Path) -> None:
+    """Origin (CORS), Prefer, and forwarded headers behind a trusted proxy change the answer alike."""
+    settings = {"trusted_proxies": 1, "base_url": None}
+    direct = create_app(Settings(publication=built, direct_reads=True, **settings)).test_client()
+    full = create_app(Settings(publication=built, direct_reads=False, **settings)).test_client()
+    variants = [
+        {"Origin": "https://app.example.org"},
+        {"Prefer": "return=minimal"},
+        {"X-Forwarded-Host": "fhir.example.org", "X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/p"},
+    ]
+    for headers in variants:
+        for _ in range(2):  # the second answer comes from what the first taught
+            path = "/fhir/MedicationKnowledge/besponsa"
+            assert answer(direct, "GET", path, headers) == answer(full, "GET", path, headers), headers
