@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,3 +111,49 @@ class TestImageAndRelease:
         text = (ROOT / "profiles" / "README.md").read_text(encoding="utf-8")
         for name in re.findall(r"`([\w./-]+\.json)`", text):
             assert (ROOT / "profiles" / name).exists(), name
+
+
+class TestCheckClients:
+    """``scripts/check-clients`` (real third-party clients) parses; its NDJSON checker tells good from bad."""
+
+    def test_scripts_parse_and_ndjson_checker_judges(self, tmp_path: Path) -> None:
+        """It passes ``bash -n``, the helpers compile, check_ndjson.py accepts good and rejects bad."""
+        script = ROOT / "scripts" / "check-clients"
+        assert os.access(script, os.X_OK)
+        assert "check-clients" not in (ROOT / "scripts" / "test").read_text(encoding="utf-8")
+        assert subprocess.run(["bash", "-n", str(script)], capture_output=True, check=False).returncode == 0
+        helpers = ROOT / "scripts" / "clients"
+        for name in ("python_clients.py", "check_ndjson.py"):
+            source = (helpers / name).read_text(encoding="utf-8")
+            compile(source, name, "exec")
+        checker = [sys.executable, str(helpers / "check_ndjson.py")]
+
+        def judge(folder: Path, *expect: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*checker, str(folder), "--expect", *expect], capture_output=True, text=True, timeout=60
+            )
+
+        good = tmp_path / "good"
+        good.mkdir()
+        lines = [json.dumps({"resourceType": "Organization", "id": f"o{n}"}) for n in range(3)]
+        (good / "1.Organization.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        manifest = {"output": [{"type": "Organization", "url": "x", "count": 3}], "error": []}
+        (good / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        result = judge(good, "Organization=3", "Group=0")
+        assert result.returncode == 0, result.stdout
+        assert "\nFAIL" not in "\n" + result.stdout
+        assert judge(good, "Organization=4").returncode == 1  # a count the server does not report
+        assert judge(good, "Group=0").returncode == 1  # a type the server does not list
+
+        for name, text in [
+            ("not-json", lines[0] + "\n{not json\n"),
+            ("wrong-type", json.dumps({"resourceType": "Group", "id": "g"}) + "\n"),
+            ("repeated-id", lines[0] + "\n" + lines[0] + "\n"),
+        ]:
+            bad = tmp_path / name
+            bad.mkdir()
+            (bad / "Organization.ndjson").write_text(text, encoding="utf-8")
+            count = str(len(text.splitlines()))
+            result = judge(bad, f"Organization={count}")
+            assert result.returncode == 1, (name, result.stdout)
+            assert "FAIL ndjson Organization.ndjson" in result.stdout, (name, result.stdout)
