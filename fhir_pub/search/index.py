@@ -10,7 +10,6 @@ some resource is reported, and the server then does not claim to support it.
 
 from __future__ import annotations
 
-import html
 import re
 import sqlite3
 from collections.abc import Iterable, Mapping
@@ -19,7 +18,7 @@ from typing import Any
 
 from fhir_pub.search.extract import Extractor, Unsupported, compile_native
 from fhir_pub.search.parameters import Registry, SearchParam
-from fhir_pub.search.types import TYPES, ParamType
+from fhir_pub.search.types import TYPES, ParamType, text
 from fhir_pub.validation.fhirpath import RESOLVABLE, compile_expression
 
 # Besides each type's table: which parameters a resource has values for (``:missing``), and the keys of
@@ -67,7 +66,7 @@ class IndexRows:
     """Rows for the index tables, and the parameters that could not be evaluated somewhere."""
 
     rows: dict[str, list[tuple[Any, ...]]] = field(
-        default_factory=lambda: {t: [] for t in [*TABLES, "search_present", "search_text"]}
+        default_factory=lambda: {t: [] for t in [*TABLES, "search_present", text.TABLE]}
     )
     failed: dict[str, str] = field(default_factory=dict)  # param url -> why
 
@@ -123,10 +122,7 @@ class Indexer:
         A parameter that fails is recorded in ``out.failed`` and not evaluated again for ``out``.
         """
         kind, rid = resource["resourceType"], resource["id"]
-        narrative = narrative_text(resource)
-        content: list[str] = []  # the narrative's words are in their own column only: indexed once
-        _content_strings(resource, "", content)
-        out.rows["search_text"].append((kind, rid, narrative, " ".join(content)))
+        out.rows[text.TABLE].append(text.row(resource))
         if kind not in self._by_type:
             self._by_type[kind] = extractors(self.registry, kind)
         token = RESOLVABLE.set(self.resolvable)  # for expressions fhirpathpy evaluates
@@ -152,29 +148,6 @@ def index(resources: Iterable[Mapping[str, Any]], registry: Registry) -> IndexRo
     for resource in resources:
         indexer.add(resource, out)
     return out
-
-
-_TAG = re.compile(r"<[^>]*>")
-
-
-def narrative_text(resource: Mapping[str, Any]) -> str:
-    """The words of a resource's narrative (tags removed, entities decoded)."""
-    text = resource.get("text")
-    div = text.get("div") if isinstance(text, dict) else None
-    return " ".join(html.unescape(_TAG.sub(" ", div)).split()) if isinstance(div, str) else ""
-
-
-def _content_strings(value: Any, key: str, out: list[str]) -> None:
-    """Append the strings inside ``value`` but the narrative's ``div``, in document order."""
-    if isinstance(value, str):
-        if key != "div":
-            out.append(value)
-    elif isinstance(value, dict):
-        for name, item in value.items():
-            _content_strings(item, name, out)
-    elif isinstance(value, list):
-        for item in value:
-            _content_strings(item, key, out)
 
 
 def _add(
