@@ -7,7 +7,6 @@ SearchParameter whose type is not a key here (number, quantity, composite) is no
 
 from __future__ import annotations
 
-from fhir_pub.search.types import text
 from fhir_pub.search.types.base import Context, ParamType, Totals, Value
 from fhir_pub.search.types.date import Date
 from fhir_pub.search.types.reference import Reference
@@ -18,4 +17,4 @@ from fhir_pub.search.types.uri import Uri
 
 TYPES: dict[str, ParamType] = {t.name: t for t in (Token(), String(), Reference(), Date(), Uri(), FullText())}
 
-__all__ = ["TYPES", "Context", "ParamType", "Totals", "Value", "text"]
+__all__ = ["TYPES", "Context", "ParamType", "Totals", "Value"]
