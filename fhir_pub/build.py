@@ -24,15 +24,15 @@ import orjson
 
 from fhir_pub import __version__
 from fhir_pub.artifact import FORMAT_VERSION, PAGE_SIZE, SCHEMA, statements, write_ndjson
-from fhir_pub.capability import capability_statement
+from fhir_pub.capability import capability_statement, search_capability, searchable
 from fhir_pub.conformance import Conformance, load_conformance
 from fhir_pub.errors import FhirPubError, PublicationError
 from fhir_pub.graph import Facts, key_of
 from fhir_pub.processes import alive
 from fhir_pub.publication import bundled_dir, resource_files
 from fhir_pub.search.dates import parse_range
-from fhir_pub.search.index import INDEX_SCHEMA, INDEXED_TYPES, Indexer, IndexRows, write_totals
-from fhir_pub.search.parameters import TEXT_SEARCH, Registry, SearchParam, registry
+from fhir_pub.search.index import INDEX_SCHEMA, Indexer, IndexRows, write_totals
+from fhir_pub.search.parameters import registry
 from fhir_pub.validation import Candidate, Report, Validator
 from fhir_pub.validation.validator import MAX_BYTES, Session, cores, declared_profiles, read_candidate
 
@@ -370,10 +370,10 @@ def build(
         capability = capability_statement(
             {t: sorted(p) for t, p in sorted(types.items())},
             built_at,
-            *_search_capability(params, set(types), failed),
+            *search_capability(params, set(types), failed),
             guides=[r["url"] for r in conformance.of_type("ImplementationGuide")],
         )
-        offered = [p for p in params.all() if _served(p, failed)]
+        offered = [p for p in params.all() if searchable(p, failed)]
         info = {
             "capability": orjson.dumps(capability),
             "conformance": orjson.dumps(list(conformance.by_url.values())),
@@ -449,38 +449,6 @@ def _links(facts: list[tuple[Facts, int, Any]]) -> Iterator[tuple[str, str, str]
         kind, _, rid = fact.key.partition("/")
         for target in dict.fromkeys(fact.references):
             yield target, kind, rid
-
-
-def _served(param: SearchParam, failed: Mapping[str, str]) -> bool:
-    """Whether a SearchParameter is searchable here, in the file and in the CapabilityStatement alike.
-
-    A type the index has no table for (number, quantity, composite) is neither, so a search on it is an
-    unknown parameter (ignored and reported, or a 400 when strict), never a 500.
-    """
-    return (param.type in INDEXED_TYPES or param.code in TEXT_SEARCH) and param.url not in failed
-
-
-def _search_capability(
-    params: Registry, types: set[str], failed: dict[str, str]
-) -> tuple[dict[str, list[dict[str, str]]], dict[str, list[str]], dict[str, list[str]]]:
-    """Per type: the parameters the index supports, and the ``_include``/``_revinclude`` values."""
-    search: dict[str, list[dict[str, str]]] = {}
-    includes: dict[str, list[str]] = {}
-    revincludes: dict[str, list[str]] = {}
-    for kind in sorted(types):
-        offered = [p for p in params.for_type(kind).values() if _served(p, failed)]
-        search[kind] = [
-            {"name": p.code, "definition": p.url, "type": p.type}
-            for p in sorted(offered, key=lambda p: p.code)
-        ]
-        references = sorted(p.code for p in offered if p.type == "reference")
-        includes[kind] = ["*", *(f"{kind}:{code}" for code in references)]
-    for kind in sorted(types):
-        for source in sorted(types):
-            for p in sorted(params.for_type(source).values(), key=lambda p: p.code):
-                if p.type == "reference" and p.url not in failed and (not p.targets or kind in p.targets):
-                    revincludes.setdefault(kind, []).append(f"{source}:{p.code}")
-    return search, includes, revincludes
 
 
 def bundled_publication(cache_dir: Path) -> Path:

@@ -1,5 +1,8 @@
 """What the server offers, declared once: the routes serve it and the CapabilityStatement describes it.
 
+The search parameters offered are those whose type ``fhir_pub.search.types.TYPES`` supports, the same
+registry the parser, the index and the engine ask.
+
 https://hl7.org/fhir/R5/capabilitystatement.html
 """
 
@@ -9,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fhir_pub import __version__
+from fhir_pub.search.parameters import Registry, SearchParam
+from fhir_pub.search.types import TYPES
 
 FHIR_VERSION = "5.0.0"
 # Interactions every published type supports (https://hl7.org/fhir/R5/http.html).
@@ -91,3 +96,37 @@ def capability_statement(
             }
         ],
     }
+
+
+def searchable(param: SearchParam, failed: Mapping[str, str]) -> bool:
+    """Whether a SearchParameter is searchable here, in the file and in the CapabilityStatement alike.
+
+    A type TYPES does not have (number, quantity, composite) is neither, so a search on it is an unknown
+    parameter (ignored and reported, or a 400 when strict), never a 500. ``failed``: the parameters
+    whose expression could not be evaluated at build time, by url.
+    """
+    kind = TYPES.get(param.type)
+    return kind is not None and kind.offers(param) and param.url not in failed
+
+
+def search_capability(
+    params: Registry, types: set[str], failed: Mapping[str, str]
+) -> tuple[dict[str, list[dict[str, str]]], dict[str, list[str]], dict[str, list[str]]]:
+    """Per type: the parameters the index supports, and the ``_include``/``_revinclude`` values."""
+    search: dict[str, list[dict[str, str]]] = {}
+    includes: dict[str, list[str]] = {}
+    revincludes: dict[str, list[str]] = {}
+    for kind in sorted(types):
+        offered = [p for p in params.for_type(kind).values() if searchable(p, failed)]
+        search[kind] = [
+            {"name": p.code, "definition": p.url, "type": p.type}
+            for p in sorted(offered, key=lambda p: p.code)
+        ]
+        references = sorted(p.code for p in offered if p.type == "reference")
+        includes[kind] = ["*", *(f"{kind}:{code}" for code in references)]
+    for kind in sorted(types):
+        for source in sorted(types):
+            for p in sorted(params.for_type(source).values(), key=lambda p: p.code):
+                if p.type == "reference" and p.url not in failed and (not p.targets or kind in p.targets):
+                    revincludes.setdefault(kind, []).append(f"{source}:{p.code}")
+    return search, includes, revincludes

@@ -301,6 +301,42 @@ class TestUnindexedSearchParameter:
         strict = client.get("/fhir/ClinicalUseDefinition?depth=3", headers={"Prefer": "handling=strict"})
         assert strict.status_code == 400
 
+    def test_other_unsupported_types(self, tmp_path: Path) -> None:
+        """Quantity, composite and special parameters but _text and _content: the same, never a 500."""
+        profiles = tmp_path / "profiles"
+        shutil.copytree(bundled_dir("profiles"), profiles)
+        source = profiles / "SearchParameter" / "ClinicalUseDefinition-type.json"
+        added = {
+            "dose": ("quantity", "ClinicalUseDefinition.extension.value.ofType(Quantity)"),
+            "pair": ("composite", "ClinicalUseDefinition"),
+            "near": ("special", "ClinicalUseDefinition.extension.value.ofType(string)"),
+        }
+        for code, (kind, expression) in added.items():
+            parameter = json.loads(source.read_text(encoding="utf-8"))
+            parameter.update(
+                id=f"ClinicalUseDefinition-{code}",
+                url=f"https://example.org/SearchParameter/ClinicalUseDefinition-{code}",
+                name=code,
+                code=code,
+                type=kind,
+                expression=expression,
+            )
+            target = profiles / "SearchParameter" / f"ClinicalUseDefinition-{code}.json"
+            target.write_text(json.dumps(parameter), encoding="utf-8")
+        path = build(tmp_path / "p.sqlite", profiles_dir=profiles).path
+        client = create_app(Settings(publication=path)).test_client()
+        capability = client.get("/fhir/metadata").json
+        (cud,) = [r for r in capability["rest"][0]["resource"] if r["type"] == "ClinicalUseDefinition"]
+        assert not set(added) & {p["name"] for p in cud["searchParam"]}
+        for code in added:
+            lenient = client.get(f"/fhir/ClinicalUseDefinition?{code}=3")
+            assert lenient.status_code == 200, code
+            strict = client.get(
+                f"/fhir/ClinicalUseDefinition?{code}=3", headers={"Prefer": "handling=strict"}
+            )
+            assert strict.status_code == 400, code
+            assert client.get(f"/fhir/ClinicalUseDefinition?_sort={code}").status_code == 200, code
+
 
 class TestServedConformance:
     """The conformance resources are served, so each needs what a served resource needs."""

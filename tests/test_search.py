@@ -17,9 +17,12 @@ from hypothesis import strategies as st
 from fhir_pub.build import build
 from fhir_pub.publication import Publication
 from fhir_pub.search.dates import Range, matches, parse_range
-from fhir_pub.search.engine import Engine, date_condition
-from fhir_pub.search.index import TOTAL_MIN, TOTALS_SCHEMA, normalize, write_totals
-from fhir_pub.search.request import InvalidSearch, parse, split_unescaped, unescape
+from fhir_pub.search.engine import Engine
+from fhir_pub.search.index import TOTAL_MIN, TOTALS_SCHEMA, write_totals
+from fhir_pub.search.request import parse
+from fhir_pub.search.syntax import InvalidSearch, split_unescaped, unescape
+from fhir_pub.search.types.date import date_condition
+from fhir_pub.search.types.string import normalize
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
 from fhir_pub.web import create_app

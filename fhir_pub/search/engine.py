@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -10,10 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_pub.errors import TooCostly
-from fhir_pub.search.dates import Range
-from fhir_pub.search.index import TABLES, normalize, words
-from fhir_pub.search.parameters import TEXT_SEARCH
-from fhir_pub.search.request import Filter, Include, InvalidSearch, SearchRequest, Value
+from fhir_pub.search.request import Filter, Include, SearchRequest
+from fhir_pub.search.types import TYPES, Context
+from fhir_pub.search.types.base import Expand
 
 MAX_INCLUDES = 1000  # included resources per page; more are cut, with a too-costly warning (outcome entry)
 PROGRESS_STEPS = 1000
@@ -21,7 +19,6 @@ PROGRESS_STEPS = 1000
 # that is the driver), then, if every filter has more, up to the larger limit.
 PROBE_FIRST, PROBE_LIMIT = 64, 1000
 MAX_ITERATE = 4
-DAY = 86_400_000_000
 
 Key = tuple[str, str]  # (type, id)
 
@@ -40,101 +37,8 @@ class Result:
     more: bool
 
 
-def _like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def date_condition(prefix: str, value: Range, now: int) -> tuple[str, list[Any]]:
-    """SQL over ``low``/``high`` for one date prefix: the same rules as ``dates.matches``."""
-    inside = "(low >= ? AND high <= ?)"
-    if prefix == "eq":
-        return inside, [value.low, value.high]
-    if prefix == "ne":
-        return f"NOT {inside}", [value.low, value.high]
-    if prefix == "gt":
-        return "high > ?", [value.high]
-    if prefix == "lt":
-        return "low < ?", [value.low]
-    if prefix == "ge":
-        return f"(high > ? OR {inside})", [value.high, value.low, value.high]
-    if prefix == "le":
-        return f"(low < ? OR {inside})", [value.low, value.low, value.high]
-    if prefix == "sa":
-        return "low >= ?", [value.high]
-    if prefix == "eb":
-        return "high <= ?", [value.low]
-    slack = max(DAY, abs(now - value.low) // 10)  # ap: https://hl7.org/fhir/R5/search.html#prefix
-    return "(low < ? AND high > ?)", [value.high + slack, value.low - slack]
-
-
-Expand = Callable[[str], "frozenset[tuple[str, str]] | None"]
-
-
-def _value_condition(
-    f: Filter, value: Value, base_url: str, now: int, expand: Expand | None = None
-) -> tuple[str, list[Any]]:
-    kind = f.param.type
-    if kind == "token" and f.modifier in {"in", "not-in"}:
-        members = expand(value.code) if expand is not None else None
-        if members is None:
-            raise InvalidSearch(
-                f"{f.name}:{f.modifier}={value.code}: that value set is unknown or cannot be enumerated"
-            )
-        if not members:
-            return "0", []
-        pairs = sorted(members)
-        return f"(system, code) IN (VALUES {','.join(['(?, ?)'] * len(pairs))})", [
-            p for pair in pairs for p in pair
-        ]
-    if kind == "token":
-        if f.modifier == "text":
-            word = _like(words(value.code))
-            return "(text LIKE ? ESCAPE '\\' OR text LIKE ? ESCAPE '\\')", [f"{word}%", f"% {word}%"]
-        if f.modifier == "code-text":
-            return "code LIKE ? ESCAPE '\\'", [f"{_like(value.code)}%"]
-        if value.system is None:
-            return "code = ?", [value.code]
-        if value.system == "":
-            return "(system IS NULL AND code = ?)", [value.code]
-        if value.code == "":
-            return "system = ?", [value.system]
-        return "(system = ? AND code = ?)", [value.system, value.code]
-    if kind == "string":
-        if f.modifier == "exact":
-            return "value = ?", [value.code]
-        pattern = _like(normalize(value.code))
-        return "norm LIKE ? ESCAPE '\\'", [f"%{pattern}%" if f.modifier == "contains" else f"{pattern}%"]
-    if kind == "reference":
-        reference = value.code
-        if base_url and reference.startswith(base_url.rstrip("/") + "/"):
-            reference = reference[len(base_url.rstrip("/")) + 1 :]
-        parts = reference.split("/")
-        if len(parts) == 2 and parts[0][:1].isupper() and "://" not in reference:
-            return "(target_type = ? AND target_id = ?)", parts
-        if "/" not in reference and ":" not in reference:
-            if f.target_type:
-                return "(target_type = ? AND target_id = ?)", [f.target_type, reference]
-            return "target_id = ?", [reference]
-        return "url = ?", [reference.split("|", 1)[0]]
-    if kind == "date" and value.range is not None:
-        return date_condition(value.prefix or "eq", value.range, now)
-    if kind == "uri":
-        if f.modifier == "above":
-            return "? LIKE value || '%'", [value.code]
-        if f.modifier == "below":
-            return "value LIKE ? ESCAPE '\\'", [f"{_like(value.code)}%"]
-        return "value = ?", [value.code]
-    raise ValueError(f"no index for {kind} parameters")
-
-
 def filter_sql(
-    resource_type: str,
-    f: Filter,
-    base_url: str,
-    now: int,
-    expand: Expand | None = None,
-    *,
-    correlated: bool = False,
+    resource_type: str, f: Filter, context: Context, *, correlated: bool = False
 ) -> tuple[str, list[Any]]:
     """``r.id IN (...)`` (or NOT IN) for one filter occurrence: its values ORed; chains as nested lookups.
 
@@ -143,14 +47,15 @@ def filter_sql(
     that most resources match (``type=warning``) costs as much as the type is large.
     """
     if f.hops:
-        return _chain_sql(f, base_url, now, expand)
-    if f.param.code in TEXT_SEARCH:
-        return _text_sql(resource_type, f)
+        return _chain_sql(f, context)
+    kind = TYPES[f.param.type]
+    if kind.table is None:
+        return kind.search_sql(resource_type, f)
     if f.modifier == "missing":
         present = "SELECT id FROM search_present WHERE type = ? AND param = ?"
         operator = "NOT IN" if f.values[0].code == "true" else "IN"
         return f"r.id {operator} ({present})", [resource_type, f.param.code]
-    matching, args = matching_sql(resource_type, f, base_url, now, expand)
+    matching, args = matching_sql(resource_type, f, context)
     if correlated and probeable(f):
         return f"EXISTS ({matching} AND id = r.id)", args
     operator = "NOT IN" if f.modifier in {"not", "not-in"} else "IN"
@@ -159,56 +64,41 @@ def filter_sql(
 
 def probeable(f: Filter) -> bool:
     """A plain positive filter on one index table (no chain, full text, :missing or negation)."""
-    return not f.hops and f.param.code not in TEXT_SEARCH and f.modifier not in {"missing", "not", "not-in"}
+    return (
+        not f.hops
+        and TYPES[f.param.type].table is not None
+        and f.modifier not in {"missing", "not", "not-in"}
+    )
 
 
-def matching_sql(
-    resource_type: str, f: Filter, base_url: str, now: int, expand: Expand | None = None
-) -> tuple[str, list[Any]]:
+def matching_sql(resource_type: str, f: Filter, context: Context) -> tuple[str, list[Any]]:
     """The ids of ``resource_type``'s index rows that match one plain filter (its values ORed)."""
-    table, where, args = index_condition(resource_type, f, base_url, now, expand)
+    table, where, args = index_condition(resource_type, f, context)
     return f"SELECT id FROM {table} WHERE {where}", args
 
 
 def index_condition(
-    resource_type: str, f: Filter, base_url: str, now: int, expand: Expand | None = None, alias: str = ""
+    resource_type: str, f: Filter, context: Context, alias: str = ""
 ) -> tuple[str, str, list[Any]]:
     """The index table of one plain filter and the condition its matching rows meet (values ORed).
 
     ``alias`` qualifies the type and param columns; the value columns are named only by this table.
     """
-    table, column = TABLES[f.param.type], f"{alias}." if alias else ""
+    kind, column = TYPES[f.param.type], f"{alias}." if alias else ""
     conditions, args = [], [resource_type, f.param.code]
     for value in f.values:
-        sql, value_args = _value_condition(f, value, base_url, now, expand)
+        sql, value_args = kind.condition(f, value, context)
         conditions.append(sql)
         args.extend(value_args)
-    return table, f"{column}type = ? AND {column}param = ? AND ({' OR '.join(conditions)})", args
+    return str(kind.table), f"{column}type = ? AND {column}param = ? AND ({' OR '.join(conditions)})", args
 
 
-def _text_sql(resource_type: str, f: Filter) -> tuple[str, list[Any]]:
-    """Full text: every word of a value occurs (values ORed); words are quoted, so no FTS syntax leaks in."""
-    column = TEXT_SEARCH[f.param.code]
-    queries = []
-    for value in f.values:
-        terms = re.findall(r"\w+", value.code)
-        if terms:
-            queries.append(" ".join('"' + term.replace('"', '""') + '"' for term in terms))
-    if not queries:
-        return "0", []
-    match = f"{column} : ({' OR '.join(f'({q})' for q in queries)})"
-    return "r.id IN (SELECT id FROM search_text WHERE search_text MATCH ? AND type = ?)", [
-        match,
-        resource_type,
-    ]
-
-
-def _chain_sql(f: Filter, base_url: str, now: int, expand: Expand | None) -> tuple[str, list[Any]]:
+def _chain_sql(f: Filter, context: Context) -> tuple[str, list[Any]]:
     """Resolve the chain from its far end: the leaf's matches, then each hop back to the searched type."""
     last = f.hops[-1]
     end_type = last.source_type if last.reverse else last.target_type
     leaf = Filter(f.name, f.param, f.modifier, f.values, f.target_type)
-    leaf_sql, args = filter_sql(end_type, leaf, base_url, now, expand)
+    leaf_sql, args = filter_sql(end_type, leaf, context)
     inner = f"SELECT r.id FROM resource r WHERE r.type = ? AND {leaf_sql}"
     args = [end_type, *args]
     for hop in reversed(f.hops):
@@ -224,20 +114,6 @@ def _chain_sql(f: Filter, base_url: str, now: int, expand: Expand | None) -> tup
             )
         args = [hop.source_type, hop.param.code, hop.target_type, *args]
     return f"r.id IN ({inner})", args
-
-
-# The conditions on a whole indexed value (system and code, or type and id): a value index gives the ids
-# that match one of them in order. For each, the lookup of the match count the build stores for values
-# many resources share (index.TOTALS_SCHEMA); a value missing there has fewer matches than
-# index.TOTAL_MIN, and is counted.
-FULL_KEY = {
-    "(system = ? AND code = ?)": "SELECT n FROM search_token_total WHERE type = ? AND param = ? "
-    "AND system = ? AND code = ?",
-    "(target_type = ? AND target_id = ?)": "SELECT n FROM search_reference_total WHERE type = ? "
-    "AND param = ? AND target_type = ? AND target_id = ?",
-}
-
-SORT_COLUMN = {"token": "code", "string": "norm", "date": "low", "uri": "value", "reference": "target_id"}
 
 
 class Engine:
@@ -271,7 +147,7 @@ class Engine:
             # Every 1,000 SQLite VM steps: a nonzero answer interrupts the running statement.
             db.set_progress_handler(lambda: int(time.monotonic() > deadline), PROGRESS_STEPS)
         try:
-            return self._search(request, now)
+            return self._search(request, Context(self.base_url, now, self.expand))
         except sqlite3.OperationalError as exc:
             if "interrupted" in str(exc):
                 raise TooCostly(
@@ -283,7 +159,7 @@ class Engine:
             if self.budget is not None:
                 db.set_progress_handler(None, 0)
 
-    def _search(self, request: SearchRequest, now: int) -> Result:
+    def _search(self, request: SearchRequest, context: Context) -> Result:
         matches: list[Key] = []
         total, more = 0, False
         skip, take = request.offset, request.count
@@ -291,10 +167,10 @@ class Engine:
         # _summary=count) need the counts. https://hl7.org/fhir/R5/search.html#total
         counted = request.total != "none" or len(request.types) > 1 or request.summary == "count"
         for resource_type in request.types:
-            source, where, args = self._where(resource_type, request, now)
+            source, where, args = self._where(resource_type, request, context)
             # From an index table, a resource may match on several rows: its id is counted once.
             distinct = "DISTINCT " if source != "resource" else ""
-            count = self._stored_total(resource_type, request, now) if counted else None
+            count = self._stored_total(resource_type, request, context) if counted else None
             if counted and count is None:
                 sql = f"SELECT COUNT({distinct}r.id) FROM {source} r WHERE {where}"
                 count = self._db().execute(sql, args).fetchone()[0]
@@ -320,58 +196,66 @@ class Engine:
         included, notes = self._includes(request.includes, matches)
         return Result(total if counted else None, matches, included, notes, more)
 
-    def _where(self, resource_type: str, request: SearchRequest, now: int) -> tuple[str, str, list[Any]]:
+    def _where(
+        self, resource_type: str, request: SearchRequest, context: Context
+    ) -> tuple[str, str, list[Any]]:
         """The table the matches come from, aliased ``r``, and the WHERE clause with its arguments.
 
         The most selective plain filter drives: it is gathered, and the other plain filters are lookups of
-        each match's own rows. A driver on one whole value (FULL_KEY) is read from its value index, which
-        gives the matching ids in order: the page costs its size, not the matches'. Any other driver is
-        a list of ids that the type's keys (resource_key) are checked against.
+        each match's own rows. A driver on one whole value (``_full_key``) is read from its value index,
+        which gives the matching ids in order: the page costs its size, not the matches'. Any other
+        driver is a list of ids that the type's keys (resource_key) are checked against.
         """
         plain = [i for i, f in enumerate(request.filters) if probeable(f)]
         driver = plain[0] if plain else None
         if len(plain) > 1:
-            sizes = {i: self._probe(resource_type, request.filters[i], now, PROBE_FIRST) for i in plain}
+            sizes = {i: self._probe(resource_type, request.filters[i], context, PROBE_FIRST) for i in plain}
             if min(sizes.values()) >= PROBE_FIRST:
-                sizes = {i: self._probe(resource_type, request.filters[i], now, PROBE_LIMIT) for i in plain}
+                sizes = {
+                    i: self._probe(resource_type, request.filters[i], context, PROBE_LIMIT) for i in plain
+                }
             driver = min(plain, key=lambda i: (sizes[i], i))
-        if driver is not None and self._full_key(request.filters[driver], now) is not None:
-            source, where, args = index_condition(
-                resource_type, request.filters[driver], self.base_url, now, self.expand, alias="r"
-            )
+        if driver is not None and self._full_key(request.filters[driver], context) is not None:
+            source, where, args = index_condition(resource_type, request.filters[driver], context, alias="r")
             clauses, skipped = [where], driver
         else:
             source, clauses, args, skipped = "resource", ["r.type = ?"], [resource_type], None
         for index, f in enumerate(request.filters):
             if index != skipped:
                 correlated = driver is not None and index in plain and index != driver
-                sql, more = filter_sql(
-                    resource_type, f, self.base_url, now, self.expand, correlated=correlated
-                )
+                sql, more = filter_sql(resource_type, f, context, correlated=correlated)
                 clauses.append(sql)
                 args.extend(more)
         return source, " AND ".join(clauses), args
 
-    def _full_key(self, f: Filter, now: int) -> tuple[str, list[Any]] | None:
-        """For a filter on one whole value (FULL_KEY), its stored total's lookup and the value's arguments."""
+    @staticmethod
+    def _full_key(f: Filter, context: Context) -> tuple[str, list[Any]] | None:
+        """For a filter on one whole value, its stored total's lookup and the value's arguments.
+
+        A whole value is the condition of its type's Totals (system and code, or type and id): a value
+        index gives the ids that match it in order. The build stores the match counts of those values
+        that many resources share; a value missing there has fewer than index.TOTAL_MIN, and is counted.
+        """
         if not probeable(f) or f.modifier is not None or len(f.values) != 1:
             return None
-        sql, args = _value_condition(f, f.values[0], self.base_url, now, self.expand)
-        lookup = FULL_KEY.get(sql)
-        return None if lookup is None else (lookup, args)
+        totals = TYPES[f.param.type].totals
+        if totals is None:
+            return None
+        sql, args = TYPES[f.param.type].condition(f, f.values[0], context)
+        return (totals.lookup, args) if sql == totals.condition else None
 
-    def _stored_total(self, resource_type: str, request: SearchRequest, now: int) -> int | None:
+    def _stored_total(self, resource_type: str, request: SearchRequest, context: Context) -> int | None:
         """The total the build stored for a search of one shared value, or None: count the matches."""
-        found = self._full_key(request.filters[0], now) if len(request.filters) == 1 else None
+        found = self._full_key(request.filters[0], context) if len(request.filters) == 1 else None
         if not self.totals or found is None:
             return None
         lookup, args = found
         row = self._db().execute(lookup, [resource_type, request.filters[0].param.code, *args]).fetchone()
         return None if row is None else int(row[0])
 
-    def _probe(self, resource_type: str, f: Filter, now: int, limit: int) -> int:
+    def _probe(self, resource_type: str, f: Filter, context: Context, limit: int) -> int:
         """How many index rows match a filter, counted up to ``limit`` (cheap, whatever the size)."""
-        matching, args = matching_sql(resource_type, f, self.base_url, now, self.expand)
+        matching, args = matching_sql(resource_type, f, context)
         sql = f"SELECT COUNT(*) FROM ({matching} LIMIT ?)"
         return int(self._db().execute(sql, [*args, limit]).fetchone()[0])
 
@@ -385,14 +269,12 @@ class Engine:
         """
         order, columns, args = [], [], []
         for index, (param, descending) in enumerate(request.sort):
-            column = SORT_COLUMN.get(param.type)
-            if column is None:
+            kind = TYPES[param.type]
+            if kind.sort is None:
                 continue
-            table = TABLES[param.type]
+            column = kind.sort[1] if descending else kind.sort[0]
             pick = "MAX" if descending else "MIN"
-            if param.type == "date" and descending:
-                column = "high"
-            key = f"SELECT {pick}({column}) FROM {table} WHERE type = ? AND id = r.id AND param = ?"
+            key = f"SELECT {pick}({column}) FROM {kind.table} WHERE type = ? AND id = r.id AND param = ?"
             columns.append(f", ({key}) AS k{index}")
             args.extend([resource_type, param.code])
             order.append(f"(k{index} IS NULL), k{index} {'DESC' if descending else 'ASC'}")

@@ -1,6 +1,7 @@
 """Search parameters: read from the SearchParameter resources in ``profiles/`` (one source of truth).
 
-The same definitions drive query parsing, indexing at build time, and the CapabilityStatement.
+The same definitions drive query parsing, indexing at build time, and the CapabilityStatement; what
+each parameter *type* supports is its module's (``fhir_pub.search.types``).
 """
 
 from __future__ import annotations
@@ -10,22 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_pub.conformance import Conformance
-
-# https://hl7.org/fhir/R5/search.html#modifiers: what each parameter type accepts here.
-MODIFIERS = {
-    "token": frozenset({"missing", "not", "text", "code-text", "in", "not-in"}),
-    "string": frozenset({"missing", "exact", "contains"}),
-    "reference": frozenset({"missing"}),  # plus a resource type, checked separately
-    "date": frozenset({"missing"}),
-    "uri": frozenset({"missing", "above", "below"}),
-    "quantity": frozenset({"missing"}),
-    "number": frozenset({"missing"}),
-    "special": frozenset(),
-}
-# Special parameters this server implements (full text, https://hl7.org/fhir/R5/search.html#_text), with
-# the full-text columns each searches: _content is the whole resource, its narrative and every other string.
-TEXT_SEARCH = {"_text": "narrative", "_content": "{narrative content}"}
-SORTABLE = frozenset({"token", "string", "date", "uri", "number", "quantity", "reference"})
 
 
 @dataclass(frozen=True)
@@ -38,11 +23,6 @@ class SearchParam:
     url: str
     base: tuple[str, ...]
     targets: tuple[str, ...] = ()
-
-    @property
-    def modifiers(self) -> frozenset[str]:
-        """The modifiers this server accepts on the parameter."""
-        return MODIFIERS.get(self.type, frozenset({"missing"}))
 
 
 class Registry:

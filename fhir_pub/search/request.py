@@ -6,9 +6,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fhir_pub.errors import Invalid
-from fhir_pub.search.dates import PREFIXES, Range, parse_range
-from fhir_pub.search.parameters import SORTABLE, Registry, SearchParam
+from fhir_pub.search.parameters import Registry, SearchParam
+from fhir_pub.search.syntax import InvalidSearch as InvalidSearch
+from fhir_pub.search.syntax import split_unescaped as split_unescaped
+from fhir_pub.search.syntax import unescape as unescape
+from fhir_pub.search.types import TYPES, ParamType
+from fhir_pub.search.types import Value as Value
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 500  # https://hl7.org/fhir/R5/search.html#count: a larger _count gets at most this many
@@ -22,10 +25,6 @@ IGNORED_HERE = frozenset({"_format", "_pretty"})
 RESULT = frozenset(
     {"_sort", "_count", "_offset", "_include", "_revinclude", "_summary", "_elements", "_total"}
 )
-
-
-class InvalidSearch(Invalid):
-    """A search request this server cannot run as asked: 400 with the offending parameter."""
 
 
 class TooLongValue(InvalidSearch):
@@ -44,17 +43,6 @@ class UnsupportedSearch(InvalidSearch):
     """A parameter or modifier this server does not support (rejected under ``handling=strict``)."""
 
     code = "not-supported"
-
-
-@dataclass(frozen=True)
-class Value:
-    """One OR-alternative of a parameter value: its prefix (dates, numbers) and unescaped parts."""
-
-    raw: str
-    prefix: str | None = None
-    system: str | None = None  # token: text before an unescaped "|", "" for "|code"; None without "|"
-    code: str = ""  # token: the code; other types: the whole value
-    range: Range | None = None  # dates
 
 
 @dataclass(frozen=True)
@@ -110,59 +98,10 @@ class SearchRequest:
     ignored: tuple[tuple[str, str], ...] = field(default=())  # (parameter, why) under lenient handling
 
 
-def split_unescaped(text: str, sep: str) -> list[str]:
-    """Split on ``sep`` where it is not escaped by a backslash (https://hl7.org/fhir/R5/search.html#escaping)."""
-    parts, start = [], 0
-    index = 0
-    while index < len(text):
-        char = text[index]
-        if char == "\\":
-            index += 2
-            continue
-        if char == sep:
-            parts.append(text[start:index])
-            start = index + 1
-        index += 1
-    parts.append(text[start:])
-    return parts
-
-
-def unescape(text: str) -> str:
-    r"""Remove search escapes: ``\\,`` ``\\$`` ``\\|`` ``\\\\``; a lone trailing backslash is an error."""
-    out, index = [], 0
-    while index < len(text):
-        char = text[index]
-        if char == "\\":
-            if index + 1 >= len(text) or text[index + 1] not in ",$|\\":
-                raise InvalidSearch(f"{text!r}: a backslash must escape one of , $ | \\")
-            out.append(text[index + 1])
-            index += 2
-            continue
-        out.append(char)
-        index += 1
-    return "".join(out)
-
-
-def _value(param: SearchParam, raw: str, name: str) -> Value:
+def _value(kind: ParamType, raw: str, name: str) -> Value:
     if raw == "":
         raise InvalidSearch(f"{name}: empty value in {raw!r}", expression=name)
-    prefix, rest = None, raw
-    if param.type in {"date", "number", "quantity"} and raw[:2] in PREFIXES and len(raw) > 2:
-        prefix, rest = raw[:2], raw[2:]  # https://hl7.org/fhir/R5/search.html#prefix
-    if param.type == "token":
-        pieces = split_unescaped(rest, "|")
-        if len(pieces) > 2:
-            raise InvalidSearch(f"{name}={raw!r}: a token is [system]|[code]", expression=name)
-        if len(pieces) == 2:
-            return Value(raw, None, unescape(pieces[0]), unescape(pieces[1]))
-        return Value(raw, None, None, unescape(rest))
-    if param.type == "special":
-        return Value(raw, None, None, unescape(rest))
-    if param.type == "date":
-        # An unescaped "+" (a time zone offset) arrives as a space; dates hold no spaces otherwise.
-        text = unescape(rest).replace(" ", "+")
-        return Value(raw, prefix or "eq", None, text, parse_range(text))
-    return Value(raw, prefix, None, unescape(rest))
+    return kind.parse(raw, name)
 
 
 MAX_HOPS = 4
@@ -227,7 +166,8 @@ def _filter(
 ) -> Filter | None:
     name, _, modifier = key.partition(":")
     param = registry.get(resource_type, name)
-    if param is None:
+    kind = TYPES.get(param.type) if param is not None else None
+    if param is None or kind is None or not kind.offers(param):
         reason = f"{name} is not a search parameter of {resource_type} here"
         if strict:
             raise UnsupportedSearch(reason, expression=key)
@@ -235,11 +175,11 @@ def _filter(
         return None
     target_type = None
     mod: str | None = modifier or None
-    if mod and param.type == "reference" and mod[:1].isupper():
+    if mod and kind.type_modifier and mod[:1].isupper():
         if param.targets and mod not in param.targets:
             raise InvalidSearch(f"{key}: {name} cannot refer to {mod}", expression=key)
         target_type, mod = mod, None
-    elif mod and mod not in param.modifiers:
+    elif mod and mod not in kind.modifiers:
         # https://hl7.org/fhir/R5/search.html#modifiers: an unsupported modifier SHALL be rejected
         raise UnsupportedSearch(
             f"{key}: modifier :{mod} is not supported on {param.type} parameters", expression=key
@@ -253,7 +193,7 @@ def _filter(
         raise TooManyValues(
             f"{key}: {len(raws)} alternatives; at most {MAX_OR} per parameter", expression=key
         )
-    return Filter(name, param, mod, tuple(_value(param, raw, key) for raw in raws), target_type)
+    return Filter(name, param, mod, tuple(_value(kind, raw, key) for raw in raws), target_type)
 
 
 def whole_number(name: str, value: str, high: int) -> int:
@@ -337,7 +277,8 @@ def parse(
                 descending = item.startswith("-")
                 code = item[1:] if descending else item
                 param = registry.get(search_type, code)
-                if param is None or param.type not in SORTABLE:
+                kind = TYPES.get(param.type) if param is not None else None
+                if param is None or kind is None or kind.sort is None:
                     reason = f"_sort: {code!r} is not a sortable parameter of {search_type}"
                     if strict:
                         raise UnsupportedSearch(reason, expression=key)

@@ -18,7 +18,7 @@ from markupsafe import Markup
 from fhir_pub.graph import key_of
 from fhir_pub.narrative import concept_text
 from fhir_pub.provenance import in_document_order, sources_by_part
-from fhir_pub.search.index import narrative_text
+from fhir_pub.search.types.text import narrative_text
 from fhir_pub.store import Store
 from fhir_pub.validation.fhirpath import NARRATIVE_ELEMENTS, html_checks
 
