@@ -7,7 +7,10 @@ tests follow the publication as it grows.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -344,3 +347,31 @@ class TestMetadataAndErrors:
         }
         bad = get_page(client, "/fhir/ClinicalUseDefinition?type=", status=400)
         assert f"{BASE}/ClinicalUseDefinition" in {a.get("href") for a in bad.xpath('//ul[@class="next"]//a')}
+
+
+class TestBrowserCheck:
+    """scripts/check-html drives a real browser, outside the test command."""
+
+    def test_outside_the_test_command(self) -> None:
+        """It exists, is executable, and scripts/test does not run it."""
+        root = Path(__file__).resolve().parent.parent
+        assert os.access(root / "scripts" / "check-html", os.X_OK)
+        assert "check-html" not in (root / "scripts" / "test").read_text(encoding="utf-8")
+
+    def test_without_a_browser_it_says_how_to_install_one(self, tmp_path: Path) -> None:
+        """With no browser driver it can use, it names the packages to install and exits 2."""
+        root = Path(__file__).resolve().parent.parent
+        false = shutil.which("false")
+        assert false is not None
+        done = subprocess.run(
+            [str(root / "scripts" / "check-html")],
+            env={**os.environ, "PYTHON": false, "TMPDIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2
+        assert "apt-get install chromium chromium-driver" in done.stderr
+        assert "pip install selenium" in done.stderr
+        assert not list(tmp_path.iterdir())  # nothing started, nothing written
