@@ -375,3 +375,15 @@ class TestBrowserCheck:
         assert "apt-get install chromium chromium-driver" in done.stderr
         assert "pip install selenium" in done.stderr
         assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
+class TestPagingWords:
+    """The paging sentence for pages without entries."""
+
+    def test_count_only_and_no_match(self, client: FlaskClient) -> None:
+        """_summary=count says how many were found; a search matching nothing says so."""
+        total = client.get("/fhir/ClinicalUseDefinition?_summary=count").json["total"]
+        counted = get_page(client, "/fhir/ClinicalUseDefinition?_summary=count")
+        assert text(counted.xpath('//p[@class="paging-summary"]')[0]) == f"{total} found, none on this page"
+        nothing = get_page(client, "/fhir/ClinicalUseDefinition?_id=no-such-id")
+        assert text(nothing.xpath('//p[@class="paging-summary"]')[0]) == "No matches"

@@ -368,7 +368,7 @@ def _paging(bundle: Mapping[str, Any], matches: int) -> str:
     """``21-27 of 27``: the page's place among the matches."""
     total, first = bundle.get("total"), _offset(bundle) + 1
     if matches == 0:
-        return "No matches" if total in (None, 0) else f"Nothing on this page of {total}"
+        return "No matches" if total in (None, 0) else f"{total} found, none on this page"
     span = f"{first}-{first + matches - 1}" if matches > 1 else str(first)
     return f"{span} of {total}" if total is not None else span
 
