@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
     app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
     app.add_url_rule("/", "landing", lambda: landing_page(app))
+    app.register_blueprint(html.blueprint)  # /search/{type}: the landing page's forms
     if settings.response_cache:
         app.wsgi_app = ResponseCache(  # type: ignore[method-assign]
             app.wsgi_app, settings.response_cache << 20, uncached=bulk.uncached

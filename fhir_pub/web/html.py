@@ -1,21 +1,26 @@
 """HTML for people: resource pages (narrative, links both ways), search results, errors, the landing page.
 
 Narratives are shown only after passing the same XHTML check as txt-1 (otherwise as plain text), and
-every HTML page carries a strict Content-Security-Policy.
+every HTML page carries a strict Content-Security-Policy: no scripts at all, forms only to this origin.
+Everything else on a page is built from the FHIR JSON and autoescaped by Jinja.
 """
 
 from __future__ import annotations
 
 import html as html_lib
 import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import nh3
-from flask import Request, Response, render_template
-from markupsafe import Markup
+import orjson
+from flask import Blueprint, Request, Response, current_app, redirect, render_template, request
+from markupsafe import Markup, escape
+from werkzeug.exceptions import NotFound
+from werkzeug.wrappers import Response as WerkzeugResponse
 
-from fhir_pub.graph import key_of
+from fhir_pub.graph import key_of, links
 from fhir_pub.narrative import concept_text
 from fhir_pub.provenance import in_document_order, sources_by_part
 from fhir_pub.search.types.text import narrative_text
@@ -24,8 +29,9 @@ from fhir_pub.validation.fhirpath import NARRATIVE_ELEMENTS, html_checks
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
-    "frame-ancestors 'none'; base-uri 'self'; form-action 'none'"
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
 )
+SUMMARY = 160  # characters of a narrative shown in a search result, cut at a word
 
 
 # What a narrative may keep on a page: FHIR's narrative elements, their harmless attributes, web links.
@@ -60,12 +66,24 @@ def security_headers(response: Response) -> Response:
     return response
 
 
+def home_of(base: str) -> str:
+    """The landing page's URL for a FHIR base (``https://example.org/fhir`` -> ``https://example.org/``).
+
+    The base is the configured ``FHIR_PUB_BASE_URL`` when there is one, so the home link follows it.
+    """
+    if base.endswith("/fhir"):
+        return base[: -len("/fhir")] + "/"
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}/" if parts.netloc else "/"
+
+
 _HEADING = re.compile(r"<h3>(.*?)</h3>", re.DOTALL)
+_CODES = re.compile(r"\s*\((?:[a-z][a-z0-9+.-]*:[^\s()#]+#[^()]*)\)", re.IGNORECASE)
 
 
-def _label(resource: dict[str, Any]) -> str:
-    """A short name for a resource: its name or title, its code's text, its narrative heading, or Type/id."""
-    for key in ("name", "title"):
+def _label(resource: Mapping[str, Any]) -> str:
+    """A short name for a resource: its title or name, its code's text, its narrative heading, or Type/id."""
+    for key in ("title", "name"):
         if isinstance(resource.get(key), str):
             return str(resource[key])
     if isinstance(resource.get("code"), dict) and concept_text(resource["code"]):
@@ -76,9 +94,60 @@ def _label(resource: dict[str, Any]) -> str:
         if isinstance(text, dict) and isinstance(text.get("div"), str)
         else None
     )
+    if resource.get("resourceType") == "Provenance":
+        return _provenance_label(resource)
     if heading:
         return html_lib.unescape(re.sub(r"<[^>]+>", "", heading.group(1)))
     return key_of(resource)
+
+
+def _provenance_label(resource: Mapping[str, Any]) -> str:
+    """``Provenance of <target>, from <source>``: a Provenance's own heading only says ``Provenance``."""
+
+    def named(references: Iterable[Any]) -> list[str]:
+        found = [
+            str(r.get("display") or r.get("reference"))
+            for r in references
+            if isinstance(r, dict) and (r.get("display") or r.get("reference"))
+        ]
+        return list(dict.fromkeys(found))
+
+    targets = named(resource.get("target", []))
+    sources = named(e.get("what") for e in resource.get("entity", []) if isinstance(e, dict))
+    label = f"Provenance of {'; '.join(targets) or key_of(resource)}"
+    return f"{label}, from {'; '.join(sources)}" if sources else label
+
+
+def shortened(text: str, limit: int = SUMMARY) -> str:
+    """``text`` without the ``(system#code)`` notes narratives carry, cut at a word if it is long."""
+    text = " ".join(_CODES.sub("", text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit + 1].rsplit(" ", 1)[0].rstrip(" ,;:.-")
+    return f"{cut} …"
+
+
+class Labels:
+    """Titles of the resources a page names, read from the store once each."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._known: dict[str, str] = {}
+
+    def __call__(self, key: str, display: str | None = None) -> str:
+        """The title of ``Type/id``; ``display`` (or the key) when it is not in the publication."""
+        if key not in self._known:
+            kind, _, rid = key.partition("/")
+            stored = self._store.read(kind, rid) if rid and "/" not in rid else None
+            if stored is not None:
+                self._known[key] = _label(orjson.loads(stored.body))
+            else:
+                return display or key
+        return self._known[key]
+
+    def seed(self, resource: Mapping[str, Any]) -> None:
+        """Remember a resource already at hand (a search result) so it is not read again."""
+        self._known[key_of(resource)] = _label(resource)
 
 
 def _same_with(request: Request, fmt: str) -> str:
@@ -86,12 +155,53 @@ def _same_with(request: Request, fmt: str) -> str:
     return f"{request.base_url}?{urlencode([*pairs, ('_format', fmt)])}"
 
 
+# --- pretty JSON, highlighted on the server (the CSP forbids scripts) ---
+
+_JSON_TOKEN = re.compile(
+    r'(?P<key>"(?:[^"\\]|\\.)*")(?=\s*:)|(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)'
+    r"|(?P<bool>true|false)|(?P<null>null)|(?P<punc>[{}\[\],:])|(?P<space>\s+)"
+)
+
+
+def highlighted_json(document: Any) -> Markup:
+    """``document`` as indented JSON, each token in a ``<span>`` classed by kind; every token escaped."""
+    text = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
+    out: list[str] = []
+    for match in _JSON_TOKEN.finditer(text):
+        kind, token = match.lastgroup, match.group()
+        if kind == "space":
+            out.append(token)
+        else:
+            out.append(f'<span class="j-{kind}">{escape(token)}</span>')
+    return Markup("".join(out))
+
+
+# --- resource pages ---
+
+
+def _references(resource: Mapping[str, Any], base: str, labels: Labels) -> list[tuple[str, str | None, str]]:
+    """(element, URL or None, title) of every reference in a resource, in document order."""
+    out: list[tuple[str, str | None, str]] = []
+    for link in links(resource):
+        reference = link.reference
+        if "/" in reference and not reference.startswith(("#", "urn:")) and "://" not in reference:
+            out.append((link.path, f"{base}/{reference}", labels(reference)))
+        else:
+            out.append((link.path, reference if "://" in reference else None, reference))
+    return out
+
+
 def resource_page(resource: dict[str, Any], base: str, store: Store) -> str:
-    """A resource: its narrative, what it refers to, and what refers to it."""
+    """A resource: its narrative, what it refers to and what refers to it (by title), its JSON."""
     kind, rid = str(resource["resourceType"]), str(resource.get("id", ""))
+    labels = Labels(store)
     div = (resource.get("text") or {}).get("div") if isinstance(resource.get("text"), dict) else None
-    outgoing = [(param, f"{base}/{t}/{i}", f"{t}/{i}") for param, t, i in store.references_from(kind, rid)]
-    incoming = [(param, f"{base}/{t}/{i}", f"{t}/{i}") for param, t, i in store.references_to(kind, rid)]
+    outgoing = _references(resource, base, labels)
+    incoming = []
+    for referrer in store.referrers(f"{kind}/{rid}") if rid else ():
+        labels.seed(referrer)
+        key = key_of(referrer)
+        incoming.append((str(referrer["resourceType"]), f"{base}/{key}", labels(key)))
     traced = sources_by_part(f"{kind}/{rid}", store.referrers(f"{kind}/{rid}"))
     sources = [
         (
@@ -103,8 +213,10 @@ def resource_page(resource: dict[str, Any], base: str, store: Store) -> str:
     return render_template(
         "resource.html",
         title=f"{kind}: {_label(resource)}",
+        kind=kind,
         base=base,
-        home=base.rsplit("/fhir", 1)[0] + "/",
+        home=home_of(base),
+        search_url=f"{base}/{kind}",
         self_url=f"{base}/{kind}/{rid}",
         history_url=f"{base}/{kind}/{rid}/_history" if rid else None,
         narrative=Markup(sanitized(div)) if isinstance(div, str) and html_checks(div) else None,
@@ -112,44 +224,304 @@ def resource_page(resource: dict[str, Any], base: str, store: Store) -> str:
         outgoing=outgoing,
         incoming=incoming,
         sources=sources,
+        json=highlighted_json(resource),
     )
 
 
-def bundle_page(bundle: dict[str, Any], base: str, request: Request) -> str:
-    """Search results or a history: one row per entry, with the paging links."""
-    rows = []
-    for entry in bundle.get("entry", []):
+# --- search results: per type, the columns that matter ---
+
+Cell = str | tuple[str, str]  # text, or (URL, text) for a link
+Columns = list[tuple[str, Callable[[Mapping[str, Any], Labels, str], Cell]]]
+
+
+def _concept(value: Any) -> str:
+    """The text of a CodeableConcept or CodeableReference (its concept, else its reference's display)."""
+    if not isinstance(value, dict):
+        return ""
+    if isinstance(value.get("concept"), dict):
+        return concept_text(value["concept"])
+    if isinstance(value.get("reference"), dict):
+        return str(value["reference"].get("display") or value["reference"].get("reference") or "")
+    return concept_text(value)
+
+
+def _refs(values: Any, labels: Labels) -> str:
+    items = values if isinstance(values, list) else [values] if isinstance(values, dict) else []
+    named = [
+        labels(str(v["reference"]), v.get("display"))
+        if isinstance(v.get("reference"), str)
+        else v.get("display")
+        for v in items
+        if isinstance(v, dict)
+    ]
+    return "; ".join(dict.fromkeys(str(n) for n in named if n))
+
+
+def _status(resource: Mapping[str, Any]) -> str:
+    status = resource.get("status")
+    return concept_text(status) if isinstance(status, dict) else str(status or "")
+
+
+def _use_of(resource: Mapping[str, Any]) -> str:
+    """What a ClinicalUseDefinition is about: its effect, warning, indication or interaction."""
+    if effect := resource.get("undesirableEffect"):
+        return _concept(effect.get("symptomConditionEffect"))
+    if warning := resource.get("warning"):
+        return concept_text(warning.get("code")) or shortened(str(warning.get("description", "")))
+    for part in ("indication", "contraindication"):
+        if use := resource.get(part):
+            return _concept(use.get("diseaseSymptomProcedure"))
+    if interaction := resource.get("interaction"):
+        items = [
+            concept_text(i["itemCodeableConcept"]) if "itemCodeableConcept" in i else _concept(i.get("item"))
+            for i in interaction.get("interactant", [])
+        ]
+        effect = _concept(interaction.get("effect"))
+        return "; ".join(i for i in items if i) + (f" → {effect}" if effect else "")
+    return ""
+
+
+def _seriousness(resource: Mapping[str, Any]) -> str:
+    return concept_text((resource.get("undesirableEffect") or {}).get("classification"))
+
+
+def _summary(resource: Mapping[str, Any], labels: Labels, base: str) -> Cell:
+    text = resource.get("description")
+    if not isinstance(text, str):
+        words = narrative_text(resource)
+        heading = _label(resource)
+        text = words[len(heading) :] if words.startswith(heading) else words
+    return shortened(text)
+
+
+def _title(resource: Mapping[str, Any], labels: Labels, base: str) -> Cell:
+    return (f"{base}/{key_of(resource)}", _label(resource))
+
+
+COLUMNS: dict[str, Columns] = {
+    "ClinicalUseDefinition": [
+        ("Resource", _title),
+        ("Kind", lambda r, labels, base: str(r.get("type", ""))),
+        ("Subject", lambda r, labels, base: _refs(r.get("subject"), labels)),
+        ("Effect, warning or indication", lambda r, labels, base: _use_of(r)),
+        ("Seriousness", lambda r, labels, base: _seriousness(r)),
+        ("Status", lambda r, labels, base: _status(r)),
+    ],
+    "DocumentReference": [
+        ("Document", _title),
+        ("Type", lambda r, labels, base: concept_text(r.get("type"))),
+        ("Author", lambda r, labels, base: _refs(r.get("author"), labels)),
+        ("Custodian", lambda r, labels, base: _refs(r.get("custodian"), labels)),
+        ("Status", lambda r, labels, base: _status(r)),
+    ],
+    "Provenance": [
+        ("Provenance", lambda r, labels, base: (f"{base}/{key_of(r)}", key_of(r))),
+        ("About", lambda r, labels, base: _refs(r.get("target"), labels)),
+        (
+            "Sources",
+            lambda r, labels, base: _refs([e.get("what") for e in r.get("entity", [])], labels),
+        ),
+        ("Recorded", lambda r, labels, base: str(r.get("recorded", ""))),
+    ],
+    "Organization": [
+        ("Organization", _title),
+        ("Also known as", lambda r, labels, base: ", ".join(r.get("alias", []))),
+        ("Summary", _summary),
+    ],
+    "Medication": [
+        ("Medication", _title),
+        ("Dose form", lambda r, labels, base: concept_text(r.get("doseForm"))),
+        ("Status", lambda r, labels, base: _status(r)),
+    ],
+    "MedicationKnowledge": [
+        ("Medicine", _title),
+        ("Also called", lambda r, labels, base: ", ".join(r.get("name", []))),
+        ("Status", lambda r, labels, base: _status(r)),
+    ],
+    "Group": [
+        ("Group", _title),
+        ("Type", lambda r, labels, base: str(r.get("type", ""))),
+        ("Summary", _summary),
+    ],
+}
+CANONICAL: Columns = [
+    ("Name", _title),
+    ("URL", lambda r, labels, base: str(r.get("url", ""))),
+    ("Version", lambda r, labels, base: str(r.get("version", ""))),
+    ("Status", lambda r, labels, base: _status(r)),
+]
+OTHER: Columns = [("Resource", _title), ("Status", lambda r, labels, base: _status(r)), ("Summary", _summary)]
+for _kind in ("StructureDefinition", "ValueSet", "SearchParameter", "ImplementationGuide"):
+    COLUMNS[_kind] = CANONICAL
+
+
+def _offset(bundle: Mapping[str, Any]) -> int:
+    """The page's first index, from its ``self`` link's ``_offset`` (0 when it has none)."""
+    for link in bundle.get("link", []):
+        if link.get("relation") == "self":
+            values = parse_qs(urlsplit(str(link.get("url", ""))).query).get("_offset", ["0"])
+            return int(values[0]) if values[0].isdigit() else 0
+    return 0
+
+
+def _paging(bundle: Mapping[str, Any], matches: int) -> str:
+    """``21-27 of 27``: the page's place among the matches."""
+    total, first = bundle.get("total"), _offset(bundle) + 1
+    if matches == 0:
+        return "No matches" if total in (None, 0) else f"{total} found, none on this page"
+    span = f"{first}-{first + matches - 1}" if matches > 1 else str(first)
+    return f"{span} of {total}" if total is not None else span
+
+
+def bundle_page(bundle: dict[str, Any], base: str, request: Request, store: Store) -> str:
+    """Search results or a history: a table per resource type with its columns, and the paging links."""
+    labels = Labels(store)
+    tables: dict[str, dict[str, Any]] = {}
+    issues: list[tuple[str, str, str]] = []
+    matches = 0
+    entries = bundle.get("entry", [])
+    for entry in entries:
+        resource = entry.get("resource", {})
+        labels.seed(resource)
+    for entry in entries:
         resource = entry.get("resource", {})
         mode = entry.get("search", {}).get("mode", "")
-        summary = narrative_text(resource)[:160]
-        rows.append((entry.get("fullUrl", ""), _label(resource), mode, summary))
-    links = [(link["relation"], link["url"]) for link in bundle.get("link", [])]
+        kind = str(resource.get("resourceType", ""))
+        if mode == "outcome" or kind == "OperationOutcome":
+            issues.extend(_issues(resource))
+            continue
+        matches += mode in ("match", "")
+        columns = COLUMNS.get(kind, OTHER)
+        table = tables.setdefault(kind, {"heads": [name for name, _ in columns], "rows": [], "modes": False})
+        cells = [_cell(value(resource, labels, base)) for _, value in columns]
+        table["rows"].append((cells, mode))
+        table["modes"] = table["modes"] or mode not in ("match", "")
+    relations = {link["relation"]: link["url"] for link in bundle.get("link", [])}
+    asked = _asked_type(request, store)
     return render_template(
         "bundle.html",
-        title=f"{bundle.get('type', 'bundle').capitalize()}: {request.path}",
+        title=f"{asked}: {bundle.get('type', 'bundle')}"
+        if asked
+        else f"{bundle.get('type', 'bundle')}: {request.path}",
         base=base,
-        home=base.rsplit("/fhir", 1)[0] + "/",
-        total=bundle.get("total"),
-        rows=rows,
-        links=links,
+        home=home_of(base),
+        paging=_paging(bundle, matches),
+        tables=tables,
+        issues=issues,
+        links=[(name, relations[rel]) for rel, name in PAGES if rel in relations],
         json_url=_same_with(request, "json"),
         xml_url=_same_with(request, "xml"),
     )
 
 
-def outcome_page(outcome: dict[str, Any], base: str) -> str:
-    """An OperationOutcome, as a table of issues."""
-    issues = [
+PAGES = [("first", "First"), ("previous", "Previous"), ("next", "Next"), ("last", "Last")]
+
+
+def _cell(value: Cell) -> tuple[str | None, str]:
+    return (value[0], value[1]) if isinstance(value, tuple) else (None, value)
+
+
+def _asked_type(request: Request, store: Store) -> str | None:
+    """The resource type a ``/fhir/{type}...`` request names, if the publication has it."""
+    parts = request.path.split("/")
+    asked = parts[2] if len(parts) > 2 and parts[1] == "fhir" else None
+    return asked if asked in store.types else None
+
+
+# --- errors ---
+
+
+def _issues(outcome: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    return [
         (
-            i.get("severity"),
-            i.get("code"),
-            (i.get("details") or {}).get("text", ""),
-            ", ".join(i.get("expression", [])),
+            str(i.get("severity", "")),
+            str(i.get("code", "")),
+            str((i.get("details") or {}).get("text", ""))
+            + (f" ({', '.join(i['expression'])})" if i.get("expression") else ""),
         )
         for i in outcome.get("issue", [])
     ]
+
+
+def outcome_page(outcome: dict[str, Any], base: str, kind: str | None = None) -> str:
+    """An OperationOutcome, as a table of issues, with a way on: home, and the type's search if known."""
     return render_template(
-        "outcome.html", title="OperationOutcome", home=base.rsplit("/fhir", 1)[0] + "/", issues=issues
+        "outcome.html",
+        title="Something went wrong"
+        if any(i[0] in ("error", "fatal") for i in _issues(outcome))
+        else "Outcome",
+        base=base,
+        home=home_of(base),
+        issues=_issues(outcome),
+        kind=kind,
+        search_url=f"{base}/{kind}" if kind else None,
+    )
+
+
+# --- the CapabilityStatement ---
+
+
+def _documentation(kind: str, param: Mapping[str, Any], described: Mapping[str, str]) -> str:
+    """A search parameter's documentation: the statement's, else its SearchParameter's for this type."""
+    if param.get("documentation"):
+        return str(param["documentation"])
+    description = described.get(str(param.get("definition", "")), "")
+    if description.startswith("Multiple Resources"):
+        for line in description.splitlines():
+            if line.startswith(f"* [{kind}]"):
+                return line.split(":", 1)[1].strip() if ":" in line else ""
+        return ""
+    return " ".join(description.split())
+
+
+def capability_page(statement: dict[str, Any], base: str, store: Store) -> str:
+    """The CapabilityStatement as tables: per resource type its interactions and search parameters."""
+    described = {str(p.get("url")): str(p.get("description", "")) for p in store.all_of("SearchParameter")}
+    types = []
+    for rest in statement.get("rest", []):
+        for resource in rest.get("resource", []):
+            kind = str(resource.get("type", ""))
+            params = [
+                (str(p.get("name", "")), str(p.get("type", "")), _documentation(kind, p, described))
+                for p in resource.get("searchParam", [])
+            ]
+            types.append(
+                {
+                    "kind": kind,
+                    "search_url": f"{base}/{kind}",
+                    "count": store.count((kind,)) if kind in store.types else None,
+                    "interactions": [str(i.get("code")) for i in resource.get("interaction", [])],
+                    "operations": [str(o.get("name")) for o in resource.get("operation", [])],
+                    "params": params,
+                    "includes": resource.get("searchInclude", []),
+                    "revincludes": resource.get("searchRevInclude", []),
+                }
+            )
+    system = [
+        (str(i.get("code")), "interaction")
+        for rest in statement.get("rest", [])
+        for i in rest.get("interaction", [])
+    ] + [
+        (f"${o.get('name')}", "operation")
+        for rest in statement.get("rest", [])
+        for o in rest.get("operation", [])
+    ]
+    facts = [
+        ("Software", " ".join(str(v) for v in (statement.get("software") or {}).values())),
+        ("FHIR version", str(statement.get("fhirVersion", ""))),
+        ("Formats", ", ".join(statement.get("format", []))),
+        ("Status", str(statement.get("status", ""))),
+        ("Date", str(statement.get("date", ""))),
+    ]
+    return render_template(
+        "capability.html",
+        title="CapabilityStatement",
+        base=base,
+        home=home_of(base),
+        facts=[(name, value) for name, value in facts if value],
+        system=system,
+        types=types,
+        json_url=f"{base}/metadata?_format=json",
     )
 
 
@@ -157,14 +529,37 @@ def page(document: dict[str, Any], base: str, request: Request, store: Store) ->
     """The HTML page for any FHIR document the API returns."""
     kind = document.get("resourceType")
     if kind == "Bundle":
-        return bundle_page(document, base, request)
+        return bundle_page(document, base, request, store)
     if kind == "OperationOutcome":
-        return outcome_page(document, base)
+        return outcome_page(document, base, _asked_type(request, store))
+    if kind == "CapabilityStatement":
+        return capability_page(document, base, store)
     return resource_page(document, base, store)
 
 
+# --- the landing page, and the forms it submits ---
+
+
+def search_forms(store: Store) -> list[dict[str, Any]]:
+    """Per resource type the CapabilityStatement lists: its count and its search parameters."""
+    statement = orjson.loads(store.capability)
+    out = []
+    for rest in statement.get("rest", []):
+        for resource in rest.get("resource", []):
+            kind = str(resource.get("type", ""))
+            params = [(str(p["name"]), str(p.get("type", ""))) for p in resource.get("searchParam", [])]
+            out.append(
+                {
+                    "kind": kind,
+                    "count": store.count((kind,)) if kind in store.types else 0,
+                    "params": sorted(params, key=lambda p: (p[0].startswith("_"), p[0])),
+                }
+            )
+    return out
+
+
 def landing(base: str, store: Store) -> str:
-    """The landing page: the drugs and the documents the publication holds."""
+    """The landing page: every type with its count and a search form, the drugs and the documents."""
     drugs = [
         (f"{base}/{r['resourceType']}/{r['id']}", _label(r)) for r in store.all_of("MedicationKnowledge")
     ]
@@ -174,6 +569,34 @@ def landing(base: str, store: Store) -> str:
         documents.append(
             (f"{base}/DocumentReference/{document['id']}", next((t for t in titles if t), document["id"]))
         )
+    home = home_of(base)
     return render_template(
-        "landing.html", title="fhir-pub", home="/", base=base, drugs=drugs, documents=documents
+        "landing.html",
+        title="fhir-pub",
+        home=home,
+        base=base,
+        drugs=drugs,
+        documents=documents,
+        types=search_forms(store),
+        form_action=f"{home}search/",
     )
+
+
+blueprint = Blueprint("html", __name__)
+
+
+@blueprint.get("/search/<kind>")
+def search_form(kind: str) -> WerkzeugResponse:
+    """A landing-page form, sent on as a FHIR search without the fields left empty (FHIR refuses those)."""
+    state = current_app.extensions["fhir_pub"]
+    if kind not in state["store"].types:
+        raise NotFound(f"{kind[:64]} is not a resource type of this publication")
+    from fhir_pub.web.formats import base_url  # formats imports this module
+
+    pairs = _filled(request.args.items(multi=True))
+    query = f"?{urlencode(pairs)}" if pairs else ""
+    return redirect(f"{base_url(state['settings'], request)}/{kind}{query}", code=303)
+
+
+def _filled(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in pairs if value.strip()]
