@@ -19,8 +19,10 @@ from __future__ import annotations
 import gzip
 import re
 import threading
+import time
 from collections.abc import Iterable
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from werkzeug.http import http_date
@@ -33,7 +35,7 @@ READ = re.compile(r"/fhir/([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(/_history
 VARIANT_FIELDS = tuple(field for field in KEY_FIELDS if field not in ("PATH_INFO", "QUERY_STRING"))
 MIN_COMPRESSED = 500  # bytes: flask-compress leaves smaller bodies alone (COMPRESS_MIN_SIZE)
 ETAG, LAST_MODIFIED, LENGTH, LOCATION, DATE = range(5)
-Slot = int | str  # a slot number, or a constant header value
+Slot = int | str | tuple[int, str]  # a slot number, a constant header value, or (LOCATION, base)
 Template = tuple[str, tuple[tuple[str, Slot], ...], bool]  # status, headers, gzip-encoded body
 
 
@@ -75,12 +77,14 @@ class DirectReads:
         template = self._templates[key]
         if template is None:
             return self.app(environ, start_response)
-        entry = self._fill(template, stored, path, method)
-        if entry.status.startswith("200") and not_modified(entry, environ):
-            start_response("304 Not Modified", entry.not_modified_headers)
-            return [b""]
-        start_response(entry.status, entry.headers)
-        return [entry.body]
+        status, headers, body = self._fill(template, stored, path)
+        if environ.get("HTTP_IF_NONE_MATCH") is not None or environ.get("HTTP_IF_MODIFIED_SINCE") is not None:
+            entry = Entry(status, headers, body)
+            if status.startswith("200") and not_modified(entry, environ):
+                start_response("304 Not Modified", entry.not_modified_headers)
+                return [b""]
+        start_response(status, headers)
+        return [b""] if method == "HEAD" else [body]
 
     def _learn(
         self, key: tuple[Any, ...], environ: Environ, start_response: StartResponse, stored: Stored, path: str
@@ -117,25 +121,45 @@ class DirectReads:
         with self._lock:
             self._templates.setdefault(key, template)
 
-    def _fill(self, template: Template, stored: Stored, path: str, method: str) -> Entry:
+    def _fill(
+        self, template: Template, stored: Stored, path: str
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """The answer's status, headers and (GET) body, from the template and the stored row."""
         status, headers, encoded = template
         body = gzip.compress(stored.body, self.level, mtime=0) if encoded else stored.body
-        values = {
-            ETAG: f'W/"{stored.version}"',
-            LAST_MODIFIED: http_date(datetime.fromisoformat(stored.last_updated)),
-            LENGTH: str(len(body)),
-            DATE: http_date(),
-        }
-        filled = [
-            (name, value if isinstance(value, str) else values.get(value, "")) for name, value in headers
-        ]
-        filled = [(n, path_value(v, path) if n.lower() == "content-location" else v) for n, v in filled]
-        return Entry(status, filled, b"" if method == "HEAD" else body)
+        suffix = path[len("/fhir") :]
+        filled: list[tuple[str, str]] = []
+        for name, value in headers:
+            if isinstance(value, str):
+                filled.append((name, value))
+            elif isinstance(value, tuple):  # (LOCATION, the public base)
+                filled.append((name, value[1] + suffix))
+            elif value == ETAG:
+                filled.append((name, f'W/"{stored.version}"'))
+            elif value == LAST_MODIFIED:
+                filled.append((name, _http_instant(stored.last_updated)))
+            elif value == LENGTH:
+                filled.append((name, str(len(body))))
+            else:
+                filled.append((name, _now()))
+        return status, filled, body
 
 
-def path_value(base: str, path: str) -> str:
-    """A Content-Location template holds the public base (``{base}``): the read's path follows it."""
-    return base.replace("{path}", path.split("/fhir", 1)[1])
+@lru_cache(maxsize=4096)
+def _http_instant(instant: str) -> str:
+    """An ISO instant as an HTTP date (a publication repeats a few, so each is formatted once)."""
+    return http_date(datetime.fromisoformat(instant))
+
+
+_clock: list[Any] = [0, ""]
+
+
+def _now() -> str:
+    """The Date header's value, formatted once a second."""
+    second = int(time.time())
+    if _clock[0] != second:
+        _clock[:] = [second, http_date(second)]
+    return str(_clock[1])
 
 
 def _template(captured: list[Any], body: bytes, stored: Stored, path: str) -> Template | None:
@@ -152,7 +176,7 @@ def _template(captured: list[Any], body: bytes, stored: Stored, path: str) -> Te
     elif body != stored.body:
         return None
     etag = f'W/"{stored.version}"'
-    last_modified = http_date(datetime.fromisoformat(stored.last_updated))
+    last_modified = _http_instant(stored.last_updated)
     suffix = path.split("/fhir", 1)[1]
     slots: list[tuple[str, Slot]] = []
     for name, value in headers:
@@ -166,7 +190,7 @@ def _template(captured: list[Any], body: bytes, stored: Stored, path: str) -> Te
         elif lower == "date":
             slots.append((name, DATE))
         elif lower == "content-location" and value.endswith(suffix):
-            slots.append((name, value[: -len(suffix)] + "{path}"))
+            slots.append((name, (LOCATION, value[: -len(suffix)])))
         elif lower in ("etag", "last-modified", "content-location"):
             return None  # a value the row does not explain
         else:
