@@ -340,11 +340,12 @@ class TestClinicalUse:
         assert kinds.count("undesirable-effect") >= 25
 
     def test_undesirable_effects_are_tiered(self, publication: Publication) -> None:
-        """Every side effect says how serious the leaflets consider it."""
+        """Every side effect says how serious the leaflets consider it, or that none of them says."""
         for cud in publication.of_type("ClinicalUseDefinition"):
             if cud["type"] == "undesirable-effect":
                 tier = cud["undesirableEffect"]["classification"]["text"]
-                assert tier.startswith(("Serious:", "Less serious:", "The sources differ:")), cud["id"]
+                tiers = ("Serious:", "Less serious:", "The sources differ:", "No tier in the leaflets:")
+                assert tier.startswith(tiers), cud["id"]
 
     def test_facts_are_not_duplicated(self, publication: Publication) -> None:
         """No two resources of the same kind code or name the same concept."""
