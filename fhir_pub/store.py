@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from fhir_pub.errors import PublicationError
 from fhir_pub.search.engine import MAX_INCLUDES, Engine
 from fhir_pub.search.index import TOTALS_SCHEMA
 from fhir_pub.search.parameters import Registry, SearchParam
+
+READ_BATCH = 500  # ids per statement of a batched read
 
 
 class Resources(Mapping[str, Mapping[str, Any]]):
@@ -244,3 +246,24 @@ class Store:
             .fetchone()
         )
         return None if row is None else Stored(bytes(row[0]), row[1], row[2])
+
+    def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        """The current bodies of many resources by ``(type, id)``; absent keys are left out.
+
+        One indexed statement per type and batch (``type = ? AND id IN (...)`` searches the primary key; a
+        row-value ``IN`` would scan the table).
+        """
+        ids: dict[str, list[str]] = {}
+        for kind, rid in keys:
+            ids.setdefault(kind, []).append(rid)
+        found: dict[tuple[str, str], bytes] = {}
+        for kind, wanted in ids.items():
+            unique = list(dict.fromkeys(wanted))
+            for start in range(0, len(unique), READ_BATCH):
+                batch = unique[start : start + READ_BATCH]
+                rows = self.connection().execute(
+                    f"SELECT id, body FROM resource WHERE type = ? AND id IN ({','.join('?' * len(batch))})",
+                    [kind, *batch],
+                )
+                found.update(((kind, rid), bytes(body)) for rid, body in rows)
+        return found

@@ -167,8 +167,19 @@ class TestErrors:
         assert_outcome(client.open(path, method=method, headers=headers), status, code)
 
     def test_unknown_type_points_at_it(self, client: FlaskClient) -> None:
-        """The issue's expression names the unknown type."""
-        assert client.get("/fhir/Nonsense/1").json["issue"][0]["expression"] == ["Nonsense"]
+        """The issue's text names the unknown type; expression is only ever a FHIRPath into a resource."""
+        (issue,) = client.get("/fhir/Nonsense/1").json["issue"]
+        assert "Nonsense" in issue["details"]["text"]
+        assert "expression" not in issue
+
+    def test_outcomes_have_a_narrative_and_no_parameter_as_expression(self, client: FlaskClient) -> None:
+        """dom-6: every OperationOutcome carries a generated narrative; query parameters stay in the text."""
+        outcome = client.get("/fhir/ClinicalUseDefinition?type:below=x").json
+        assert outcome["text"]["status"] == "generated"
+        assert "type:below" in outcome["text"]["div"]
+        (issue,) = outcome["issue"]
+        assert "expression" not in issue
+        assert "type:below" in issue["details"]["text"]
 
     @pytest.mark.parametrize(
         ("path", "status", "char"),
@@ -475,7 +486,7 @@ class TestHtml:
                     "div": '<div xmlns="http://www.w3.org/1999/xhtml"><script>alert(1)</script>Hi</div>',
                 },
             }
-            page = html.resource_page(resource, "http://localhost/fhir", app.extensions["fhir_pub"]["store"])
+            page = html.resource_page(resource, "http://localhost/fhir", app.extensions["fhir_pub"].store)
         assert "<script>" not in page
         assert "Hi" in page
 

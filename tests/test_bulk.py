@@ -246,7 +246,7 @@ class TestKickOff:
     ) -> None:
         """Bad kick-offs get an OperationOutcome and start no job."""
         assert_error(client.get(url, headers={**ASYNC, **headers}), status, code)
-        assert JobStore(Path(client.application.extensions["fhir_pub"]["settings"].jobs_dir)).all() == []
+        assert JobStore(Path(client.application.extensions["fhir_pub"].settings.jobs_dir)).all() == []
 
     def test_bad_post_bodies(self, client: FlaskClient) -> None:
         """A POST body that is not a Parameters resource is a 400."""
@@ -365,7 +365,7 @@ class TestJobLifecycle:
         """A job left running by a process that died reports failure (500 with an OperationOutcome)."""
         path = kick_off(client, "/fhir/Organization/$export")
         finish(client, path)
-        jobs = JobStore(Path(client.application.extensions["fhir_pub"]["settings"].jobs_dir))
+        jobs = JobStore(Path(client.application.extensions["fhir_pub"].settings.jobs_dir))
         job = jobs.read(path.rsplit("/", 1)[1])
         assert job is not None
         dead = 2**22 + 12345  # above the default pid_max, so no process has it
@@ -379,7 +379,7 @@ class TestJobLifecycle:
         """A running job with no heartbeat for 30 s is failed, even if a live process has its pid."""
         path = kick_off(client, "/fhir/Organization/$export")
         finish(client, path)
-        root = Path(client.application.extensions["fhir_pub"]["settings"].jobs_dir)
+        root = Path(client.application.extensions["fhir_pub"].settings.jobs_dir)
         jobs, job_id = JobStore(root), path.rsplit("/", 1)[1]
         job = jobs.read(job_id)
         assert job is not None

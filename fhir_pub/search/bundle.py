@@ -5,7 +5,7 @@ https://hl7.org/fhir/R5/search.html#searchset, https://hl7.org/fhir/R5/bundle.ht
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -28,6 +28,28 @@ def entry(full_url: str, resource: bytes, mode: str) -> bytes:
         + mode.encode()
         + b'"}}'
     )
+
+
+def entries(
+    base: str,
+    keyed: Sequence[tuple[str, tuple[str, str]]],
+    bodies: Mapping[tuple[str, str], bytes],
+    summary: str | None = None,
+    wanted: Sequence[str] | None = None,
+) -> list[bytes]:
+    """The entries of ``(mode, (type, id))`` in order, from their stored bodies, subsetted as asked.
+
+    A key without a body is left out (an include whose target the publication does not hold).
+    """
+    reduce = wanted is not None or summary in {"true", "text", "data"}
+    made = []
+    for mode, (kind, rid) in keyed:
+        body = bodies.get((kind, rid))
+        if body is not None:
+            made.append(
+                entry(f"{base}/{kind}/{rid}", subset(body, summary, wanted) if reduce else body, mode)
+            )
+    return made
 
 
 def searchset(entries: Sequence[bytes], total: int | None, links: Sequence[tuple[str, str]]) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from html import escape
 from typing import Any, Literal
 
 Severity = Literal["fatal", "error", "warning", "information"]
@@ -62,4 +63,18 @@ def operation_outcome(issues: Iterable[Issue]) -> dict[str, Any]:
     body = [i.to_fhir() for i in ordered] or [
         {"severity": "information", "code": "informational", "details": {"text": "No issues found."}}
     ]
-    return {"resourceType": "OperationOutcome", "issue": body}
+    return {"resourceType": "OperationOutcome", "text": _narrative(body), "issue": body}
+
+
+def _narrative(issues: list[dict[str, Any]]) -> dict[str, str]:
+    """A generated narrative listing the issues (dom-6: a resource should have one)."""
+    items = "".join(
+        f"<li>{escape(i['severity'])} ({escape(i['code'])}): {escape(i['details']['text'])}"
+        + (f" <code>{escape(', '.join(i['expression']))}</code>" if i.get("expression") else "")
+        + "</li>"
+        for i in issues
+    )
+    return {
+        "status": "generated",
+        "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><h3>Outcome</h3><ul>{items}</ul></div>',
+    }

@@ -13,6 +13,7 @@ from fhir_pub.store import Store
 from fhir_pub.web import bulk, errors, fhir, formats, html, limits, operations
 from fhir_pub.web.cache import ResponseCache
 from fhir_pub.web.direct import DirectReads
+from fhir_pub.web.state import AppState, app_state, install
 
 MAX_BODY = 8 * 1024 * 1024  # bytes: a larger request body is refused with 413
 # flask-compress leaves the FHIR media types alone unless told (https://hl7.org/fhir/R5/http.html#compression)
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings.publication if settings.publication is not None else bundled_publication(settings.cache_dir)
     )
     store = Store(path)
-    app.extensions["fhir_pub"] = {"settings": settings, "store": store}
+    install(app, AppState(settings, store))
     app.register_blueprint(operations.blueprint, url_prefix="/fhir")
     app.register_blueprint(bulk.blueprint, url_prefix="/fhir")
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = DirectReads(app.wsgi_app, store, level)  # type: ignore[method-assign]
     app.wsgi_app = limits.Limits(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]  # outermost
     errors.register(app)
-    app.after_request(lambda response: html.security_headers(formats.render(_allow(response), request)))
+    app.after_request(lambda response: html.security_headers(_allow(response)))
     return app
 
 
@@ -88,6 +89,6 @@ def _allow(response: Response) -> Response:
 
 def landing_page(app: Flask) -> Response:
     """The human landing page."""
-    state = app.extensions["fhir_pub"]
-    body = html.landing(formats.base_url(state["settings"], request), state["store"])
+    state = app_state()
+    body = html.landing(formats.base_url(state.settings, request), state.store)
     return Response(body, content_type=formats.HTML)

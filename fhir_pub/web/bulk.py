@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request, send_file
+from flask import Blueprint, Response, request, send_file
 
 from fhir_pub.errors import Gone, Invalid, NotFound, NotSupported, TooManyRequests
 from fhir_pub.export import OUTPUT_FORMATS, ExportRequest, check_type_filters, parse_instant
+from fhir_pub.handlers import Answer
 from fhir_pub.jobs import ACTIVE, JobStore
 from fhir_pub.settings import Settings
-from fhir_pub.store import Store
 from fhir_pub.validation.issues import Issue, operation_outcome
 from fhir_pub.web import formats
+from fhir_pub.web.state import app_state
 
 blueprint = Blueprint("bulk", __name__)
 SUPPORTED = {"_outputFormat", "_since", "_type", "_elements", "_typeFilter"}
@@ -39,8 +40,7 @@ def uncached(path: str) -> bool:
 
 
 def _settings() -> Settings:
-    settings: Settings = current_app.extensions["fhir_pub"]["settings"]
-    return settings
+    return app_state().settings
 
 
 def jobs() -> JobStore:
@@ -102,7 +102,7 @@ def _request(
             raise Invalid(
                 f"parameter {name} is not supported (Prefer: handling=lenient ignores it)", expression=name
             )
-    store: Store = current_app.extensions["fhir_pub"]["store"]
+    store = app_state().store
     if resource_type is not None:
         if types and types != [resource_type]:
             raise Invalid(
@@ -136,12 +136,15 @@ def _kickoff(resource_type: str | None) -> Response:
         raise TooManyRequests(
             f"{store.max_active} exports are running; try again later", headers={"Retry-After": "10"}
         )
-    publication: Store = current_app.extensions["fhir_pub"]["store"]
+    publication = app_state().store
     threading.Thread(target=store.run, args=(state, publication, export_request), daemon=True).start()
-    outcome = operation_outcome([Issue("information", "informational", "export started", layer="bulk")])
-    response = Response(orjson.dumps(outcome), status=202, content_type=formats.FHIR_JSON)
-    response.headers["Content-Location"] = f"{base}/$export-status/{state['id']}"
-    return response
+    return _informational("export started", {"Content-Location": f"{base}/$export-status/{state['id']}"})
+
+
+def _informational(text: str, headers: dict[str, str] | None = None) -> Response:
+    """A 202 with an informational OperationOutcome."""
+    outcome = operation_outcome([Issue("information", "informational", text, layer="bulk")])
+    return formats.respond(Answer(orjson.dumps(outcome), status=202), request, headers)
 
 
 @blueprint.route("/$export", methods=["GET", "POST"])
@@ -207,7 +210,7 @@ def status(job_id: str) -> Response:
         issue = Issue(
             "error", "exception", f"the export failed: {state.get('error', 'unknown error')}", layer="bulk"
         )
-        return Response(orjson.dumps(operation_outcome([issue])), status=500, content_type=formats.FHIR_JSON)
+        return formats.respond(Answer(orjson.dumps(operation_outcome([issue])), status=500), request)
     response = Response(orjson.dumps(state["manifest"]), status=200, content_type="application/json")
     response.headers["Expires"] = formatdate(state["expires"], usegmt=True)
     return response
@@ -218,8 +221,7 @@ def cancel(job_id: str) -> Response:
     """Cancel a job (running or done): 202; its files are deleted and its status URL answers 404."""
     _live(job_id)
     jobs().cancel(job_id)
-    outcome = operation_outcome([Issue("information", "informational", "export cancelled", layer="bulk")])
-    return Response(orjson.dumps(outcome), status=202, content_type=formats.FHIR_JSON)
+    return _informational("export cancelled")
 
 
 @blueprint.get("/$export-file/<job_id>/<name>")

@@ -5,19 +5,23 @@ https://hl7.org/fhir/R5/http.html#mime-type; 406 when nothing acceptable can be 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import orjson
 from fhir.resources import get_fhir_model_class
-from flask import Request, Response, current_app, g
+from flask import Request, Response, g
 from lxml import etree
 from pydantic import ValidationError
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header, parse_options_header
 
 from fhir_pub.errors import Invalid, NotAcceptable
+from fhir_pub.handlers import Answer
 from fhir_pub.settings import Settings
 from fhir_pub.web import fhirxml, html
+from fhir_pub.web.state import app_state
 
 
 def base_url(settings: Settings, request: Request) -> str:
@@ -138,46 +142,49 @@ def negotiated(request: Request) -> tuple[str, str | None]:
     return found
 
 
-def requested(request: Request) -> str:
-    """``json``, ``xml`` or ``html``, as the request asks; NotAcceptable for anything else."""
-    return negotiated(request)[0]
-
-
-def preferred(request: Request) -> str:
-    """The format to answer in, falling back to JSON (for errors, which must always be readable)."""
+def preferred(request: Request) -> tuple[str, str | None]:
+    """The negotiated format and version, falling back to JSON (errors must always be readable)."""
     try:
-        return requested(request)
+        return negotiated(request)
     except NotAcceptable:
-        return "json"
+        return "json", None
 
 
-def render(response: Response, request: Request) -> Response:
-    """Turn a FHIR JSON response into the negotiated format (and pretty form); leave others alone."""
-    if response.mimetype != "application/fhir+json" or response.direct_passthrough:
-        return response
-    # The format follows Accept, so a shared cache must key on it (RFC 9110 12.5.5), JSON answers too.
+def respond(answer: Answer, request: Request, headers: Mapping[str, str] | None = None) -> Response:
+    """The one render of an answer: FHIR JSON as stored, pretty JSON, XML or HTML, as negotiated.
+
+    A resource read carries its weak ETag, Last-Modified and Content-Location, and answers 304 to a
+    client that has it. The format follows Accept, so a shared cache must key on it (RFC 9110 12.5.5).
+    """
+    fmt, version = preferred(request)
+    response = Response(status=answer.status)
+    if headers:
+        response.headers.update(headers)
     response.vary.add("Accept")
-    try:
-        fmt, version = negotiated(request)
-    except NotAcceptable:
-        fmt, version = "json", None
-    if version is not None:  # said back, as asked (https://hl7.org/fhir/R5/versioning.html#mt-version)
-        response.content_type = f"{FHIR_JSON}; fhirVersion={version}"
-    if not response.data:
-        return response
+    # the version is said back as asked (https://hl7.org/fhir/R5/versioning.html#mt-version)
+    suffix = "" if version is None else f"; fhirVersion={version}"
     pretty = request.args.get("_pretty") == "true"
-    if fmt == "json" and not pretty:
-        return response
-    document = orjson.loads(response.get_data())
-    if fmt == "html":
-        state = current_app.extensions["fhir_pub"]
-        response.set_data(html.page(document, base_url(state["settings"], request), request, state["store"]))
-        response.content_type = HTML
-    elif fmt == "json":
-        response.set_data(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    if fmt == "json":
+        body = (
+            answer.body if not pretty else orjson.dumps(orjson.loads(answer.body), option=orjson.OPT_INDENT_2)
+        )
+        response.set_data(body)
+        response.content_type = FHIR_JSON + suffix
+    elif fmt == "xml":
+        response.set_data(fhirxml.dumps(orjson.loads(answer.body), pretty))
+        response.content_type = FHIR_XML + suffix
     else:
-        response.set_data(fhirxml.dumps(document, pretty))
-        response.content_type = FHIR_XML if version is None else f"{FHIR_XML}; fhirVersion={version}"
+        state = app_state()
+        page = html.page(orjson.loads(answer.body), base_url(state.settings, request), request, state.store)
+        response.set_data(page)
+        response.content_type = HTML
+    if answer.version is not None:
+        response.set_etag(answer.version, weak=True)
+        if answer.last_modified is not None:
+            response.last_modified = datetime.fromisoformat(answer.last_modified)
+        if answer.location is not None:
+            response.headers["Content-Location"] = answer.location
+        response.make_conditional(request)
     return response
 
 

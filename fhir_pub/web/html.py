@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import nh3
 import orjson
-from flask import Blueprint, Request, Response, current_app, redirect, render_template, request
+from flask import Blueprint, Request, Response, redirect, render_template, request
 from markupsafe import Markup, escape
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -588,14 +588,16 @@ blueprint = Blueprint("html", __name__)
 @blueprint.get("/search/<kind>")
 def search_form(kind: str) -> WerkzeugResponse:
     """A landing-page form, sent on as a FHIR search without the fields left empty (FHIR refuses those)."""
-    state = current_app.extensions["fhir_pub"]
-    if kind not in state["store"].types:
-        raise NotFound(f"{kind[:64]} is not a resource type of this publication")
     from fhir_pub.web.formats import base_url  # formats imports this module
+    from fhir_pub.web.state import app_state
+
+    state = app_state()
+    if kind not in state.store.types:
+        raise NotFound(f"{kind[:64]} is not a resource type of this publication")
 
     pairs = _filled(request.args.items(multi=True))
     query = f"?{urlencode(pairs)}" if pairs else ""
-    return redirect(f"{base_url(state['settings'], request)}/{kind}{query}", code=303)
+    return redirect(f"{base_url(state.settings, request)}/{kind}{query}", code=303)
 
 
 def _filled(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
