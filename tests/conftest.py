@@ -1,25 +1,49 @@
-"""Shared fixtures: the bundled publication and its parsed models."""
+"""Shared fixtures and helpers: the bundled publication (sources, models, one build) and real servers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 
+from fhir_pub.build import build
 from fhir_pub.conformance import load_conformance
 from fhir_pub.model import parse
 from fhir_pub.publication import Publication, bundled_dir, load
+from fhir_pub.store import Store
 
 
 @pytest.fixture(scope="session")
 def publication() -> Publication:
     """The bundled publication, as the CLI finds it."""
     return load()
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled publication built once for the whole run, made read-only: no test may change it."""
+    path = build(tmp_path_factory.mktemp("built") / "p.sqlite").path
+    path.chmod(0o444)
+    return path
+
+
+@pytest.fixture(scope="session")
+def store(built: Path) -> Store:
+    """The built publication, read as the server reads it."""
+    return Store(built)
 
 
 @pytest.fixture(scope="session")
@@ -104,3 +128,57 @@ def walk(model: FHIRAbstractModel, path: str | None = None) -> Iterator[Element]
 def bundled_count(kind: str) -> int:
     """How many resources of one type the bundled publication holds (its files, so tests follow the data)."""
     return len(list((ROOT / "resources" / kind).glob("*.json")))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(
+    folder: Path, publication: Path, port: int, workers: int = 1, **settings: str
+) -> subprocess.Popen[bytes]:
+    """Start ``fhir-pub serve`` (jobs in ``folder/jobs``) and wait until it answers ``/healthz``."""
+    log = folder / f"server-{port}-{time.monotonic_ns()}.log"
+    env = {**os.environ, "FHIR_PUB_JOBS_DIR": str(folder / "jobs"), "FHIR_PUB_EXPORT_POLL_INTERVAL": "0.1"}
+    env.update({f"FHIR_PUB_{name.upper()}": value for name, value in settings.items()})
+    command = [sys.executable, "-m", "fhir_pub", "serve", "--port", str(port), "--workers", str(workers)]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [*command, "--publication", str(publication)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group, so a test can kill it with its workers
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
+                return process
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            pytest.fail(f"server did not start: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and fail if the server does not stop; nothing of its process group outlives the test."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+        pytest.fail("server did not stop on SIGTERM")
+    kill_group(process)  # a granian worker left behind (seen once on a loaded machine) is reaped too
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL whatever is left of the server's process group (``start`` gives it a group of its own)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

@@ -16,7 +16,6 @@ from conftest import counts
 from fhir.resources.capabilitystatement import CapabilityStatement
 from flask.testing import FlaskClient
 
-from fhir_pub.build import build
 from fhir_pub.capability import TYPE_INTERACTIONS
 from fhir_pub.publication import Publication
 from fhir_pub.settings import Settings
@@ -26,10 +25,9 @@ FHIR_JSON = "application/fhir+json; charset=utf-8"
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> FlaskClient:
-    """A test client of an app serving a fresh build of the bundled publication."""
-    path = build(tmp_path_factory.mktemp("built") / "p.sqlite").path
-    return create_app(Settings(publication=path)).test_client()
+def client(built: Path) -> FlaskClient:
+    """A test client of an app serving the bundled publication, built once for the run."""
+    return create_app(Settings(publication=built)).test_client()
 
 
 def assert_outcome(response: object, status: int, code: str) -> None:
@@ -273,10 +271,9 @@ class TestHttp:
         assert response.headers["Content-Encoding"] == "gzip"
         assert json.loads(gzip.decompress(response.data))["id"] == "besponsa"
 
-    def test_forwarded_headers(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+    def test_forwarded_headers(self, built: Path) -> None:
         """With a trusted proxy, fullUrls and links use the public scheme, host and prefix."""
-        path = build(tmp_path_factory.mktemp("proxied") / "p.sqlite").path
-        proxied = create_app(Settings(publication=path, trusted_proxies=1)).test_client()
+        proxied = create_app(Settings(publication=built, trusted_proxies=1)).test_client()
         headers = {
             "X-Forwarded-Proto": "https",
             "X-Forwarded-Host": "fhir.example.org",
@@ -285,16 +282,15 @@ class TestHttp:
         bundle = proxied.get("/fhir/Organization?_count=1", headers=headers).json
         assert bundle["entry"][0]["fullUrl"].startswith("https://fhir.example.org/pub/fhir/Organization/")
         untrusted = (
-            create_app(Settings(publication=path))
+            create_app(Settings(publication=built))
             .test_client()
             .get("/fhir/Organization?_count=1", headers=headers)
         )
         assert untrusted.json["entry"][0]["fullUrl"].startswith("http://localhost/fhir/")
 
-    def test_configured_base_url(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+    def test_configured_base_url(self, built: Path) -> None:
         """A configured base URL wins over the request's."""
-        path = build(tmp_path_factory.mktemp("based") / "p.sqlite").path
-        based = create_app(Settings(publication=path, base_url="https://pub.example/r5/")).test_client()
+        based = create_app(Settings(publication=built, base_url="https://pub.example/r5/")).test_client()
         read = based.get("/fhir/Group/patients-1-year-and-older")
         assert read.headers["Content-Location"] == "https://pub.example/r5/Group/patients-1-year-and-older"
         assert (
@@ -520,13 +516,10 @@ class TestHtml:
 class TestResponseCache:
     """The cache in front of the app answers exactly what the app would."""
 
-    def test_same_as_uncached(
-        self, tmp_path_factory: pytest.TempPathFactory, publication: Publication
-    ) -> None:
+    def test_same_as_uncached(self, built: Path, publication: Publication) -> None:
         """For a spread of requests, the cached app and an app without cache answer alike, twice."""
-        path = build(tmp_path_factory.mktemp("cached") / "p.sqlite").path
-        cached = create_app(Settings(publication=path)).test_client()
-        plain = create_app(Settings(publication=path, response_cache=0)).test_client()
+        cached = create_app(Settings(publication=built)).test_client()
+        plain = create_app(Settings(publication=built, response_cache=0)).test_client()
         requests = [
             ("/fhir/Organization/fda", {}),
             ("/fhir/Organization/fda", {"Accept": "application/fhir+xml"}),

@@ -19,7 +19,6 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from fhir_pub.build import build
 from fhir_pub.export import ExportRequest
 from fhir_pub.jobs import JobStore
 from fhir_pub.publication import Publication
@@ -28,11 +27,6 @@ from fhir_pub.settings import Settings
 from fhir_pub.web import create_app
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(tmp_path_factory.mktemp("built") / "p.sqlite").path
 
 
 def make_client(built: Path, jobs: Path, **settings: Any) -> FlaskClient:

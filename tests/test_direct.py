@@ -11,7 +11,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from fhir_pub.build import build
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
 from fhir_pub.web import create_app
@@ -29,11 +28,6 @@ ACCEPTS = [
     "application/fhir+json; fhirVersion=4.0",  # a version not served: 406
 ]
 ENCODINGS = [None, "gzip", "gzip, deflate, br", "br", "identity"]
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(tmp_path_factory.mktemp("direct") / "p.sqlite").path
 
 
 def app_of(built: Path, direct: bool) -> Flask:

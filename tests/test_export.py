@@ -27,12 +27,6 @@ from fhir_pub.store import Store
 from fhir_pub.validation import Validator, candidate_from_bytes
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """A fresh build of the bundled publication."""
-    return Store(build(tmp_path_factory.mktemp("built") / "p.sqlite").path)
-
-
 def lines(path: Path) -> list[dict[str, object]]:
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     assert raw.endswith(b"\n")

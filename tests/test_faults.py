@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import bundled_count
-from test_server import free_port, start, stop
+from conftest import bundled_count, free_port, start, stop
 
 from fhir_pub.build import build
 from fhir_pub.publication import Publication

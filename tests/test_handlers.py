@@ -11,23 +11,12 @@ import pytest
 from flask.testing import FlaskClient
 
 from fhir_pub import handlers
-from fhir_pub.build import build
 from fhir_pub.errors import Invalid, NotFound, NotSupported
 from fhir_pub.settings import Settings
 from fhir_pub.store import READ_BATCH, Store
 from fhir_pub.web import create_app
 
 BASE = "http://localhost/fhir"
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(tmp_path_factory.mktemp("handlers") / "p.sqlite").path
-
-
-@pytest.fixture(scope="module")
-def store(built: Path) -> Store:
-    return Store(built)
 
 
 @pytest.fixture(scope="module")

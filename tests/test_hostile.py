@@ -20,13 +20,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from test_server import built, free_port, start, stop
+from conftest import free_port, start, stop
 
 from fhir_pub.conformance import load_conformance
 from fhir_pub.publication import load
 from fhir_pub.search.parameters import registry
-
-__all__ = ["built"]  # the module-scoped build fixture, shared with test_server
 
 MIB = 1024 * 1024
 # What no answer may show: tracebacks, source or file-system paths, library or interpreter versions.

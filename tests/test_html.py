@@ -20,7 +20,6 @@ import pytest
 from flask.testing import FlaskClient
 from lxml import html as lxml_html
 
-from fhir_pub.build import build
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
 from fhir_pub.web import create_app
@@ -31,21 +30,9 @@ BASE = "http://localhost/fhir"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh build of the bundled publication."""
-    return build(tmp_path_factory.mktemp("html") / "p.sqlite").path
-
-
-@pytest.fixture(scope="module")
 def client(built: Path) -> FlaskClient:
     """A test client of an app serving it, with no configured base URL."""
     return create_app(Settings(publication=built)).test_client()
-
-
-@pytest.fixture(scope="module")
-def store(built: Path) -> Store:
-    """The same publication, read directly."""
-    return Store(built)
 
 
 @pytest.fixture(scope="module")

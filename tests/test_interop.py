@@ -9,13 +9,10 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import bundled_count
-from test_server import built, free_port, start, stop
+from conftest import bundled_count, free_port, start, stop
 
 from fhir_pub.export import ExportRequest
 from fhir_pub.jobs import JobStore
-
-__all__ = ["built"]  # the fixture, imported for this module's tests
 
 JSON = "application/fhir+json; charset=utf-8"
 READ = "MedicationKnowledge/besponsa"

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from conftest import free_port, start, stop
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import checks
-from test_server import free_port, start, stop
 
-from fhir_pub.build import build
 from fhir_pub.settings import Settings
 from fhir_pub.web import create_app
 
@@ -23,11 +22,6 @@ from fhir_pub.web import create_app
 LEAKS = re.compile(
     r"Traceback|File \"|\.py\b|site-packages|/work/|/home/|/usr/|werkzeug|granian/\d|Python/\d"
 )
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(tmp_path_factory.mktemp("built") / "p.sqlite").path
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
-from fhir_pub.build import build
 from fhir_pub.publication import Publication
 from fhir_pub.settings import Settings
 from fhir_pub.web import create_app
@@ -17,10 +17,9 @@ FHIR_JSON = "application/fhir+json"
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> FlaskClient:
-    """A test client of an app serving a fresh build of the bundled publication."""
-    path = build(tmp_path_factory.mktemp("built") / "p.sqlite").path
-    return create_app(Settings(publication=path)).test_client()
+def client(built: Path) -> FlaskClient:
+    """A test client of an app serving the bundled publication, built once for the run."""
+    return create_app(Settings(publication=built)).test_client()
 
 
 def parameters(resource: Any, **extra: str) -> bytes:

@@ -14,7 +14,6 @@ from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fhir_pub.build import build
 from fhir_pub.publication import Publication
 from fhir_pub.search.dates import Range, matches, parse_range
 from fhir_pub.search.engine import Engine
@@ -38,12 +37,6 @@ REFERENCES = {
     "whocc-atc-index",
 }  # sources that are not leaflets
 LEAFLETS = set(DOCS.values())
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh build of the bundled publication."""
-    return build(tmp_path_factory.mktemp("built") / "p.sqlite").path
 
 
 @pytest.fixture(scope="module")

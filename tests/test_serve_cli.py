@@ -9,19 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import requests
 from click.testing import CliRunner
-from test_server import free_port, start, stop
+from conftest import free_port, start, stop
 
-from fhir_pub.build import build
 from fhir_pub.cli import main
 from fhir_pub.settings import Settings
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(tmp_path_factory.mktemp("built") / "p.sqlite").path
 
 
 def serve(publication: Path, port: int, tmp_path: Path) -> subprocess.CompletedProcess[str]:

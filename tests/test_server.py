@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,69 +15,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import bundled_count
+from conftest import bundled_count, free_port, start, stop
 from fhirpy import SyncFHIRClient
 
-from fhir_pub.build import build, write_ndjson
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(
-    folder: Path, publication: Path, port: int, workers: int = 1, **settings: str
-) -> subprocess.Popen[bytes]:
-    """Start ``fhir-pub serve`` (jobs in ``folder/jobs``) and wait until it answers ``/healthz``."""
-    log = folder / f"server-{port}-{time.monotonic_ns()}.log"
-    env = {**os.environ, "FHIR_PUB_JOBS_DIR": str(folder / "jobs"), "FHIR_PUB_EXPORT_POLL_INTERVAL": "0.1"}
-    env.update({f"FHIR_PUB_{name.upper()}": value for name, value in settings.items()})
-    command = [sys.executable, "-m", "fhir_pub", "serve", "--port", str(port), "--workers", str(workers)]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [*command, "--publication", str(publication)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own process group, so a test can kill it with its workers
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
-                return process
-        except requests.RequestException:  # not listening yet, or too busy starting to answer
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            pytest.fail(f"server did not start: {log.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, and fail if the server does not stop; nothing of its process group outlives the test."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        kill_group(process)
-        pytest.fail("server did not stop on SIGTERM")
-    kill_group(process)  # a granian worker left behind (seen once on a loaded machine) is reaped too
-
-
-def kill_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL whatever is left of the server's process group (``start`` gives it a group of its own)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(tmp_path_factory.mktemp("built") / "p.sqlite").path
+from fhir_pub.build import write_ndjson
 
 
 @pytest.fixture(scope="module")

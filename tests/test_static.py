@@ -15,20 +15,14 @@ import orjson
 import pytest
 import requests
 from click.testing import CliRunner
-from test_server import free_port, start, stop
+from conftest import free_port, start, stop
 
-from fhir_pub.build import build
 from fhir_pub.cli import main
 from fhir_pub.errors import Invalid, PublicationError
 from fhir_pub.static import nginx_config, write_static
 from fhir_pub.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(tmp_path_factory.mktemp("built") / "p.sqlite").path
 
 
 @pytest.fixture(scope="module")

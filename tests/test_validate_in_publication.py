@@ -8,18 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from fhir_pub.build import build
 from fhir_pub.conformance import Conformance
 from fhir_pub.graph import key_of
 from fhir_pub.publication import Publication
 from fhir_pub.store import Store
 from fhir_pub.validation import Validator, candidate_from_bytes
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """A fresh build of the bundled publication."""
-    return Store(build(tmp_path_factory.mktemp("built") / "p.sqlite").path)
 
 
 @pytest.fixture(scope="module")
