@@ -113,13 +113,35 @@ class TestExport:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
         assert manifest["requiresAccessToken"] is False
         assert manifest["error"] == []
+        # https://hl7.org/fhir/uv/bulkdata/export.html: output[].url is the absolute path to the file
         assert manifest["output"] == [
-            {"type": "Group", "url": "Group.ndjson.gz", "count": 1},
-            {"type": "Organization", "url": "Organization.ndjson.gz", "count": bundled_count("Organization")},
+            {"type": "Group", "url": (out / "Group.ndjson.gz").resolve().as_uri(), "count": 1},
+            {
+                "type": "Organization",
+                "url": (out / "Organization.ndjson.gz").resolve().as_uri(),
+                "count": bundled_count("Organization"),
+            },
         ]
         assert "_type=Group%2COrganization" in manifest["request"]
         bad = CliRunner().invoke(main, ["export", "--out", str(tmp_path / "x"), "--since", "yesterday"])
         assert bad.exit_code != 0
+
+    def test_cli_base_url(self, tmp_path: Path) -> None:
+        """With --base-url, the manifest gives each file's URL under it (files to be served from there)."""
+        out = tmp_path / "out"
+        args = ["export", "--out", str(out), "--type", "Group", "--base-url", "https://cdn.example.org/bulk/"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        assert [o["url"] for o in manifest["output"]] == ["https://cdn.example.org/bulk/Group.ndjson"]
+        for bad in ("cdn.example.org/bulk", "/bulk", "ftp://cdn.example.org/bulk"):
+            refused = CliRunner().invoke(main, ["export", "--out", str(tmp_path / "x"), "--base-url", bad])
+            assert refused.exit_code == 2, bad
+            assert not (tmp_path / "x").exists()
+        static = CliRunner().invoke(
+            main, ["export", "--static", str(tmp_path / "s"), "--base-url", "https://cdn.example.org/"]
+        )
+        assert static.exit_code == 2
 
 
 class TestPackage:
