@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import click
 import jsonschema
@@ -22,7 +22,7 @@ from fhir_pub import __version__
 from fhir_pub.build import BuildError, build, bundled_publication
 from fhir_pub.conformance import load_conformance
 from fhir_pub.errors import FhirPubError
-from fhir_pub.export import ExportRequest, export, manifest, parse_instant
+from fhir_pub.export import ExportRequest, export, file_url, manifest, parse_instant
 from fhir_pub.narrative import with_narrative
 from fhir_pub.package import write_package
 from fhir_pub.publication import Publication, bundled_dir, load
@@ -369,6 +369,13 @@ def serve(host: str, port: int, workers: int | None, publication: Path | None) -
 @click.option("--elements", default=None, help="Only these elements (comma-separated), as _elements.")
 @click.option("--gzip", "compressed", is_flag=True, help="Write .ndjson.gz files.")
 @click.option(
+    "--base-url",
+    default=None,
+    callback=lambda _ctx, _param, value: _http_url(value),
+    help="The http(s) URL the folder's files will be served from: manifest.json gives each file's URL "
+    "under it. Without it, manifest.json gives file:// URIs of the written files.",
+)
+@click.option(
     "--publication",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
@@ -382,6 +389,7 @@ def export_command(
     type_filters: tuple[str, ...],
     elements: str | None,
     compressed: bool,
+    base_url: str | None,
     publication: Path | None,
 ) -> None:
     """Export the publication as NDJSON files (one per type) and a Bulk Data manifest, written atomically.
@@ -396,6 +404,7 @@ def export_command(
         "--type-filter": type_filters,
         "--elements": elements,
         "--gzip": compressed,
+        "--base-url": base_url,
     }
     given = [name for name, value in ndjson_only.items() if value]
     if static is not None and given:
@@ -440,7 +449,7 @@ def export_command(
                     r,
                     transaction_time,
                     f"$export?{query}" if query else "$export",
-                    lambda n: n,
+                    file_url(out, base_url),
                     None,
                     request.since is not None,
                 ),
@@ -450,6 +459,15 @@ def export_command(
     for kind, name, count in result.files:
         click.echo(f"{name}: {count} {kind}")
     click.echo(f"wrote {out} ({plural(sum(c for _, _, c in result.files), 'resource')}, manifest.json)")
+
+
+def _http_url(value: str | None) -> str | None:
+    """An absolute http(s) URL (``--base-url``), else a usage error."""
+    if value is not None:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise click.BadParameter(f"{value!r} is not an absolute http(s) URL", param_hint="--base-url")
+    return value
 
 
 def _export_static(store: Store, folder: Path) -> None:

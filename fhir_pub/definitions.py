@@ -106,6 +106,20 @@ def elements(type_name: str) -> dict[str, ElementInfo]:
     return out
 
 
+@cache
+def mandatory(type_name: str) -> frozenset[str]:
+    """The JSON names of a type's elements with min >= 1, every type of a mandatory choice among them.
+
+    A choice element (``MedicationAdministration.occurence[x]``) is one field per type in fhir.resources,
+    none of them required on its own; ``one_of_many_required`` says the choice is.
+    """
+    return frozenset(
+        name
+        for name, info in elements(type_name).items()
+        if info.required or info.meta.get("one_of_many_required")
+    )
+
+
 def is_resource_type(name: str) -> bool:
     """Whether ``name`` is an R5 resource type (not a datatype or backbone element)."""
     try:

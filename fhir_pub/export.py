@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import orjson
 
@@ -242,6 +242,19 @@ def export(
                 orjson.dumps(manifest_for(result), option=orjson.OPT_INDENT_2)
             )
     return result
+
+
+def file_url(folder: Path, base_url: str | None) -> Callable[[str], str]:
+    """The absolute URL of each file an export writes into ``folder``, for its manifest.
+
+    https://hl7.org/fhir/uv/bulkdata/export.html: ``output[].url`` is the absolute path to the file.
+    Under ``base_url`` when the folder will be served from there, else the written file's ``file://`` URI.
+    """
+    if base_url is not None:
+        base = base_url.rstrip("/")
+        return lambda name: f"{base}/{quote(name)}"
+    where = folder.resolve()
+    return lambda name: (where / name).as_uri()
 
 
 def manifest(

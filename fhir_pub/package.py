@@ -15,7 +15,7 @@ import orjson
 
 from fhir_pub import __version__
 from fhir_pub.build import BuildError
-from fhir_pub.conformance import CANONICAL_BASE, load_conformance
+from fhir_pub.conformance import CANONICAL_BASE, Conformance, load_conformance
 from fhir_pub.publication import bundled_dir, load
 from fhir_pub.validation import Validator
 
@@ -23,12 +23,31 @@ NAME = "fhir-pub.publication"
 KINDS = {"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter", "CapabilityStatement"}
 
 
-def _index_entry(filename: str, resource: dict[str, Any]) -> dict[str, Any]:
-    entry = {"filename": filename, "resourceType": resource["resourceType"], "id": resource.get("id")}
-    for key in ("url", "version", "kind", "type"):
-        if key in resource:
-            entry[key] = resource[key]
+def index_entry(filename: str, resource: dict[str, Any]) -> dict[str, str]:
+    """One file's entry in ``.index.json``: every value a string (https://hl7.org/fhir/packages.html).
+
+    ``type`` is a StructureDefinition's type, or another resource's own ``type`` code (a SearchParameter's
+    ``token``); where that element is not a string (a DocumentReference's CodeableConcept) it is the
+    resource type. ``derivation`` tells a profile (constraint) from a type (specialization).
+    """
+    entry = {"filename": filename, "resourceType": str(resource["resourceType"]), "id": str(resource["id"])}
+    for key in ("url", "version", "kind", "type", "derivation"):
+        value = resource.get(key)
+        if isinstance(value, str):
+            entry[key] = value
+        elif key == "type" and value is not None:
+            entry[key] = entry["resourceType"]
     return entry
+
+
+def own_conformance(registry: Conformance) -> list[dict[str, Any]]:
+    """The conformance resources under our canonical base (the ImplementationGuide lists just these).
+
+    HL7's own SearchParameters and ValueSets, which profiles/ holds to serve and validate with, are left
+    to the dependency hl7.fhir.r5.core: a package redefining them would hold a second resource under
+    each of their ``url|version``.
+    """
+    return [r for url, r in registry.by_url.items() if url.startswith(f"{CANONICAL_BASE}/")]
 
 
 def write_package(out: Path, resources_dir: Path | None = None, profiles_dir: Path | None = None) -> int:
@@ -42,13 +61,13 @@ def write_package(out: Path, resources_dir: Path | None = None, profiles_dir: Pa
     if not report.ok:
         raise BuildError(report, made="packaged")
     resources = [entry.resource for entry in load(resources_dir)]
-    conformance = list(registry.by_url.values())
+    conformance = own_conformance(registry)
     files: list[tuple[str, bytes]] = []
     index = []
     for resource in [*conformance, *resources]:
         filename = f"{resource['resourceType']}-{resource['id']}.json"
         files.append((filename, orjson.dumps(resource)))
-        index.append(_index_entry(filename, resource))
+        index.append(index_entry(filename, resource))
     manifest = {
         "name": NAME,
         "version": __version__,

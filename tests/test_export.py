@@ -19,12 +19,14 @@ from fhir.resources import get_fhir_model_class
 
 from fhir_pub.build import build, write_ndjson
 from fhir_pub.cli import main
-from fhir_pub.conformance import Conformance
+from fhir_pub.conformance import CANONICAL_BASE, Conformance, load_conformance
 from fhir_pub.errors import Invalid
 from fhir_pub.export import ExportRequest, export
 from fhir_pub.publication import Publication
 from fhir_pub.store import Store
 from fhir_pub.validation import Validator, candidate_from_bytes
+
+R5_CANONICAL = "http://hl7.org/fhir/"
 
 
 def lines(path: Path) -> list[dict[str, object]]:
@@ -107,13 +109,35 @@ class TestExport:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
         assert manifest["requiresAccessToken"] is False
         assert manifest["error"] == []
+        # https://hl7.org/fhir/uv/bulkdata/export.html: output[].url is the absolute path to the file
         assert manifest["output"] == [
-            {"type": "Group", "url": "Group.ndjson.gz", "count": 1},
-            {"type": "Organization", "url": "Organization.ndjson.gz", "count": bundled_count("Organization")},
+            {"type": "Group", "url": (out / "Group.ndjson.gz").resolve().as_uri(), "count": 1},
+            {
+                "type": "Organization",
+                "url": (out / "Organization.ndjson.gz").resolve().as_uri(),
+                "count": bundled_count("Organization"),
+            },
         ]
         assert "_type=Group%2COrganization" in manifest["request"]
         bad = CliRunner().invoke(main, ["export", "--out", str(tmp_path / "x"), "--since", "yesterday"])
         assert bad.exit_code != 0
+
+    def test_cli_base_url(self, tmp_path: Path) -> None:
+        """With --base-url, the manifest gives each file's URL under it (files to be served from there)."""
+        out = tmp_path / "out"
+        args = ["export", "--out", str(out), "--type", "Group", "--base-url", "https://cdn.example.org/bulk/"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        assert [o["url"] for o in manifest["output"]] == ["https://cdn.example.org/bulk/Group.ndjson"]
+        for bad in ("cdn.example.org/bulk", "/bulk", "ftp://cdn.example.org/bulk"):
+            refused = CliRunner().invoke(main, ["export", "--out", str(tmp_path / "x"), "--base-url", bad])
+            assert refused.exit_code == 2, bad
+            assert not (tmp_path / "x").exists()
+        static = CliRunner().invoke(
+            main, ["export", "--static", str(tmp_path / "s"), "--base-url", "https://cdn.example.org/"]
+        )
+        assert static.exit_code == 2
 
 
 class TestPackage:
@@ -133,7 +157,14 @@ class TestPackage:
         resources = [json.loads(data) for data in members.values()]
         for resource in resources:
             get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-        profiles = {r["url"]: r for r in resources if "url" in r and r["resourceType"] != "Organization"}
+        # HL7's own definitions come from the dependency hl7.fhir.r5.core, not redefined here
+        canonical = [r for r in resources if "url" in r and r["resourceType"] != "Organization"]
+        assert all(r["url"].startswith(f"{CANONICAL_BASE}/") for r in canonical)
+        (guide,) = [r for r in resources if r["resourceType"] == "ImplementationGuide"]
+        held = {f"{r['resourceType']}/{r['id']}" for r in resources}
+        assert {r["reference"]["reference"] for r in guide["definition"]["resource"]} <= held
+        profiles = {r["url"]: r for r in canonical}
+        profiles |= {url: r for url, r in load_conformance().by_url.items() if url.startswith(R5_CANONICAL)}
         instances = [
             r
             for r in resources
@@ -145,6 +176,26 @@ class TestPackage:
             [candidate_from_bytes(orjson.dumps(r), r["id"]) for r in instances]
         )
         assert [i.message for i in report.issues] == []
+
+    def test_index_per_the_package_spec(self, tmp_path: Path) -> None:
+        """.index.json per https://hl7.org/fhir/packages.html: string values, derivation, kind, type."""
+        out = tmp_path / "pub.tgz"
+        assert CliRunner().invoke(main, ["package", "--out", str(out)]).exit_code == 0
+        with tarfile.open(out) as tar:
+            index = json.load(tar.extractfile("package/.index.json"))  # type: ignore[arg-type]
+        files = index["files"]
+        assert index["index-version"] == 2
+        assert all(isinstance(value, str) for entry in files for value in entry.values())
+        assert all({"filename", "resourceType", "id"} <= set(entry) for entry in files)
+        definitions = [entry for entry in files if entry["resourceType"] == "StructureDefinition"]
+        assert definitions
+        for entry in definitions:
+            assert {"url", "version", "kind", "type", "derivation"} <= set(entry), entry
+        organization = next(e for e in definitions if e["id"] == "fhir-pub-organization")
+        assert (organization["type"], organization["derivation"]) == ("Organization", "constraint")
+        documents = [entry for entry in files if entry["resourceType"] == "DocumentReference"]
+        assert documents
+        assert {entry["type"] for entry in documents} == {"DocumentReference"}
 
     def test_invalid_publication_refused(self, tmp_path: Path, publication: Publication) -> None:
         """A publication with an error is not packaged: exit 1 with the report, and no file is written."""

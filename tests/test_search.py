@@ -9,12 +9,14 @@ import unicodedata
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+import orjson
 import pytest
 from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fhir_pub.publication import Publication
+from fhir_pub.search.bundle import subset
 from fhir_pub.search.dates import Range, matches, parse_range
 from fhir_pub.search.engine import Engine
 from fhir_pub.search.index import TOTAL_MIN, TOTALS_SCHEMA, write_totals
@@ -447,6 +449,27 @@ class TestResultParameters:
         """_elements keeps each type's mandatory elements (R5 search.html#elements: a server SHOULD)."""
         for found in client.get(f"/fhir/{query}&_count=3").json["entry"]:
             assert mandatory <= set(found["resource"]), found["resource"]["id"]
+
+    @pytest.mark.parametrize(
+        ("summary", "wanted"), [(None, ["status"]), (None, ["subject"]), ("text", None), ("true", None)]
+    )
+    def test_subset_keeps_a_mandatory_choice_and_primitive_extensions(
+        self, summary: str | None, wanted: list[str] | None
+    ) -> None:
+        """A mandatory choice (occurence[x], min 1) stays in whichever type it has; so does ``_status``."""
+        given = {
+            "resourceType": "MedicationAdministration",
+            "id": "m",
+            "status": "completed",
+            "_status": {"extension": [{"url": "http://example.org/x", "valueString": "y"}]},
+            "medication": {"concept": {"text": "aspirin"}},
+            "subject": {"reference": "Patient/p"},
+            "occurencePeriod": {"start": "2024-01-01"},
+            "note": [{"text": "dropped"}],
+        }
+        got = orjson.loads(subset(orjson.dumps(given), summary, wanted))
+        assert {"status", "_status", "medication", "subject", "occurencePeriod"} <= set(got)
+        assert "note" not in got
 
     def test_post_search_and_system_search(self, client: FlaskClient) -> None:
         """POST _search with a form equals GET; system search spans _type; a JSON body is 415."""

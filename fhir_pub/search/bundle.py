@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from fhir_pub.definitions import elements
+from fhir_pub.definitions import elements, mandatory
 
 # https://hl7.org/fhir/R5/search.html#summary: a subsetted resource is tagged so
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
@@ -75,9 +75,10 @@ def with_entries(head: bytes, entries: Sequence[bytes]) -> bytes:
 def subset(body: bytes, summary: str | None, wanted: Sequence[str] | None) -> bytes:
     """The resource reduced per ``_summary`` (true, text, data) or ``_elements``, tagged SUBSETTED."""
     resource: dict[str, Any] = orjson.loads(body)
-    known = elements(str(resource["resourceType"]))
+    kind = str(resource["resourceType"])
+    known = elements(kind)
     # https://hl7.org/fhir/R5/search.html#elements: a server SHOULD keep the mandatory elements
-    required = {name for name, info in known.items() if info.required}
+    required = mandatory(kind)
     if summary == "data":
         keep: set[str] | frozenset[str] = set(resource) - {"text"}
     elif summary == "text":
@@ -86,7 +87,10 @@ def subset(body: bytes, summary: str | None, wanted: Sequence[str] | None) -> by
         keep = ALWAYS | required | {n for n, i in known.items() if i.meta.get("summary_element_property")}
     else:
         keep = ALWAYS | required | set(wanted or ())
-    reduced = {key: value for key, value in resource.items() if key in keep}
+    # A primitive's id and extensions travel beside it as "_name" (https://hl7.org/fhir/R5/json.html#primitive)
+    reduced = {
+        key: value for key, value in resource.items() if key in keep or (key[0] == "_" and key[1:] in keep)
+    }
     meta = dict(reduced.get("meta", {}))
     meta["tag"] = [*meta.get("tag", []), SUBSETTED]
     reduced["meta"] = meta

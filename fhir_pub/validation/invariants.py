@@ -1,7 +1,10 @@
-"""Layer 3: FHIRPath invariants from our profiles (ours and the R5 base ones they restate), compiled once.
+"""Layer 3: FHIRPath invariants of our profiles and of the R5 types they constrain, compiled once.
 
-Each constraint is evaluated at every occurrence of the element it is defined on: resource profiles by
-element path (``Provenance.agent``), datatype profiles at every element of their type (``Reference``).
+A profile is validated as its snapshot would be: the invariants of its base type, as the official R5
+definitions give them (:mod:`fhir_pub.validation.r5`), then its own
+(``fhirpub-*``). Each constraint is evaluated at every occurrence of the element it is defined on: resource
+profiles by element path (``Provenance.agent``), datatype profiles at every element of their type
+(``Reference``).
 ele-1 applies to every element of every resource; evaluating its FHIRPath at each one would cost more than
 all other layers together, so it is checked natively with the same meaning (no empty object, array or
 string, no object holding only an ``id``).
@@ -23,6 +26,7 @@ from fhir_pub.graph import ENVIRONMENT
 from fhir_pub.validation.dependencies import Plan, analyze
 from fhir_pub.validation.fhirpath import Compiled, compile_expression, html_checks, resolvable
 from fhir_pub.validation.issues import Issue, Severity
+from fhir_pub.validation.r5 import base_constraints
 
 NATIVE = {"ele-1"}
 MEMO_LIMIT = 100_000
@@ -197,6 +201,19 @@ def _class_key(path: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in path.split("."))
 
 
+def _snapshot_constraints(profile: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(element path, constraint) of the base type's invariants, then of the profile's own.
+
+    A profile constraint restating a base one (same key on the same element) is not evaluated twice.
+    """
+    base = base_constraints(str(profile["type"]))
+    yield from base
+    seen = {(path, constraint["key"]) for path, constraint in base}
+    for element, constraint in _constraints(profile):
+        if (element["path"], constraint["key"]) not in seen:
+            yield element["path"], constraint
+
+
 class InvariantSet:
     """All invariants of a Conformance registry, ready to evaluate."""
 
@@ -206,14 +223,14 @@ class InvariantSet:
         self.failures: list[str] = []
         self.all: list[Invariant] = []
         for type_name, profile in conformance.datatype_profiles.items():
-            for element, constraint in _constraints(profile):
-                path, expression = _on_element(element["path"], constraint.get("expression", ""))
+            for element_path, constraint in _snapshot_constraints(profile):
+                path, expression = _on_element(element_path, constraint.get("expression", ""))
                 key = type_name if path == type_name else _class_key(path)
                 self._add(self.by_type.setdefault(key, []), constraint, expression, path, profile["url"])
         for url, profile in conformance.resource_profiles.items():
             by_path = self.by_profile.setdefault(url, {})
-            for element, constraint in _constraints(profile):
-                path, expression = _on_element(element["path"], constraint.get("expression", ""))
+            for element_path, constraint in _snapshot_constraints(profile):
+                path, expression = _on_element(element_path, constraint.get("expression", ""))
                 self._add(by_path.setdefault(path, []), constraint, expression, path, url)
         self._memo: dict[tuple[str, str, str | bytes], bool | None] = {}
         self._memo_bytes = 0

@@ -225,11 +225,10 @@ class ProfileCompiler:
                 continue
             key, value = found
             schema = {"const": value} if prefix == "fixed" else _pattern_schema(value)
-            human = (
-                f"{path} must be {value!r}"
-                if prefix == "fixed"
-                else f"{path} must match the pattern {value!r}"
-            )
+            # A pattern on a primitive is an exact value, as fixed is:
+            # https://hl7.org/fhir/R5/elementdefinition-definitions.html#ElementDefinition.pattern_x_
+            exact = prefix == "fixed" or not isinstance(value, (dict, list))
+            human = f"{path} must be {value!r}" if exact else f"{path} must match the pattern {value!r}"
             rules.append({**schema, "x-rule": _rule(f"{path}.{key}", "error", "value", human)})
         binding = element.get("binding")
         if binding and binding.get("strength") in STRENGTH_SEVERITY and binding.get("valueSet"):
