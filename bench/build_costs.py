@@ -98,7 +98,7 @@ def measure(corpus: Path, out: Path) -> tuple[int, float, dict[str, float]]:
         (SchemaValidator, "issues", VALIDATION[1], False),
         (InvariantSet, "issues", VALIDATION[2], False),
         (validator_module, "links", VALIDATION[3], True),
-        (validator_module.Session, "report", VALIDATION[3], False),  # orphans, and invariants on the graph
+        (validator_module.GraphCheck, "report", VALIDATION[3], False),  # orphans, and invariants on the graph
         (Indexer, "add", "search index rows", False),
         (build_module._Reader, "rows", "rows (serialise, digest)", False),
     ]

@@ -61,7 +61,7 @@ from export import measure
 from serve import nginx, require_tools, serve, wait, wrk
 from soak import tree
 
-from fhir_pub.validation.validator import cores
+from fhir_pub.parallel import cores
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = 16  # distinct values per request, sent in turn

@@ -27,14 +27,24 @@ from fhir_pub.artifact import FORMAT_VERSION, PAGE_SIZE, SCHEMA, statements, wri
 from fhir_pub.capability import capability_statement, search_capability, searchable
 from fhir_pub.conformance import Conformance, load_conformance
 from fhir_pub.errors import FhirPubError, PublicationError
-from fhir_pub.graph import Facts, key_of
+from fhir_pub.graph import key_of
+from fhir_pub.parallel import cores, ordered_map, spans
 from fhir_pub.processes import alive
 from fhir_pub.publication import bundled_dir, resource_files
 from fhir_pub.search.dates import parse_range
 from fhir_pub.search.index import INDEX_SCHEMA, Indexer, IndexRows, write_totals
 from fhir_pub.search.parameters import registry
 from fhir_pub.validation import Candidate, Report, Validator
-from fhir_pub.validation.validator import MAX_BYTES, Session, cores, declared_profiles, read_candidate
+from fhir_pub.validation.validator import (
+    CHUNK,
+    MAX_BYTES,
+    Checked,
+    GraphCheck,
+    declared_profiles,
+    read_candidate,
+    resolving,
+    workers_for,
+)
 
 # Files a reader asks the kernel to fetch ahead of the one it reads. A cold 100,000-resource corpus built
 # in 33 s with read-ahead and 43 s without (the workers waited on the disk); a cached one is no slower.
@@ -209,10 +219,10 @@ class _Rows:
 
 
 class _Reader:
-    """Reads the publication's files for the validator's session, and turns the checked ones into rows.
+    """Reads the publication's files, and turns the checked ones into rows.
 
-    Runs where the session's chunks run (forked workers for a large publication): each file is read
-    and parsed once, and validated, indexed and serialised in the same process.
+    Runs where the build's spans of work run (forked workers for a large publication): each file is
+    read and parsed once, and validated, indexed and serialised in the same process.
     """
 
     def __init__(self, root: Path, files: list[str], files_map: _Files, indexer: Indexer) -> None:
@@ -301,15 +311,19 @@ def build(
     placed = {name for name in files if name.count("/") == 1}
     resolvable = _Files(resources_dir, placed, Attachments(attach_dir) if attach_dir is not None else None)
     reader = _Reader(resources_dir, files, resolvable, Indexer(params, resolvable))
-    session = Session(
-        validator,
-        len(files),
-        reader.read,
-        resolvable,
-        reader.rows,
-        source=reader.source,
-        type_of=resolvable.type_of,
-    )
+    graph = GraphCheck(validator, resolvable, reader.source)
+
+    def work(span: tuple[int, int]) -> tuple[list[Checked], _Rows]:
+        """One span of files, read, checked, and (the clean ones) made into rows, in one process."""
+        checks, clean = [], []
+        for index in range(*span):
+            candidate = reader.read(index)
+            checked = validator.check(candidate, index, resolvable.type_of)
+            checks.append(checked)
+            if checked.clean and candidate.resource is not None:
+                clean.append((index, candidate.resource))
+        return checks, reader.rows(clean)
+
     digest = hashlib.sha256(__version__.encode())
     failed: dict[str, str] = {}
     types: dict[str, set[str]] = {}
@@ -337,18 +351,21 @@ def build(
         for statement in schema:
             if statement not in later:
                 db.execute(statement)
-        for chunk in session.chunks(workers):
-            rows: _Rows = chunk.extra
-            _insert(db, rows, failed)
-            db.executemany("INSERT INTO link VALUES (?, ?, ?)", _links(chunk.facts))
-            for relative, file_digest in rows.digests:
-                _digest_file(digest, relative, file_digest)
-            for kind, profiles in rows.profiles.items():
-                types.setdefault(kind, set()).update(profiles)
-            attached.extend(rows.attached)
-            misplaced.extend(rows.misplaced)
-            count += len(rows.resources)
-        report = session.report()
+        with resolving(resolvable):
+            made = ordered_map(work, spans(len(files), CHUNK), workers_for(len(files), workers))
+            for checks, rows in made:
+                for checked in checks:
+                    graph.add(checked)
+                _insert(db, rows, failed)
+                db.executemany("INSERT INTO link VALUES (?, ?, ?)", _links(checks))
+                for relative, file_digest in rows.digests:
+                    _digest_file(digest, relative, file_digest)
+                for kind, profiles in rows.profiles.items():
+                    types.setdefault(kind, set()).update(profiles)
+                attached.extend(rows.attached)
+                misplaced.extend(rows.misplaced)
+                count += len(rows.resources)
+        report = graph.report()
         if not report.ok:
             raise BuildError(report)
         if misplaced:
@@ -443,9 +460,9 @@ def _remove_abandoned(out: Path) -> None:
             scratch.unlink(missing_ok=True)
 
 
-def _links(facts: list[tuple[Facts, int, Any]]) -> Iterator[tuple[str, str, str]]:
-    """The ``link`` rows of a chunk: each (reference, referrer type, referrer id) once."""
-    for fact, _, _ in facts:
+def _links(checks: list[Checked]) -> Iterator[tuple[str, str, str]]:
+    """The ``link`` rows of a span: each (reference, referrer type, referrer id) once."""
+    for fact in (checked.facts for checked in checks if checked.facts is not None):
         kind, _, rid = fact.key.partition("/")
         for target in dict.fromkeys(fact.references):
             yield target, kind, rid

@@ -11,10 +11,8 @@ and a failure inside a layer becomes an issue, never an exception.
 from __future__ import annotations
 
 import array
-import collections
-import gc
+import contextlib
 import logging
-import multiprocessing
 import os
 import sys
 from collections import ChainMap, Counter
@@ -38,6 +36,7 @@ from fhir_pub.graph import (
     key_of,
     links,
 )
+from fhir_pub.parallel import cores, ordered_map, spans
 from fhir_pub.validation.fhirpath import RESOLVABLE
 from fhir_pub.validation.invariants import Deferred, InvariantSet
 from fhir_pub.validation.issues import Issue, is_error, operation_outcome
@@ -251,10 +250,18 @@ class Validator:
                 *context,
                 *(r for key in sorted(keys) for r in publication.referrers(key) if key_of(r) not in keys),
             ]
-        session = Session(self, len(checked), checked.__getitem__, resolvable, profile=profile)
-        session.add_context(context)
-        for _ in session.chunks(workers):
-            pass  # nothing to keep beyond the issues and the graph facts the session holds
+        graph = GraphCheck(self, resolvable, lambda index: checked[index].source)
+        graph.add_context(context)
+        type_of = _types_in(resolvable)
+
+        def work(span: tuple[int, int]) -> list[Checked]:
+            return [self.check(checked[index], index, type_of, profile) for index in range(*span)]
+
+        with resolving(resolvable):
+            spread = workers_for(len(checked), workers)
+            for results in ordered_map(work, spans(len(checked), CHUNK), spread):
+                for result in results:
+                    graph.add(result)
         counts = Counter(key_of(r) for r in present)
         source_of = {key_of(c.resource): c.source for c in checked if c.resource is not None}
         duplicates = [
@@ -270,13 +277,72 @@ class Validator:
             for key, n in sorted(counts.items())
             if n > 1
         ]
-        return session.report(duplicates)
+        return graph.report(duplicates)
 
     def validate_paths(
         self, paths: Iterable[Path], max_bytes: int = MAX_BYTES, workers: int | None = None
     ) -> Report:
         """Validate every ``*.json`` file below the given files and folders as one set."""
         return self.validate([candidate_from_file(p, max_bytes) for p in gather(paths)], workers=workers)
+
+    def check(
+        self,
+        candidate: Candidate,
+        index: int,
+        type_of: Callable[[str], str | None],
+        profile: str | None = None,
+    ) -> Checked:
+        """The per-resource layers on one resource (number ``index`` of its set), and its graph facts.
+
+        Its input is checked (if its reader did not), then its structure, its declared profiles (and
+        ``profile``), its invariants, and the type of what each reference names: ``type_of`` gives the
+        type of the resource a reference resolves to, or None if nothing in reach holds it. Invariants
+        that read another resource (``resolve()``) read it from the set made current by :func:`resolving`.
+        """
+        candidate = _shape_checked(candidate)
+        out = Checked(index, list(candidate.issues))
+        if candidate.resource is not None:
+            self._check(candidate.resource, candidate.source, type_of, profile, out)
+        return out
+
+    def _check(
+        self,
+        resource: dict[str, Any],
+        source: str,
+        type_of: Callable[[str], str | None],
+        profile: str | None,
+        out: Checked,
+    ) -> None:
+        guard = self._guard
+        nodes = list(walk_json(resource))  # shared by the layers
+        out.layered.extend(self._resource(resource, source, nodes, profile))
+        found = guard(lambda: list(links(resource, nodes)), "graph", source)
+        found = found if isinstance(found, list) and all(isinstance(f, Link) for f in found) else []
+        for link in found:
+            if link.reference.startswith("#"):
+                continue  # local references to contained resources: ref-1 checks them
+            kind = type_of(link.reference)
+            if kind is None:
+                message = f"{link.path} refers to {link.reference}, which is not in the publication"
+                out.graph.append(Issue("error", "not-found", message, link.path, source, "resolve", "graph"))
+            elif not link.allows(kind):
+                allowed = ", ".join(link.allowed)
+                message = f"{link.path} refers to a {kind}; R5 allows {allowed} here"
+                out.graph.append(
+                    Issue("error", "invalid", message, link.path, source, "target-type", "graph")
+                )
+        profiles = [url for url in declared_profiles(resource) if url in self._schema_validators]
+        if profile in self._schema_validators and profile not in profiles:
+            profiles.append(profile)
+        deferred: list[Deferred] = []
+        issues = guard(
+            lambda: self.invariants.issues(resource, profiles, {}, source, nodes, deferred),
+            "invariant",
+            source,
+        )
+        out.invariant.extend(issues or [])
+        out.facts = facts_of(resource, found)
+        out.deferred = tuple(deferred)
 
     def _resource(
         self, resource: dict[str, Any], source: str, nodes: list[Node], extra: str | None
@@ -333,57 +399,76 @@ class Validator:
 
 
 @dataclass
-class Chunk:
-    """What the per-resource layers found in one chunk of a set, and what the graph layer needs later."""
+class Checked:
+    """What the per-resource layers found in one resource, and what the graph layer needs of it later.
 
-    start: int
+    ``facts`` (its key and references) is None when the resource could not be read; ``deferred`` are
+    its invariants that read the graph, evaluated when the whole set is known.
+    """
+
+    index: int
     input: list[Issue] = field(default_factory=list)
     layered: list[Issue] = field(default_factory=list)
     graph: list[Issue] = field(default_factory=list)
     invariant: list[Issue] = field(default_factory=list)
-    facts: list[tuple[Facts, int, tuple[Deferred, ...]]] = field(default_factory=list)
-    extra: Any = None
+    facts: Facts | None = None
+    deferred: tuple[Deferred, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        """Read, and no error in its layers (the build indexes and writes only such resources)."""
+        found = (*self.layered, *self.graph, *self.invariant)
+        return self.facts is not None and not any(is_error(issue) for issue in found)
 
 
-# Resources per chunk: fixed, so that what a chunk yields never depends on the number of workers.
+# Resources per span of work: fixed, so that what a span yields never depends on the number of workers.
 CHUNK = 250
 # Below this many resources a process pool costs more than it saves.
 PARALLEL_MIN = 2000
 
 
-class Session:
-    """One validation of a set, streamed: the per-resource layers chunk by chunk, then the graph.
+def workers_for(count: int, workers: int | None) -> int:
+    """How many processes check a set of ``count`` resources: one below PARALLEL_MIN, else as asked."""
+    if count < PARALLEL_MIN:
+        return 1
+    return cores() if workers is None else workers
 
-    ``read(i)`` gives candidate ``i`` (read here, or in a forked worker); ``resolvable`` is what
-    ``resolve()`` reaches (the set, and any context); ``type_of`` gives the type of a reference that
-    resolves, else None (default: from ``resolvable``). ``extra``, when given, gets the chunk's resources
-    the per-resource layers found no error in (with their numbers), in the same process after the layers;
-    its result is the chunk's ``extra`` (the build indexes and serialises resources there: a set with an
-    error builds nothing, and an invalid resource's values need not fit the index). ``source(i)`` names
-    resource ``i``.
-    The parent keeps only keys and references: the graph facts (who refers to whom) and the invariants
-    that read them, evaluated at :meth:`report`.
+
+@contextlib.contextmanager
+def resolving(resolvable: Mapping[str, Mapping[str, Any]]) -> Iterator[None]:
+    """Make ``resolvable`` what FHIRPath's ``resolve()`` reads, for the checks run inside (forked too)."""
+    token = RESOLVABLE.set(resolvable)
+    try:
+        yield
+    finally:
+        RESOLVABLE.reset(token)
+
+
+def _types_in(resolvable: Mapping[str, Mapping[str, Any]]) -> Callable[[str], str | None]:
+    """``type_of`` for :meth:`Validator.check` over a mapping of resources by ``Type/id``."""
+
+    def type_of(reference: str) -> str | None:
+        target = resolvable.get(reference)
+        return None if target is None else str(target.get("resourceType"))
+
+    return type_of
+
+
+class GraphCheck:
+    """The graph layer of one set: fed each resource's findings in order, then reports the whole set.
+
+    ``resolvable`` is what ``resolve()`` reaches (the set, and any context); ``source(i)`` names resource
+    ``i``. Only keys and references are kept (a few bytes a resource): the graph facts (who refers to
+    whom) and the invariants that read them, evaluated at :meth:`report`.
     """
 
     def __init__(
-        self,
-        validator: Validator,
-        count: int,
-        read: Callable[[int], Candidate],
-        resolvable: Mapping[str, Mapping[str, Any]],
-        extra: Callable[[list[tuple[int, dict[str, Any]]]], Any] | None = None,
-        profile: str | None = None,
-        source: Callable[[int], str] | None = None,
-        type_of: Callable[[str], str | None] | None = None,
+        self, validator: Validator, resolvable: Mapping[str, Mapping[str, Any]], source: Callable[[int], str]
     ) -> None:
         self.validator = validator
-        self.count = count
-        self.read = read
         self.resolvable = resolvable
-        self.extra = extra
-        self.profile = profile
-        self.source = source or (lambda index: self.read(index).source)
-        self.type_of = type_of or self._type_of
+        self.source = source
+        self.count = 0
         wanted = {
             name
             for invariant in validator.invariants.all
@@ -400,78 +485,20 @@ class Session:
         self.deferred: list[tuple[Deferred, ...]] = []
         self._items: dict[tuple[Deferred, ...], tuple[Deferred, ...]] = {}
 
-    def chunks(self, workers: int | None = None) -> Iterator[Chunk]:
-        """Run the per-resource layers on every chunk, in order; keep the graph facts of each."""
-        token = RESOLVABLE.set(self.resolvable)
-        try:
-            for chunk in _map_ordered(self, self.count, workers):
-                for name in ("input", "layered", "graph", "invariant"):
-                    self.issues[name].extend(getattr(chunk, name))
-                for facts, index, deferred in chunk.facts:
-                    self.referrals.add(facts)
-                    key = sys.intern(facts.key)
-                    if deferred:
-                        self.deferred_at.append(len(self.keys))
-                        self.deferred.append(self._items.setdefault(deferred, deferred))
-                    self.keys.append(key)
-                    self.numbers.append(index)
-                yield chunk  # with its facts: the build stores each resource's references
-                chunk.facts = []
-        finally:
-            RESOLVABLE.reset(token)
-
-    def chunk(self, start: int, stop: int) -> Chunk:
-        """The per-resource layers on candidates ``start`` to ``stop`` (in a worker, or here)."""
-        out = Chunk(start)
-        clean = []
-        for index in range(start, stop):
-            candidate = _shape_checked(self.read(index))
-            out.input.extend(candidate.issues)
-            if candidate.resource is not None:
-                marks = len(out.layered), len(out.graph), len(out.invariant)
-                self._check(candidate.resource, candidate.source, index, out)
-                found = [*out.layered[marks[0] :], *out.graph[marks[1] :], *out.invariant[marks[2] :]]
-                if not any(is_error(issue) for issue in found):
-                    clean.append((index, candidate.resource))
-        if self.extra is not None:
-            out.extra = self.extra(clean)
-        return out
-
-    def _type_of(self, reference: str) -> str | None:
-        target = self.resolvable.get(reference)
-        return None if target is None else str(target.get("resourceType"))
-
-    def _check(self, resource: dict[str, Any], source: str, index: int, out: Chunk) -> None:
-        validator, profile = self.validator, self.profile
-        guard = validator._guard
-        nodes = list(walk_json(resource))  # shared by the layers
-        out.layered.extend(validator._resource(resource, source, nodes, profile))
-        found = guard(lambda: list(links(resource, nodes)), "graph", source)
-        found = found if isinstance(found, list) and all(isinstance(f, Link) for f in found) else []
-        for link in found:
-            if link.reference.startswith("#"):
-                continue  # local references to contained resources: ref-1 checks them
-            kind = self.type_of(link.reference)
-            if kind is None:
-                message = f"{link.path} refers to {link.reference}, which is not in the publication"
-                out.graph.append(Issue("error", "not-found", message, link.path, source, "resolve", "graph"))
-            elif not link.allows(kind):
-                allowed = ", ".join(link.allowed)
-                message = f"{link.path} refers to a {kind}; R5 allows {allowed} here"
-                out.graph.append(
-                    Issue("error", "invalid", message, link.path, source, "target-type", "graph")
-                )
-        profiles = [url for url in declared_profiles(resource) if url in validator._schema_validators]
-        if profile in validator._schema_validators and profile not in profiles:
-            profiles.append(profile)
-        deferred: list[Deferred] = []
-        issues = guard(
-            lambda: validator.invariants.issues(resource, profiles, {}, source, nodes, deferred),
-            "invariant",
-            source,
-        )
-        out.invariant.extend(issues or [])
-        out.facts.append((facts_of(resource, found), index, tuple(deferred)))
+    def add(self, checked: Checked) -> None:
+        """Keep one resource's issues and graph facts (resources are added in their set's order)."""
+        self.count += 1
+        for name in ("input", "layered", "graph", "invariant"):
+            self.issues[name].extend(getattr(checked, name))
+        facts = checked.facts
+        if facts is None:
+            return
+        self.referrals.add(facts)
+        if checked.deferred:
+            self.deferred_at.append(len(self.keys))
+            self.deferred.append(self._items.setdefault(checked.deferred, checked.deferred))
+        self.keys.append(sys.intern(facts.key))
+        self.numbers.append(checked.index)
 
     def add_context(self, context: Sequence[Mapping[str, Any]]) -> None:
         """Resources that may be referred to, not checked: their references count in the graph."""
@@ -494,8 +521,7 @@ class Session:
                 issue = Issue("error", "business-rule", message, kind, self.source(index), "orphan", "graph")
                 graph.append(issue)
         invariant = self.issues["invariant"]
-        token = RESOLVABLE.set(self.resolvable)
-        try:
+        with resolving(self.resolvable):
             # Most resources share their graph environment's shape (the same referrer types, the same
             # leaflets): an invariant that reads only the environment is evaluated once per shape.
             by_shape: dict[tuple[Deferred, tuple[int, int]], list[Issue]] = {}
@@ -511,8 +537,6 @@ class Session:
                         invariant.extend(replace(i, source=source) for i in found)
                     else:
                         invariant.extend(self._deferred(item, self.referrals.environment(key), source))
-        finally:
-            RESOLVABLE.reset(token)
         issues = [*self.issues["input"], *self.issues["layered"], *graph, *invariant]
         return Report(tuple(issues), self.count)
 
@@ -522,45 +546,3 @@ class Session:
             lambda: invariants.evaluate_deferred(item, environment, source), "invariant", source or ""
         )
         return list(found or [])
-
-
-_forked: Session | None = None  # the session a forked worker inherits
-
-
-def _chunk_in_worker(bounds: tuple[int, int]) -> Chunk:
-    assert _forked is not None
-    return _forked.chunk(*bounds)
-
-
-def cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _map_ordered(session: Session, count: int, workers: int | None) -> Iterator[Chunk]:
-    """Every chunk's result, in chunk order, from forked workers when it pays; a few chunks in flight."""
-    global _forked
-    workers = cores() if workers is None else workers
-    bounds = [(start, min(start + CHUNK, count)) for start in range(0, count, CHUNK)]
-    if workers <= 1 or count < PARALLEL_MIN or "fork" not in multiprocessing.get_all_start_methods():
-        yield from (session.chunk(*b) for b in bounds)
-        return
-    # fork: workers inherit the candidates, the compiled validators and the index without pickling them.
-    # Frozen first, what they inherit is left out of their garbage collections: collecting never walks
-    # (nor copies, writing its headers) the parent's compiled validators and models again.
-    # https://docs.python.org/3/library/gc.html#gc.freeze
-    _forked = session
-    gc.freeze()
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            _forked = None
-            pending: collections.deque[Any] = collections.deque()
-            for bound in bounds:
-                pending.append(pool.apply_async(_chunk_in_worker, (bound,)))
-                if len(pending) >= 3 * workers:  # bounded: results wait for the parent, not pile up
-                    yield pending.popleft().get()
-            while pending:
-                yield pending.popleft().get()
-    finally:
-        _forked = None
-        gc.unfreeze()
