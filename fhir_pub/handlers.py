@@ -30,8 +30,8 @@ from fhir_pub.validation.issues import Issue, operation_outcome
 Pairs = tuple[tuple[str, str], ...]
 ValidateMode = Literal["create", "update", "delete", "profile"]
 MODES: frozenset[str] = frozenset({"create", "update", "delete", "profile"})
-# Paging and format parameters a search's self link does not repeat as asked (it names what was applied).
-RESULT_PARAMETERS = frozenset({"_count", "_offset", "_format", "_pretty", "_sort"})
+# Parameters a search's links do not repeat as asked: paging and sort are written as applied, format not.
+RELINKED = frozenset({"_count", "_offset", "_format", "_pretty", "_sort"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +161,7 @@ def _links(context: Context, path: str, req: SearchRequest, result: Result) -> l
     An uncounted search (``_total=none``) has no ``last`` link: its end is known only on reaching it.
     """
     ignored = {key for key, _ in req.ignored}
-    applied = [
-        (k, v) for k, v in context.params if k not in ignored and k.split(":", 1)[0] not in RESULT_PARAMETERS
-    ]
+    applied = [(k, v) for k, v in context.params if k not in ignored and k.split(":", 1)[0] not in RELINKED]
     if req.sort:
         applied.append(("_sort", ",".join(("-" if desc else "") + p.code for p, desc in req.sort)))
 

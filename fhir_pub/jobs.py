@@ -50,6 +50,7 @@ class JobStore:
     root: Path
     expiry_seconds: int = 3600
     max_active: int = 2
+    clock: Callable[[], float] = time.time  # seconds since the epoch: expiry, heartbeats, polls
 
     def _path(self, job_id: str) -> Path | None:
         if not job_id.isalnum() or len(job_id) > 64:
@@ -122,7 +123,7 @@ class JobStore:
         """A new job in state ``accepted``."""
         job_id = secrets.token_hex(16)
         (self.root / job_id).mkdir(parents=True)
-        now = time.time()
+        now = self.clock()
         state = {
             "id": job_id,
             "status": "accepted",
@@ -148,7 +149,7 @@ class JobStore:
 
     def beat(self, job_id: str) -> None:
         """Record that the job's thread is alive."""
-        (self.root / job_id / "heartbeat").write_text(repr(time.time()))
+        (self.root / job_id / "heartbeat").write_text(repr(self.clock()))
 
     def heartbeat(self, job_id: str) -> float:
         """When the job's thread last said it was alive (0 if never)."""
@@ -241,7 +242,7 @@ class JobStore:
 
     def sweep(self) -> None:
         """Fail orphaned running jobs; drop expired files (the state stays one more expiry period: 410)."""
-        now = time.time()
+        now = self.clock()
         for state in self.all():
             stale = now - self.heartbeat(state["id"]) > STALE
             here = state.get("host") == socket.gethostname()  # pids mean nothing across hosts

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from fhirpathpy.engine.nodes import ResourceNode
 
@@ -172,9 +172,18 @@ class Invariant:
         return not reads.opaque and not reads.uses_index and roots <= {f"%{name}" for name in ENVIRONMENT}
 
 
-Deferred = tuple[int, str, str, Any, Any]
-"""An evaluation left for when the graph is complete: (invariant number, element expression, type path,
-focus and resource, both None when the invariant reads only graph variables)."""
+class Deferred(NamedTuple):
+    """An evaluation left for when the graph is complete.
+
+    ``focus`` and ``resource`` are both None when the invariant reads only graph variables (then any
+    focus gives the same result, and one evaluation serves every resource of the same graph shape).
+    """
+
+    number: int  # the invariant's position in InvariantSet.all
+    expression: str  # the element it is evaluated on
+    type_path: str
+    focus: Any
+    resource: Any
 
 
 @cache
@@ -300,9 +309,11 @@ class InvariantSet:
                 type_path = _type_path(node)
                 for invariant in waiting:
                     if invariant.focus_free:
-                        deferred.append((invariant.number, node.expression, type_path, None, None))
+                        deferred.append(Deferred(invariant.number, node.expression, type_path, None, None))
                     else:
-                        deferred.append((invariant.number, node.expression, type_path, node.value, resource))
+                        deferred.append(
+                            Deferred(invariant.number, node.expression, type_path, node.value, resource)
+                        )
             if not now:
                 continue
             wrap = node.info is not None

@@ -1,4 +1,4 @@
-"""Layer 1: structure, as fhir.resources (R5) parses it (layer 4, the graph, is the validator's GraphCheck)."""
+"""Layer 1: structure, as fhir.resources (R5) parses it (the graph, layer 4, is the GraphCheck)."""
 
 from __future__ import annotations
 

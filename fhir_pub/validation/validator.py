@@ -529,7 +529,7 @@ class GraphCheck:
                 key, index = self.keys[position], self.numbers[position]
                 shape, source = self.referrals.shape(key), self.source(index)
                 for item in items:
-                    if shape is not None and item[3] is None:
+                    if shape is not None and item.focus is None:
                         found = by_shape.get((item, shape))
                         if found is None:
                             found = self._deferred(item, self.referrals.environment(key), None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import re
 import threading
-import time
 import zlib
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -47,7 +46,7 @@ def jobs() -> JobStore:
     """The job store of this app."""
     settings = _settings()
     root = settings.jobs_dir if settings.jobs_dir is not None else settings.cache_dir / "jobs"
-    return JobStore(root, settings.export_expiry, settings.export_max_jobs)
+    return JobStore(root, settings.export_expiry, settings.export_max_jobs, app_state().clock)
 
 
 def _parameters() -> list[tuple[str, str]]:
@@ -192,7 +191,7 @@ def status(job_id: str) -> Response:
     """202 while running (X-Progress, Retry-After; 429 when polled too fast); then the manifest."""
     state = _live(job_id)
     interval = _settings().export_poll_interval
-    now = time.time()
+    now = app_state().clock()
     if state["status"] in ACTIVE:  # only a running job is rate limited; a result may be re-read at will
         wait = interval - (now - float(state.get("lastPoll", 0.0)))
         if wait > 0:

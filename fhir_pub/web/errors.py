@@ -15,7 +15,6 @@ from fhir_pub.validation.issues import Issue, operation_outcome
 from fhir_pub.web import formats
 
 log = logging.getLogger(__name__)
-FHIR_JSON = "application/fhir+json; charset=utf-8"
 # How werkzeug's own errors (unknown route, wrong method, ...) read as issue types.
 HTTP_CODES = {
     404: "not-found",
@@ -42,7 +41,7 @@ def outcome(status: int, code: str, message: str, expression: str | None = None)
 
 def outcome_response(status: int, code: str, message: str) -> Response:
     """The error as FHIR JSON, for answers made outside a request's context (the WSGI limits)."""
-    return Response(outcome(status, code, message).body, status=status, content_type=FHIR_JSON)
+    return Response(outcome(status, code, message).body, status=status, content_type=formats.FHIR_JSON)
 
 
 def _fhirpath(expression: str) -> bool:

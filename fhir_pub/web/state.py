@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app
@@ -21,6 +23,7 @@ class AppState:
 
     settings: Settings
     store: Store
+    clock: Callable[[], float] = time.time  # export jobs' expiry and polling (a test may set its own)
     _validator: Validator | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
