@@ -28,8 +28,8 @@ from pathlib import Path
 
 from export import grow  # bench/export.py, next to this file
 
+from fhir_pub.atomic import fsync
 from fhir_pub.build import build
-from fhir_pub.export import fsync
 from fhir_pub.static import write_static
 from fhir_pub.store import Store
 

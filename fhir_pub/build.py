@@ -24,6 +24,7 @@ import orjson
 
 from fhir_pub import __version__
 from fhir_pub.artifact import FORMAT_VERSION, PAGE_SIZE, SCHEMA, statements, write_ndjson
+from fhir_pub.atomic import replacing, scratches
 from fhir_pub.capability import capability_statement, search_capability, searchable
 from fhir_pub.conformance import Conformance, load_conformance
 from fhir_pub.errors import FhirPubError, PublicationError
@@ -333,82 +334,76 @@ def build(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(out)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    partial.unlink(missing_ok=True)
-    db = sqlite3.connect(partial, isolation_level=None)
-    try:
-        # A scratch file: no journal, no syncs; it is fsynced once complete, then renamed into place.
-        db.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before the first table
-        db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
-        # The secondary indexes are built after the workers are done: their sorts may use every core
-        # (at 1M resources, 12.6 s instead of 17 to 23).
-        db.execute(f"PRAGMA threads = {cores() if workers is None else workers}")
-        db.execute("PRAGMA journal_mode = OFF")
-        db.execute("PRAGMA synchronous = OFF")
-        db.execute("BEGIN")
-        schema = statements(SCHEMA + INDEX_SCHEMA)
-        later = [s for s in schema if s.upper().startswith(("CREATE INDEX", "CREATE UNIQUE INDEX"))]
-        for statement in schema:
-            if statement not in later:
+    with replacing(out, durable=True) as partial:  # readers see the old file or the whole new one
+        db = sqlite3.connect(partial, isolation_level=None)
+        try:
+            # A scratch file: no journal, no syncs; it is fsynced once complete, then renamed into place.
+            db.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before the first table
+            db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+            # The secondary indexes are built after the workers are done: their sorts may use every core
+            # (at 1M resources, 12.6 s instead of 17 to 23).
+            db.execute(f"PRAGMA threads = {cores() if workers is None else workers}")
+            db.execute("PRAGMA journal_mode = OFF")
+            db.execute("PRAGMA synchronous = OFF")
+            db.execute("BEGIN")
+            schema = statements(SCHEMA + INDEX_SCHEMA)
+            later = [s for s in schema if s.upper().startswith(("CREATE INDEX", "CREATE UNIQUE INDEX"))]
+            for statement in schema:
+                if statement not in later:
+                    db.execute(statement)
+            with resolving(resolvable):
+                made = ordered_map(work, spans(len(files), CHUNK), workers_for(len(files), workers))
+                for checks, rows in made:
+                    for checked in checks:
+                        graph.add(checked)
+                    _insert(db, rows, failed)
+                    db.executemany("INSERT INTO link VALUES (?, ?, ?)", _links(checks))
+                    for relative, file_digest in rows.digests:
+                        _digest_file(digest, relative, file_digest)
+                    for kind, profiles in rows.profiles.items():
+                        types.setdefault(kind, set()).update(profiles)
+                    attached.extend(rows.attached)
+                    misplaced.extend(rows.misplaced)
+                    count += len(rows.resources)
+            report = graph.report()
+            if not report.ok:
+                raise BuildError(report)
+            if misplaced:
+                raise PublicationError(misplaced[0])
+            # The conformance resources are served too (read, search by url, version, name, status), so that
+            # a client or validator resolves the canonicals the CapabilityStatement names from this server.
+            served = _conformance_rows(conformance, Indexer(params, resolvable), set(types))
+            _insert(db, served, failed)
+            for kind in served.profiles:
+                types.setdefault(kind, set())
+            for path in resource_files(profiles_dir):
+                file_digest = hashlib.sha256(path.read_bytes()).digest()
+                _digest_file(digest, path.relative_to(profiles_dir).as_posix(), file_digest)
+            # Secondary indexes after the bulk insert: one sorted build each, not a million B-tree updates.
+            for statement in later:
                 db.execute(statement)
-        with resolving(resolvable):
-            made = ordered_map(work, spans(len(files), CHUNK), workers_for(len(files), workers))
-            for checks, rows in made:
-                for checked in checks:
-                    graph.add(checked)
-                _insert(db, rows, failed)
-                db.executemany("INSERT INTO link VALUES (?, ?, ?)", _links(checks))
-                for relative, file_digest in rows.digests:
-                    _digest_file(digest, relative, file_digest)
-                for kind, profiles in rows.profiles.items():
-                    types.setdefault(kind, set()).update(profiles)
-                attached.extend(rows.attached)
-                misplaced.extend(rows.misplaced)
-                count += len(rows.resources)
-        report = graph.report()
-        if not report.ok:
-            raise BuildError(report)
-        if misplaced:
-            raise PublicationError(misplaced[0])
-        # The conformance resources are served too (read, search by url, version, name, status), so that
-        # a client or validator resolves the canonicals the CapabilityStatement names from this server.
-        served = _conformance_rows(conformance, Indexer(params, resolvable), set(types))
-        _insert(db, served, failed)
-        for kind in served.profiles:
-            types.setdefault(kind, set())
-        for path in resource_files(profiles_dir):
-            file_digest = hashlib.sha256(path.read_bytes()).digest()
-            _digest_file(digest, path.relative_to(profiles_dir).as_posix(), file_digest)
-        # Secondary indexes after the bulk insert: one sorted build each, not a million B-tree updates.
-        for statement in later:
-            db.execute(statement)
-        write_totals(db)
-        built_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        capability = capability_statement(
-            {t: sorted(p) for t, p in sorted(types.items())},
-            built_at,
-            *search_capability(params, set(types), failed),
-            guides=[r["url"] for r in conformance.of_type("ImplementationGuide")],
-        )
-        offered = [p for p in params.all() if searchable(p, failed)]
-        info = {
-            "capability": orjson.dumps(capability),
-            "conformance": orjson.dumps(list(conformance.by_url.values())),
-            "search_params": orjson.dumps([p.__dict__ for p in offered]),
-            "digest": digest.hexdigest().encode(),
-            "built_at": built_at.encode(),
-            "fhir_pub_version": __version__.encode(),
-        }
-        db.executemany("INSERT INTO info VALUES (?, ?)", info.items())
-        write_ndjson(db)
-        db.execute("COMMIT")
-        db.close()
-        with partial.open("rb") as handle:
-            os.fsync(handle.fileno())
-        partial.replace(out)  # atomic: readers see the old file or the whole new one
-    finally:
-        db.close()
-        partial.unlink(missing_ok=True)
+            write_totals(db)
+            built_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            capability = capability_statement(
+                {t: sorted(p) for t, p in sorted(types.items())},
+                built_at,
+                *search_capability(params, set(types), failed),
+                guides=[r["url"] for r in conformance.of_type("ImplementationGuide")],
+            )
+            offered = [p for p in params.all() if searchable(p, failed)]
+            info = {
+                "capability": orjson.dumps(capability),
+                "conformance": orjson.dumps(list(conformance.by_url.values())),
+                "search_params": orjson.dumps([p.__dict__ for p in offered]),
+                "digest": digest.hexdigest().encode(),
+                "built_at": built_at.encode(),
+                "fhir_pub_version": __version__.encode(),
+            }
+            db.executemany("INSERT INTO info VALUES (?, ?)", info.items())
+            write_ndjson(db)
+            db.execute("COMMIT")
+        finally:
+            db.close()
     return Built(out, count, digest.hexdigest(), attached, len(served.resources))
 
 
@@ -454,9 +449,8 @@ def _conformance_rows(conformance: Conformance, indexer: Indexer, published: set
 
 def _remove_abandoned(out: Path) -> None:
     """Delete scratch files of earlier builds of ``out`` whose process is gone (killed mid-write)."""
-    for scratch in out.parent.glob(f".{out.name}.*.partial"):
-        pid = scratch.name[len(out.name) + 2 : -len(".partial")]
-        if pid.isdigit() and not alive(int(pid)):
+    for scratch, pid in scratches(out):
+        if pid is not None and not alive(pid):
             scratch.unlink(missing_ok=True)
 
 

@@ -9,10 +9,7 @@ half-written export.
 from __future__ import annotations
 
 import gzip as gzip_module
-import os
-import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +18,7 @@ from urllib.parse import parse_qsl, quote
 
 import orjson
 
+from fhir_pub.atomic import new_folder
 from fhir_pub.errors import Invalid
 from fhir_pub.search.bundle import subset
 from fhir_pub.search.dates import micros, now_micros
@@ -131,49 +129,6 @@ def _filtered_ids(store: Store, filters: Sequence[str]) -> dict[str, set[str] | 
         previous = out.get(kind)
         out[kind] = found if previous is None else previous | found
     return out
-
-
-def fsync(path: Path) -> None:
-    """Flush a file's (or a folder's) data to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-MANY_FILES = 256  # past this many entries a folder is flushed with one sync(2), not fsync(2) per file
-
-
-@contextmanager
-def new_folder(folder: Path) -> Iterator[Path]:
-    """A scratch folder next to ``folder`` that becomes ``folder``, whole, when the block succeeds.
-
-    Everything written in it (files and subfolders) is flushed to disk before the rename, and the rename
-    itself after, so neither a reader nor a crash sees a half-written folder; on any error it is deleted.
-    ``folder`` may exist only as an empty folder (rename(2) replaces an empty directory).
-    """
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise Invalid(f"{folder} exists and is not empty; an export writes a new folder")
-    scratch = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    try:
-        yield scratch
-        written = sorted(scratch.rglob("*"), key=lambda p: len(p.parts), reverse=True)
-        if len(written) > MANY_FILES:
-            os.sync()  # one flush of everything beats an fsync per file (a static export has millions)
-        else:
-            for path in written:  # deepest first: each file, then the folder that lists it
-                fsync(path)
-        fsync(scratch)
-        try:
-            scratch.rename(folder)
-        except OSError as exc:  # e.g. something was written into the empty folder meanwhile
-            raise Invalid(f"{folder}: cannot move the export into place ({exc.strerror})") from exc
-        fsync(folder.parent)  # the rename itself survives a crash: the folder is whole or absent
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _open(path: Path, compressed: bool) -> Any:

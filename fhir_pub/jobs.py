@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from fhir_pub.atomic import write_bytes
 from fhir_pub.errors import FhirPubError
 from fhir_pub.export import ExportRequest, ExportResult, export, manifest
 from fhir_pub.processes import alive
@@ -84,10 +85,7 @@ class JobStore:
 
     def write(self, state: dict[str, Any]) -> None:
         """Replace a job's state atomically."""
-        path = self.root / state["id"]
-        partial = path / f".job.json.{os.getpid()}.{threading.get_ident()}"
-        partial.write_bytes(orjson.dumps(state))
-        partial.replace(path / "job.json")
+        write_bytes(self.root / state["id"] / "job.json", orjson.dumps(state))
 
     def all(self) -> list[dict[str, Any]]:
         """Every job's state."""

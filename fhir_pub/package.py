@@ -6,7 +6,6 @@ https://hl7.org/fhir/packages.html; written to a scratch file and renamed, so it
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import orjson
 
 from fhir_pub import __version__
+from fhir_pub.atomic import replacing
 from fhir_pub.build import BuildError
 from fhir_pub.conformance import CANONICAL_BASE, Conformance, load_conformance
 from fhir_pub.publication import bundled_dir, load
@@ -79,24 +79,18 @@ def write_package(out: Path, resources_dir: Path | None = None, profiles_dir: Pa
         "type": "fhir.ig",
         "license": "CC-BY-4.0",
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    try:
-        with tarfile.open(partial, "w:gz") as tar:
-            documents = [
-                ("package/package.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2)),
-                (
-                    "package/.index.json",
-                    orjson.dumps({"index-version": 2, "files": index}, option=orjson.OPT_INDENT_2),
-                ),
-                *((f"package/{name}", data) for name, data in files),
-            ]
-            for name, data in documents:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mode = 0o644
-                tar.addfile(info, io.BytesIO(data))
-        partial.replace(out)
-    finally:
-        partial.unlink(missing_ok=True)
+    with replacing(out) as partial, tarfile.open(partial, "w:gz") as tar:
+        documents = [
+            ("package/package.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2)),
+            (
+                "package/.index.json",
+                orjson.dumps({"index-version": 2, "files": index}, option=orjson.OPT_INDENT_2),
+            ),
+            *((f"package/{name}", data) for name, data in files),
+        ]
+        for name, data in documents:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
     return len(files)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import orjson
 
+from fhir_pub.atomic import new_folder
 from fhir_pub.errors import PublicationError
-from fhir_pub.export import new_folder
 from fhir_pub.store import Store
 from fhir_pub.validation.issues import Issue, operation_outcome
 
