@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, cast, get_args
 
 from fhir_pub.search.parameters import Registry, SearchParam
 from fhir_pub.search.syntax import InvalidSearch as InvalidSearch
@@ -18,8 +19,10 @@ MAX_COUNT = 500  # https://hl7.org/fhir/R5/search.html#count: a larger _count ge
 MAX_OFFSET = 10**9  # past the end of any publication: a larger _offset is an empty page, not an error
 MAX_VALUE = 2048  # characters in one parameter value; longer is a 400 too-long (a denial of service guard)
 MAX_OR = 100  # comma-separated alternatives in one parameter value; more is a 400 too-costly
-SUMMARY = ("true", "text", "data", "count", "false")
-TOTAL = ("none", "estimate", "accurate")
+Summary = Literal["true", "text", "data", "count"]  # _summary=false is no summary: None
+Total = Literal["none", "estimate", "accurate"]
+SUMMARY = (*get_args(Summary), "false")
+TOTAL: tuple[Total, ...] = get_args(Total)
 # Parameters the web layer handles (format negotiation) or that change nothing here.
 IGNORED_HERE = frozenset({"_format", "_pretty"})
 RESULT = frozenset(
@@ -92,9 +95,9 @@ class SearchRequest:
     count: int = DEFAULT_COUNT
     offset: int = 0
     includes: tuple[Include, ...] = ()
-    summary: str | None = None
+    summary: Summary | None = None
     elements: tuple[str, ...] | None = None
-    total: str = "accurate"
+    total: Total = "accurate"
     ignored: tuple[tuple[str, str], ...] = field(default=())  # (parameter, why) under lenient handling
 
 
@@ -244,7 +247,9 @@ def parse(
     filters: list[Filter] = []
     sort: list[tuple[SearchParam, bool]] = []
     includes: list[Include] = []
-    count, offset, summary, elements, total = DEFAULT_COUNT, 0, None, None, "accurate"
+    count, offset, elements = DEFAULT_COUNT, 0, None
+    summary: Summary | None = None
+    total: Total = "accurate"
     search_type = types[0] if len(types) == 1 else "Resource"
     for key, value in query:
         name = key.split(":", 1)[0]
@@ -261,7 +266,7 @@ def parse(
                 raise InvalidSearch(
                     f"_summary={value!r}: expected one of {', '.join(SUMMARY)}", expression=key
                 )
-            summary = None if value == "false" else value
+            summary = None if value == "false" else cast(Summary, value)
         elif name == "_total":
             if value not in TOTAL:
                 raise InvalidSearch(f"_total={value!r}: expected one of {', '.join(TOTAL)}", expression=key)
