@@ -165,9 +165,11 @@ def _links(context: Context, path: str, req: SearchRequest, result: Result) -> l
     if req.sort:
         applied.append(("_sort", ",".join(("-" if desc else "") + p.code for p, desc in req.sort)))
 
+    # The links differ only in _offset: the rest of the query is encoded once.
+    head = f"{context.base}{path}?{urlencode([*applied, ('_count', str(req.count))])}"
+
     def url(offset: int) -> str:
-        query = [*applied, ("_count", str(req.count)), *([("_offset", str(offset))] if offset else [])]
-        return f"{context.base}{path}?{urlencode(query)}"
+        return f"{head}&_offset={offset}" if offset else head
 
     links = [("self", url(req.offset))]
     if req.count > 0 and req.summary != "count":
