@@ -547,7 +547,9 @@ def package_command(
     """Write the publication and its profiles as a FHIR NPM package (.tgz) that FHIR tooling can load."""
     sources = _sources(project_dir, resources_dir, profiles_dir)
     try:
-        count = write_package(out, sources.resources, sources.profiles, sources.verified_codes)
+        own = sources.project is not None and not sources.explicit_resources
+        about = sources.project.package if sources.project is not None and own else None
+        count = write_package(out, sources.resources, sources.profiles, sources.verified_codes, about)
     except BuildError as exc:
         _print_report(exc.report)
         raise click.ClickException(exc.diagnostics) from exc

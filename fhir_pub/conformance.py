@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_pub.errors import PublicationError
+from fhir_pub.narrative import render
 from fhir_pub.publication import bundled_dir, read_json, resource_files
 
 Resource = dict[str, Any]
@@ -207,4 +208,6 @@ def extend_verified(value_set: Resource | None, path: Path) -> Resource | None:
         concepts = include.setdefault("concept", [])
         if all(c.get("code") != concept["code"] for c in concepts):
             concepts.append(copy.deepcopy(concept))
+    if added and isinstance(out.get("text"), dict):  # it is served: its narrative lists the codes it holds
+        out["text"] = {**out["text"], "div": render(out)}
     return out

@@ -55,12 +55,14 @@ def write_package(
     resources_dir: Path | None = None,
     profiles_dir: Path | None = None,
     verified_codes: Path | None = None,
+    about: dict[str, str] | None = None,
 ) -> int:
     """Write the package tarball; return how many resources it holds.
 
     The resources are validated first, as ``build`` validates them: a package of a publication with any
     error is refused (``BuildError`` with the report) and nothing is written. ``verified_codes``, a
-    project's ``verified-codes.json``, adds its codes to the profiles' own.
+    project's ``verified-codes.json``, adds its codes to the profiles' own; ``about`` replaces what
+    package.json says of the publication (a project's name, version, canonical, title, description).
     """
     registry = load_conformance(profiles_dir, verified_codes)
     report = Validator(registry).validate_paths([resources_dir or bundled_dir("resources")])
@@ -84,6 +86,7 @@ def write_package(
         "dependencies": {"hl7.fhir.r5.core": "5.0.0"},
         "type": "fhir.ig",
         "license": "CC-BY-4.0",
+        **(about or {}),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")

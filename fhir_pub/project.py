@@ -51,6 +51,17 @@ class Project:
         return self.root / "build" / "publication.sqlite"
 
     @property
+    def package(self) -> dict[str, str]:
+        """What the project's FHIR NPM package says of it (https://hl7.org/fhir/packages.html)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "canonical": self.canonical,
+            "title": self.name,
+            "description": f"{self.name}, published by {self.publisher} with fhir-pub.",
+        }
+
+    @property
     def label(self) -> str:
         """The project as a command names it: ``project "my-drugs" (/path/to/it)``."""
         return f"project {json.dumps(self.name, ensure_ascii=False)} ({self.root})"
@@ -126,6 +137,12 @@ def init_project(folder: Path, name: str, canonical: str, publisher: str, versio
         raise PublicationError(f"canonical must be an http(s) URL, not {canonical!r}")
     project_file = "# A fhir-pub publication project: `fhir-pub` commands run in this folder read it.\n"
     project_file += "".join(f"{key} = {_toml_string(value)}\n" for key, value in values.items())
+    try:  # checked before anything is written: the file must read back as given
+        readable = tomllib.loads(project_file) == values
+    except tomllib.TOMLDecodeError:
+        readable = False
+    if not readable:
+        raise PublicationError("the name, canonical, publisher or version has a character TOML cannot hold")
     codes = {
         "resourceType": "ValueSet",
         "description": (

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
 from pathlib import Path
@@ -306,6 +307,28 @@ class TestProject:
         assert json.loads(result.stdout)["total"] == len(publication)
         assert result.stderr.startswith(f"fhir-pub: resources in {publication.root}, with the bundled")
 
+    def test_export_and_package(self, project: Path, tmp_path: Path) -> None:
+        """Export reads the project's build; the package is the project's, named as its fhir-pub.toml says."""
+        refused = run("export", "--out", str(tmp_path / "ndjson"))
+        assert refused.exit_code == 1
+        assert "run fhir-pub build first" in refused.stderr
+        assert run("build").exit_code == 0
+        exported = run("export", "--out", str(tmp_path / "ndjson"), "--type", "MedicationKnowledge")
+        assert exported.exit_code == 0, exported.output
+        (line,) = (
+            (tmp_path / "ndjson" / "MedicationKnowledge.ndjson").read_text(encoding="utf-8").splitlines()
+        )
+        assert json.loads(line)["id"] == "zetamab"
+        packaged = run("package", "--out", str(tmp_path / "p.tgz"))
+        assert packaged.exit_code == 0, packaged.output
+        assert packaged.stderr == line_of(project)
+        with tarfile.open(tmp_path / "p.tgz") as tar:
+            handle = tar.extractfile("package/package.json")
+            assert handle is not None
+            about = json.loads(handle.read())
+        assert (about["name"], about["version"]) == ("zeta", "0.1.0")
+        assert about["canonical"] == "https://example.org/fhir/zeta"
+
     def test_serve_needs_a_build(self, project: Path) -> None:
         """``serve`` in a project that was never built refuses, saying to build first."""
         result = run("serve", "--port", str(free_port()))
@@ -338,6 +361,10 @@ class TestProject:
             assert answer.json()["code"]["coding"][0]["code"] == SYNTHETIC_NDC
             missing = requests.get(f"http://127.0.0.1:{port}/fhir/MedicationKnowledge/besponsa", timeout=5)
             assert missing.status_code == 404
+            codes = requests.get(f"http://127.0.0.1:{port}/fhir/ValueSet/verified-codes", timeout=5).json()
+            (ndc,) = [i for i in codes["compose"]["include"] if i["system"] == NDC]
+            assert SYNTHETIC_NDC in [c["code"] for c in ndc["concept"]]
+            assert SYNTHETIC_NDC in codes["text"]["div"]
         finally:
             stop(server)
             log.close()
