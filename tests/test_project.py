@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner, Result
-from conftest import ROOT
-from test_server import free_port, stop
+from conftest import ROOT, free_port, stop
 
 from fhir_pub.cli import main
 from fhir_pub.narrative import with_narrative
