@@ -294,8 +294,11 @@ def build(
     profiles_dir: Path | None = None,
     attach_dir: Path | None = None,
     workers: int | None = None,
+    verified_codes: Path | None = None,
 ) -> Built:
     """Validate, then write the publication to ``out`` atomically; BuildError on any validation error.
+
+    ``verified_codes``, a project's ``verified-codes.json``, adds its codes to the profiles' own.
 
     The files are read once and streamed in chunks (validated, indexed and written as they come), in
     ``workers`` processes (default: one per core) for a large publication; only ids and references are
@@ -305,7 +308,7 @@ def build(
     profiles_dir = profiles_dir or bundled_dir("profiles")
     if not resources_dir.is_dir():
         raise PublicationError(f"{resources_dir} is not a folder")
-    conformance = load_conformance(profiles_dir)
+    conformance = load_conformance(profiles_dir, verified_codes)
     validator = Validator(conformance)
     params = registry(conformance)
     files = _listing(resources_dir)
@@ -379,6 +382,9 @@ def build(
             for path in resource_files(profiles_dir):
                 file_digest = hashlib.sha256(path.read_bytes()).digest()
                 _digest_file(digest, path.relative_to(profiles_dir).as_posix(), file_digest)
+            if verified_codes is not None:  # its codes are part of what was built: a new one, a new digest
+                code_digest = hashlib.sha256(verified_codes.read_bytes()).digest()
+                _digest_file(digest, f"../{verified_codes.name}", code_digest)
             # Secondary indexes after the bulk insert: one sorted build each, not a million B-tree updates.
             for statement in later:
                 db.execute(statement)

@@ -20,12 +20,12 @@ import jsonschema
 
 from fhir_pub import __version__
 from fhir_pub.build import BuildError, build, bundled_publication
-from fhir_pub.conformance import load_conformance
 from fhir_pub.errors import FhirPubError
 from fhir_pub.export import ExportRequest, export, file_url, manifest, parse_instant
 from fhir_pub.narrative import with_narrative
 from fhir_pub.package import write_package
-from fhir_pub.publication import Publication, bundled_dir, load
+from fhir_pub.project import Sources, init_project, locate
+from fhir_pub.publication import Publication, load
 from fhir_pub.settings import Settings
 from fhir_pub.static import write_static
 from fhir_pub.store import Store
@@ -35,7 +35,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _folder_option(name: str, help_text: str) -> Callable[[F], F]:
-    """A ``--NAME PATH`` option for an existing folder, passed as ``NAME_dir`` (default None: bundled)."""
+    """A ``--NAME PATH`` option for an existing folder, passed as ``NAME_dir`` (default None: found)."""
     return click.option(
         f"--{name}",
         f"{name}_dir",
@@ -46,21 +46,47 @@ def _folder_option(name: str, help_text: str) -> Callable[[F], F]:
 
 
 resources_option = _folder_option(
-    "resources", "Folder of <Type>/<id>.json resources (default: the bundled publication)."
+    "resources", "Folder of <Type>/<id>.json resources (default: the project's, else the bundled ones)."
 )
 profiles_option = _folder_option(
-    "profiles", "Folder of StructureDefinitions and ValueSets (default: the bundled profiles)."
+    "profiles",
+    "Folder of StructureDefinitions and ValueSets (default: the project's, else the bundled profiles).",
+)
+project_option = _folder_option(
+    "project", "The project folder (default: the nearest folder with a fhir-pub.toml, here or above)."
 )
 
 
-def _validator(profiles_dir: Path | None) -> Validator:
+def _locate(
+    project_dir: Path | None, resources_dir: Path | None = None, profiles_dir: Path | None = None
+) -> Sources:
+    """The sources a command reads (the project of the current folder, or the bundled publication)."""
     try:
-        return Validator(load_conformance(profiles_dir))
+        return locate(Path.cwd(), project_dir, resources_dir, profiles_dir)
     except FhirPubError as exc:
         raise click.ClickException(exc.diagnostics) from exc
 
 
-def _load(resources_dir: Path | None) -> Publication:
+def _sources(
+    project_dir: Path | None,
+    resources_dir: Path | None = None,
+    profiles_dir: Path | None = None,
+    paths: tuple[Path, ...] = (),
+) -> Sources:
+    """The sources a command reads, said in one line on stderr so that no one reads a copy unawares."""
+    sources = _locate(project_dir, resources_dir, profiles_dir)
+    click.echo(f"fhir-pub: {sources.describe(paths)}", err=True)
+    return sources
+
+
+def _validator(sources: Sources) -> Validator:
+    try:
+        return Validator(sources.conformance())
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
+
+
+def _load(resources_dir: Path) -> Publication:
     try:
         return load(resources_dir)
     except FhirPubError as exc:
@@ -74,11 +100,12 @@ def main() -> None:
 
 
 @main.command()
+@project_option
 @resources_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info(resources_dir: Path | None, as_json: bool) -> None:
+def info(project_dir: Path | None, resources_dir: Path | None, as_json: bool) -> None:
     """Show where the publication is and how many resources of each type it holds."""
-    publication = _load(resources_dir)
+    publication = _load(_sources(project_dir, resources_dir).resources)
     counts = publication.counts()
     if as_json:
         click.echo(json.dumps({"root": str(publication.root), "total": len(publication), "counts": counts}))
@@ -90,11 +117,12 @@ def info(resources_dir: Path | None, as_json: bool) -> None:
 
 
 @main.command()
+@project_option
 @resources_option
 @click.option("--write", is_flag=True, help="Rewrite each file whose narrative is out of date.")
-def narrative(resources_dir: Path | None, write: bool) -> None:
+def narrative(project_dir: Path | None, resources_dir: Path | None, write: bool) -> None:
     """Check (or with --write, regenerate) the generated narrative of every resource."""
-    publication = _load(resources_dir)
+    publication = _load(_sources(project_dir, resources_dir).resources)
     try:
         stale = [entry for entry in publication if with_narrative(entry.resource) != entry.resource]
     except ValueError as error:  # a resource type the generator has no narrative for
@@ -159,6 +187,7 @@ def _print_report(report: Report) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@project_option
 @profiles_option
 @click.option(
     "--format",
@@ -168,14 +197,17 @@ def _print_report(report: Report) -> None:
     show_default=True,
     help="A readable report, or the OperationOutcome as JSON.",
 )
-def validate(paths: tuple[Path, ...], profiles_dir: Path | None, output: str) -> None:
-    """Validate resources (files or folders, default the bundled publication) as one publication.
+def validate(
+    paths: tuple[Path, ...], project_dir: Path | None, profiles_dir: Path | None, output: str
+) -> None:
+    """Validate resources (files or folders, default the project's, else the bundled ones) as one publication.
 
     Four layers: structure (fhir.resources R5), profiles (compiled to JSON Schema), FHIRPath invariants,
     and the reference graph. Exit 0 when there is no error, 1 when there is any.
     """
-    validator = _validator(profiles_dir)
-    report = validator.validate_paths(list(paths) or [bundled_dir("resources")])
+    sources = _sources(project_dir, None, profiles_dir, paths)
+    validator = _validator(sources)
+    report = validator.validate_paths(list(paths) or [sources.resources])
     if output == "json":
         click.echo(json.dumps(report.outcome(), indent=2))
     else:
@@ -192,10 +224,11 @@ def validate(paths: tuple[Path, ...], profiles_dir: Path | None, output: str) ->
     required=True,
     help="Folder to write to.",
 )
+@project_option
 @profiles_option
-def schemas(out: Path, profiles_dir: Path | None) -> None:
+def schemas(out: Path, project_dir: Path | None, profiles_dir: Path | None) -> None:
     """Write the JSON Schema each resource profile compiles to, one file per profile."""
-    validator = _validator(profiles_dir)
+    validator = _validator(_sources(project_dir, None, profiles_dir))
     out.mkdir(parents=True, exist_ok=True)
     for url, schema in sorted(validator.schemas.items()):
         jsonschema.Draft202012Validator.check_schema(schema)
@@ -211,10 +244,10 @@ def schemas(out: Path, profiles_dir: Path | None) -> None:
     "--out",
     "out",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("publication.sqlite"),
-    show_default=True,
-    help="The publication file to write.",
+    default=None,
+    help="The file to write [default: build/publication.sqlite in a project, else ./publication.sqlite].",
 )
+@project_option
 @resources_option
 @profiles_option
 @click.option(
@@ -225,14 +258,25 @@ def schemas(out: Path, profiles_dir: Path | None) -> None:
     help="Folder of leaflet copies to embed in the DocumentReferences (matched by url file name or id).",
 )
 def build_command(
-    out: Path, resources_dir: Path | None, profiles_dir: Path | None, attach_dir: Path | None
+    out: Path | None,
+    project_dir: Path | None,
+    resources_dir: Path | None,
+    profiles_dir: Path | None,
+    attach_dir: Path | None,
 ) -> None:
     """Validate and compile the publication into one immutable file for serving.
 
     Refuses to build on any validation error (exit 1, with the report); the file appears only when complete.
+    A project's publication is built into the project, where ``serve`` finds it.
     """
+    sources = _sources(project_dir, resources_dir, profiles_dir)
+    if out is None:
+        own = sources.project is not None and not sources.explicit_resources
+        out = sources.project.artifact if sources.project is not None and own else Path("publication.sqlite")
     try:
-        built = build(out, resources_dir, profiles_dir, attach_dir)
+        built = build(
+            out, sources.resources, sources.profiles, attach_dir, verified_codes=sources.verified_codes
+        )
     except BuildError as exc:
         _print_report(exc.report)
         raise click.ClickException(exc.diagnostics) from exc
@@ -313,15 +357,22 @@ class _ServeCommand(click.Command):
     "--publication",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="A built publication (default: build the bundled one if needed).",
+    help="A built publication (default: the project's build, else the bundled one, built if needed).",
 )
-def serve(host: str, port: int, workers: int | None, publication: Path | None) -> None:
+@project_option
+def serve(
+    host: str, port: int, workers: int | None, publication: Path | None, project_dir: Path | None
+) -> None:
     """Serve the publication read-only over FHIR R5 at http://HOST:PORT/fhir (granian)."""
     from granian import Granian
     from granian.constants import Interfaces
 
     settings = Settings()
-    path = publication if publication is not None else bundled_publication(settings.cache_dir)
+    if publication is not None:
+        path = publication
+    else:
+        sources = _sources(project_dir)
+        path = _built(sources, settings)
     try:
         Store(path)  # opened here once, so a file that is not a publication is refused before listening
     except FhirPubError as exc:
@@ -379,8 +430,9 @@ def serve(host: str, port: int, workers: int | None, publication: Path | None) -
     "--publication",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="A built publication (default: the bundled one, built if needed).",
+    help="A built publication (default: the project's build, else the bundled one, built if needed).",
 )
+@project_option
 def export_command(
     out: Path | None,
     static: Path | None,
@@ -391,6 +443,7 @@ def export_command(
     compressed: bool,
     base_url: str | None,
     publication: Path | None,
+    project_dir: Path | None,
 ) -> None:
     """Export the publication as NDJSON files (one per type) and a Bulk Data manifest, written atomically.
 
@@ -410,8 +463,10 @@ def export_command(
     if static is not None and given:
         raise click.UsageError(f"{', '.join(given)}: only with --out; --static writes every resource")
     settings = Settings()
+    # Export reads a built publication, not sources, and keeps stderr quiet when piped: no sources line.
+    path = publication if publication is not None else _built(_locate(project_dir), settings)
     try:
-        store = Store(publication if publication is not None else bundled_publication(settings.cache_dir))
+        store = Store(path)
     except FhirPubError as exc:
         raise click.ClickException(exc.diagnostics) from exc
     if static is not None:
@@ -483,15 +538,60 @@ def _export_static(store: Store, folder: Path) -> None:
 @click.option(
     "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .tgz to write."
 )
+@project_option
 @resources_option
 @profiles_option
-def package_command(out: Path, resources_dir: Path | None, profiles_dir: Path | None) -> None:
+def package_command(
+    out: Path, project_dir: Path | None, resources_dir: Path | None, profiles_dir: Path | None
+) -> None:
     """Write the publication and its profiles as a FHIR NPM package (.tgz) that FHIR tooling can load."""
+    sources = _sources(project_dir, resources_dir, profiles_dir)
     try:
-        count = write_package(out, resources_dir, profiles_dir)
+        own = sources.project is not None and not sources.explicit_resources
+        about = sources.project.package if sources.project is not None and own else None
+        count = write_package(out, sources.resources, sources.profiles, sources.verified_codes, about)
     except BuildError as exc:
         _print_report(exc.report)
         raise click.ClickException(exc.diagnostics) from exc
     except FhirPubError as exc:
         raise click.ClickException(exc.diagnostics) from exc
     click.echo(f"wrote {out}: {plural(count, 'resource')}")
+
+
+def _built(sources: Sources, settings: Settings) -> Path:
+    """The built publication found: the project's build, else the bundled one (built if need be)."""
+    if sources.project is None:
+        try:
+            return bundled_publication(settings.cache_dir)
+        except FhirPubError as exc:
+            raise click.ClickException(exc.diagnostics) from exc
+    if not sources.project.artifact.is_file():
+        raise click.ClickException(
+            f"{sources.project.label} is not built: run fhir-pub build first "
+            f"(it writes {sources.project.artifact})"
+        )
+    return sources.project.artifact
+
+
+@main.command("init")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", default=None, help="The publication's name [default: the folder's name].")
+@click.option(
+    "--canonical",
+    default=None,
+    help="The canonical base of its resources [default: https://example.org/fhir/NAME].",
+)
+@click.option("--publisher", default="unnamed publisher", show_default=True, help="Who publishes it.")
+@click.option("--version", "version", default="0.1.0", show_default=True, help="Its version.")
+def init_command(folder: Path, name: str | None, canonical: str | None, publisher: str, version: str) -> None:
+    """Create a publication project in FOLDER (new or empty): fhir-pub.toml, resources/, verified codes."""
+    name = name or folder.resolve().name
+    try:
+        project = init_project(
+            folder, name, canonical or f"https://example.org/fhir/{name}", publisher, version
+        )
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
+    click.echo(
+        f"created {project.label}: add resources under {project.resources_dir}, then fhir-pub validate"
+    )

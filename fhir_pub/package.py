@@ -50,13 +50,21 @@ def own_conformance(registry: Conformance) -> list[dict[str, Any]]:
     return [r for url, r in registry.by_url.items() if url.startswith(f"{CANONICAL_BASE}/")]
 
 
-def write_package(out: Path, resources_dir: Path | None = None, profiles_dir: Path | None = None) -> int:
+def write_package(
+    out: Path,
+    resources_dir: Path | None = None,
+    profiles_dir: Path | None = None,
+    verified_codes: Path | None = None,
+    about: dict[str, str] | None = None,
+) -> int:
     """Write the package tarball; return how many resources it holds.
 
     The resources are validated first, as ``build`` validates them: a package of a publication with any
-    error is refused (``BuildError`` with the report) and nothing is written.
+    error is refused (``BuildError`` with the report) and nothing is written. ``verified_codes``, a
+    project's ``verified-codes.json``, adds its codes to the profiles' own; ``about`` replaces what
+    package.json says of the publication (a project's name, version, canonical, title, description).
     """
-    registry = load_conformance(profiles_dir)
+    registry = load_conformance(profiles_dir, verified_codes)
     report = Validator(registry).validate_paths([resources_dir or bundled_dir("resources")])
     if not report.ok:
         raise BuildError(report, made="packaged")
@@ -78,6 +86,7 @@ def write_package(out: Path, resources_dir: Path | None = None, profiles_dir: Pa
         "dependencies": {"hl7.fhir.r5.core": "5.0.0"},
         "type": "fhir.ig",
         "license": "CC-BY-4.0",
+        **(about or {}),
     }
     with replacing(out) as partial, tarfile.open(partial, "w:gz") as tar:
         documents = [

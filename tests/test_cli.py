@@ -59,7 +59,7 @@ class TestInfo:
         """The JSON summary gives the folder and the count per type."""
         result = CliRunner().invoke(main, ["info", "--json"])
         assert result.exit_code == 0
-        summary = json.loads(result.output)
+        summary = json.loads(result.stdout)
         assert summary["total"] == len(publication)
         assert summary["counts"] == publication.counts()
         assert Path(summary["root"]) == publication.root
@@ -68,7 +68,7 @@ class TestInfo:
         """The readable summary has one line per type and a total."""
         result = CliRunner().invoke(main, ["info"])
         assert result.exit_code == 0
-        rows = [line.split() for line in result.output.splitlines()[1:]]
+        rows = [line.split() for line in result.stdout.splitlines()[1:]]
         assert rows[-1] == ["total", str(len(publication))]
         assert {row[0]: int(row[1]) for row in rows[:-1]} == publication.counts()
 
@@ -116,7 +116,7 @@ class TestNarrative:
 
         written = CliRunner().invoke(main, ["narrative", "--resources", str(copy_of), "--write"])
         assert written.exit_code == 0
-        assert written.output.strip() == "rewrote Organization/fda"
+        assert written.stdout.strip() == "rewrote Organization/fda"
         rewritten = json.loads(path.read_text(encoding="utf-8"))
         assert "<h3>Food and Drug Administration</h3>" in rewritten["text"]["div"]
 
@@ -158,7 +158,7 @@ class TestValidate:
         """``--format json`` prints the OperationOutcome."""
         result = CliRunner().invoke(main, ["validate", "--format", "json"])
         assert result.exit_code == 0
-        outcome = json.loads(result.output)
+        outcome = json.loads(result.stdout)
         assert outcome["resourceType"] == "OperationOutcome"
         assert outcome["issue"][0]["code"] == "informational"
 
@@ -186,7 +186,7 @@ class TestValidate:
         path.write_text(json.dumps(resource), encoding="utf-8")
         result = CliRunner().invoke(main, ["validate", "--format", "json", str(copy_of)])
         assert result.exit_code == 1
-        (issue,) = json.loads(result.output)["issue"]
+        (issue,) = json.loads(result.stdout)["issue"]
         assert (issue["severity"], issue["code"], issue["expression"]) == (
             "error",
             "structure",

@@ -22,7 +22,7 @@ from typing import Any
 import jsonschema
 import orjson
 
-from fhir_pub.conformance import R5_BASE, Conformance
+from fhir_pub.conformance import R5_BASE, VERIFIED_CODES, Conformance
 from fhir_pub.definitions import elements, is_backbone
 from fhir_pub.validation.issues import Issue, Severity
 
@@ -175,11 +175,10 @@ class ProfileCompiler:
             inline = self._object(type_name, node, path, overlay_only=False)
             _add(inline, rules)
             return inline
-        parts: list[Schema] = (
-            [] if overlay_only and not nested_overlay and not rules else [self._ref(type_name)]
-        )
-        if overlay_only and not parts:
-            return {"allOf": rules} if rules else {}
+        # An overlay lies over an object its type's definition already checks (the parent's ``$ref``):
+        # referring to the definition again would check every rule in it twice, and report each failure
+        # twice (a Coding with an unverified code, under a sliced ``coding``).
+        parts: list[Schema] = [] if overlay_only else [self._ref(type_name)]
         if nested_overlay:
             assert node is not None
             parts.append(self._object(type_name, node, path, overlay_only=True, own_rules=False))
@@ -262,6 +261,8 @@ class ProfileCompiler:
         }
         human = f"{path} must use a code from {url} ({strength} binding)"
         rule = _rule(f"{path}.binding", severity, "code-invalid", human)
+        if type_name == "Coding" and self.conformance.draws_on(url, VERIFIED_CODES):
+            rule["verified"] = url  # the failing Coding is named in the message (_issue)
         if type_name in {"code", "string", "uri"}:
             return {"enum": sorted({c for _, c in pairs}), "x-rule": rule}
         if type_name == "Coding":
@@ -661,4 +662,20 @@ def _issue(
             "error", "structure", f"{expression}: {error.message}", expression, source, None, "profile"
         )
     severity: Severity = "warning" if rule["severity"] == "warning" else "error"
-    return Issue(severity, rule["code"], rule["human"], expression, source, rule["key"], "profile")
+    message = rule["human"]
+    if (
+        "verified" in rule
+        and isinstance(error.instance, dict)
+        and isinstance(error.instance.get("code"), str)
+    ):
+        message = unverified_code(error.instance.get("system"), error.instance["code"])
+    return Issue(severity, rule["code"], message, expression, source, rule["key"], "profile")
+
+
+def unverified_code(system: Any, code: str) -> str:
+    """The message for a Coding whose code is not in the verified codes: the code, its system, the remedy."""
+    named = f"system {system}" if isinstance(system, str) else "no system"
+    return (
+        f"code {code!r} ({named}) is not a verified code; if it is right, add it to verified-codes.json "
+        "of your project with its display and source"
+    )
