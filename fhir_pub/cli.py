@@ -29,7 +29,8 @@ from fhir_pub.publication import Publication, load
 from fhir_pub.settings import Settings
 from fhir_pub.static import write_static
 from fhir_pub.store import Store
-from fhir_pub.validation import Report, Validator
+from fhir_pub.validation import Report, Validator, candidate_from_file
+from fhir_pub.validation.validator import gather
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -197,8 +198,14 @@ def _print_report(report: Report) -> None:
     show_default=True,
     help="A readable report, or the OperationOutcome as JSON.",
 )
+@click.option(
+    "--single",
+    is_flag=True,
+    help="Judge each file on its own (any R5 resource): no orphan or unique-id rules, no fhir-pub profile "
+    "required (R5's own invariants apply without one), references to other files only warned about.",
+)
 def validate(
-    paths: tuple[Path, ...], project_dir: Path | None, profiles_dir: Path | None, output: str
+    paths: tuple[Path, ...], project_dir: Path | None, profiles_dir: Path | None, output: str, single: bool
 ) -> None:
     """Validate resources (files or folders, default the project's, else the bundled ones) as one publication.
 
@@ -207,7 +214,13 @@ def validate(
     """
     sources = _sources(project_dir, None, profiles_dir, paths)
     validator = _validator(sources)
-    report = validator.validate_paths(list(paths) or [sources.resources])
+    if single:
+        reports = [
+            validator.validate_one(candidate_from_file(p)) for p in gather(list(paths) or [sources.resources])
+        ]
+        report = Report(tuple(i for r in reports for i in r.issues), len(reports))
+    else:
+        report = validator.validate_paths(list(paths) or [sources.resources])
     if output == "json":
         click.echo(json.dumps(report.outcome(), indent=2))
     else:

@@ -11,7 +11,7 @@ https://hl7.org/fhir/R5/http.html
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -290,7 +290,27 @@ def validate(
         )
         return Answer(orjson.dumps(operation_outcome([issue])))
     candidate = candidate_from_bytes(orjson.dumps(resource), "resource")
-    # The resource joins the publication in place of any published version of it; only what it refers
-    # to and what refers to it are read, so a check costs the same at any publication size.
-    report = validator.validate([candidate], profile=profile, publication=context.store)
+    if joins(validator, resource):
+        # Publication mode: the resource joins the publication in place of any published version of it;
+        # only what it refers to and what refers to it are read, so a check costs the same at any size.
+        report = validator.validate([candidate], profile=profile, publication=context.store)
+        mode = Issue("information", "informational", PUBLICATION_MODE, None, "resource", "mode", "request")
+        report = replace(report, issues=(mode, *report.issues))
+    else:
+        report = validator.validate_one(candidate, context.store, profile)
     return Answer(orjson.dumps(report.outcome()))
+
+
+PUBLICATION_MODE = (
+    "validated as a member of this publication (it declares one of its profiles): publication rules "
+    "(orphans, unique ids, references within the publication) applied"
+)
+
+
+def joins(validator: Validator, resource: Any) -> bool:
+    """Whether a posted resource is meant for this publication: it declares one of its profiles."""
+    meta = resource.get("meta") if isinstance(resource, dict) else None
+    declared = meta.get("profile") if isinstance(meta, dict) else None
+    return isinstance(declared, list) and any(
+        isinstance(url, str) and url.split("|", 1)[0] in validator.schemas for url in declared
+    )

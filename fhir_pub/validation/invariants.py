@@ -13,6 +13,7 @@ https://hl7.org/fhir/R5/conformance-rules.html#constraints
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property, lru_cache
@@ -20,7 +21,7 @@ from typing import Any, NamedTuple
 
 from fhirpathpy.engine.nodes import ResourceNode
 
-from fhir_pub.conformance import Conformance
+from fhir_pub.conformance import R5_BASE, Conformance
 from fhir_pub.definitions import Node, element_at, is_backbone, walk_json
 from fhir_pub.graph import ENVIRONMENT
 from fhir_pub.validation.dependencies import Plan, analyze
@@ -231,6 +232,7 @@ class InvariantSet:
         self.by_profile: dict[str, dict[str, list[Invariant]]] = {}
         self.failures: list[str] = []
         self.all: list[Invariant] = []
+        self._lock = threading.Lock()  # core() adds invariants while requests are served
         for type_name, profile in conformance.datatype_profiles.items():
             for element_path, constraint in _snapshot_constraints(profile):
                 path, expression = _on_element(element_path, constraint.get("expression", ""))
@@ -276,6 +278,23 @@ class InvariantSet:
         )
         self.all.append(invariant)
         bucket.append(invariant)
+
+    def core(self, type_name: str) -> str:
+        """The canonical of R5's own definition of a resource type, its invariants ready to evaluate.
+
+        For a resource judged on its own without a profile of this publication: R5's invariants of the
+        type (and of DomainResource, Resource) apply as a profile would. Made on first use.
+        """
+        url = f"{R5_BASE}{type_name}"
+        with self._lock:
+            if url not in self.by_profile:
+                by_path: dict[str, list[Invariant]] = {}
+                for element_path, constraint in base_constraints(type_name):
+                    path, expression = _on_element(element_path, constraint.get("expression", ""))
+                    self._add(by_path.setdefault(path, []), constraint, expression, path, url)
+                self._applicable.clear()
+                self.by_profile[url] = by_path
+        return url
 
     def issues(
         self,

@@ -279,6 +279,31 @@ class Validator:
         ]
         return graph.report(duplicates)
 
+    def validate_one(
+        self, candidate: Candidate, publication: Published | None = None, profile: str | None = None
+    ) -> Report:
+        """Single-resource mode: one resource judged on its own (``$validate``, ``validate --single``).
+
+        Whole-publication rules (orphans, unique ids) are not applied; references resolve in
+        ``publication`` when given, and the ones it resolves are checked against their target's type.
+        The report's first issue says that this mode ran.
+        """
+        checked = _shape_checked(candidate)
+        own: dict[str, Mapping[str, Any]] = {}
+        if checked.resource is not None:
+            own[key_of(checked.resource)] = checked.resource
+        resolvable: Mapping[str, Mapping[str, Any]] = own
+        if publication is not None:
+            resolvable = ChainMap(own, publication.resources)  # type: ignore[arg-type]
+        graph = GraphCheck(self, resolvable, lambda _: checked.source, orphans=False)
+        if publication is not None:  # the graph variables (%referrerTypes ...) see who refers to it
+            graph.add_context([r for key in own for r in publication.referrers(key) if key_of(r) not in own])
+        with resolving(resolvable):
+            graph.add(self.check(checked, 0, _types_in(resolvable), profile, single=True))
+        report = graph.report()
+        mode = Issue("information", "informational", SINGLE_MODE, None, checked.source, "mode", "request")
+        return Report((mode, *report.issues), report.checked)
+
     def validate_paths(
         self, paths: Iterable[Path], max_bytes: int = MAX_BYTES, workers: int | None = None
     ) -> Report:
@@ -291,6 +316,7 @@ class Validator:
         index: int,
         type_of: Callable[[str], str | None],
         profile: str | None = None,
+        single: bool = False,
     ) -> Checked:
         """The per-resource layers on one resource (number ``index`` of its set), and its graph facts.
 
@@ -298,11 +324,15 @@ class Validator:
         ``profile``), its invariants, and the type of what each reference names: ``type_of`` gives the
         type of the resource a reference resolves to, or None if nothing in reach holds it. Invariants
         that read another resource (``resolve()``) read it from the set made current by :func:`resolving`.
+
+        ``single``: the resource is judged on its own, not as a member of this publication: it needs no
+        fhir-pub profile (without one, R5's own definition of its type applies), a profile this publisher
+        does not know or a reference nothing in reach resolves is a warning (it may live elsewhere).
         """
         candidate = _shape_checked(candidate)
         out = Checked(index, list(candidate.issues))
         if candidate.resource is not None:
-            self._check(candidate.resource, candidate.source, type_of, profile, out)
+            self._check(candidate.resource, candidate.source, type_of, profile, out, single)
         return out
 
     def _check(
@@ -312,17 +342,25 @@ class Validator:
         type_of: Callable[[str], str | None],
         profile: str | None,
         out: Checked,
+        single: bool = False,
     ) -> None:
         guard = self._guard
         nodes = list(walk_json(resource))  # shared by the layers
-        out.layered.extend(self._resource(resource, source, nodes, profile))
+        out.layered.extend(self._resource(resource, source, nodes, profile, single))
         found = guard(lambda: list(links(resource, nodes)), "graph", source)
         found = found if isinstance(found, list) and all(isinstance(f, Link) for f in found) else []
         for link in found:
             if link.reference.startswith("#"):
                 continue  # local references to contained resources: ref-1 checks them
             kind = type_of(link.reference)
-            if kind is None:
+            if kind is None and single:
+                message = (
+                    f"{link.path} refers to {link.reference}, which is not in this publication (not checked)"
+                )
+                out.graph.append(
+                    Issue("warning", "not-found", message, link.path, source, "resolve", "graph")
+                )
+            elif kind is None:
                 message = f"{link.path} refers to {link.reference}, which is not in the publication"
                 out.graph.append(Issue("error", "not-found", message, link.path, source, "resolve", "graph"))
             elif not link.allows(kind):
@@ -334,6 +372,8 @@ class Validator:
         profiles = [url for url in declared_profiles(resource) if url in self._schema_validators]
         if profile in self._schema_validators and profile not in profiles:
             profiles.append(profile)
+        if single and not profiles:  # R5's own definition of the type: its invariants, dom-* included
+            profiles.append(self.invariants.core(str(resource["resourceType"])))
         deferred: list[Deferred] = []
         issues = guard(
             lambda: self.invariants.issues(resource, profiles, {}, source, nodes, deferred),
@@ -345,7 +385,7 @@ class Validator:
         out.deferred = tuple(deferred)
 
     def _resource(
-        self, resource: dict[str, Any], source: str, nodes: list[Node], extra: str | None
+        self, resource: dict[str, Any], source: str, nodes: list[Node], extra: str | None, single: bool
     ) -> list[Issue]:
         kind = str(resource["resourceType"])
         issues = self._guard(lambda: structure_issues(resource, source, nodes), "structure", source) or []
@@ -359,9 +399,10 @@ class Validator:
             if profile is None:
                 issues.append(
                     Issue(
-                        "error",
+                        "warning" if single else "error",
                         "not-found",
-                        f"profile {url} is not known to this publisher",
+                        f"profile {url} is not known to this publisher"
+                        + (" (not checked)" if single else ""),
                         where,
                         source,
                         "profile",
@@ -373,7 +414,7 @@ class Validator:
                 issues.append(Issue("error", "invalid", message, where, source, "profile", "profile"))
             else:
                 known.append(profile["url"])
-        if not declared:
+        if not declared and not single:
             message = f"{kind}.meta.profile must name the fhir-pub profile this resource conforms to"
             issues.append(
                 Issue("error", "required", message, f"{kind}.meta.profile", source, "profile", "profile")
@@ -421,6 +462,11 @@ class Checked:
         return self.facts is not None and not any(is_error(issue) for issue in found)
 
 
+SINGLE_MODE = (
+    "validated as a single resource: structure, profiles and invariants (R5's own where it declares no "
+    "profile of this publication), references resolved against this publication; publication rules "
+    "(orphans, unique ids) not applied"
+)
 # Resources per span of work: fixed, so that what a span yields never depends on the number of workers.
 CHUNK = 250
 # Below this many resources a process pool costs more than it saves.
@@ -463,9 +509,14 @@ class GraphCheck:
     """
 
     def __init__(
-        self, validator: Validator, resolvable: Mapping[str, Mapping[str, Any]], source: Callable[[int], str]
+        self,
+        validator: Validator,
+        resolvable: Mapping[str, Mapping[str, Any]],
+        source: Callable[[int], str],
+        orphans: bool = True,
     ) -> None:
         self.validator = validator
+        self.orphans = orphans
         self.resolvable = resolvable
         self.source = source
         self.count = 0
@@ -510,7 +561,9 @@ class GraphCheck:
         """The graph layer (orphans) and the invariants that read the graph, then the whole report."""
         graph = [*duplicates, *self.issues["graph"]]
         used = self.referrals.used
-        for key, index in zip(self.keys, self.numbers, strict=True):
+        for key, index in zip(self.keys, self.numbers, strict=self.orphans):
+            if not self.orphans:
+                break
             kind = key.split("/", 1)[0]  # key_of: the type is what precedes the first "/"
             if kind not in ROOT_TYPES and kind not in ANNOTATION_TYPES and key not in used:
                 message = (
