@@ -10,15 +10,22 @@ https://hl7.org/fhir/R5/http.html
 
 from __future__ import annotations
 
+import math
+import re
+import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from email.utils import formatdate
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlencode
 
 import orjson
 
-from fhir_pub.errors import Invalid, NotFound, NotSupported
+from fhir_pub.errors import Invalid, NotFound, NotSupported, TooManyRequests
+from fhir_pub.export import OUTPUT_FORMATS, ExportRequest, check_type_filters
+from fhir_pub.jobs import ACTIVE, JobStore
 from fhir_pub.search import bundle
 from fhir_pub.search.dates import micros, now_micros, parse_instant
 from fhir_pub.search.engine import Result
@@ -55,7 +62,7 @@ class Answer:
     """A FHIR JSON answer: the body, its status, and what HTTP caching says of it.
 
     ``version`` (a weak ETag) and ``last_modified`` are set for a resource read, ``location`` is the
-    ``Content-Location`` of the version read.
+    ``Content-Location`` (of the version read, or of an export's status); ``headers`` are any others.
     """
 
     body: bytes
@@ -63,6 +70,8 @@ class Answer:
     version: str | None = None
     last_modified: str | None = None
     location: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    media: str | None = None  # None: FHIR JSON, rendered as negotiated; else sent as is ("": no body)
 
 
 def capability(context: Context) -> Answer:
@@ -314,3 +323,120 @@ def joins(validator: Validator, resource: Any) -> bool:
     return isinstance(declared, list) and any(
         isinstance(url, str) and url.split("|", 1)[0] in validator.schemas for url in declared
     )
+
+
+# Bulk Data export (https://hl7.org/fhir/uv/bulkdata/STU2/export.html): kick-off, status, cancel. The
+# files themselves are streamed by the web layer.
+_TYPE_FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]+\?)")
+
+
+def export_request(
+    store: Store, resource_type: str | None, pairs: Sequence[tuple[str, str]], lenient: bool
+) -> tuple[ExportRequest, list[str]]:
+    """The export a kick-off asks for, checked against the publication; the warnings of lenient handling."""
+    types: list[str] = []
+    elements: list[str] = []
+    filters: list[str] = []
+    since = None
+    warnings = []
+    for name, value in pairs:
+        if name == "_outputFormat":
+            value = value.replace(" ", "+")  # an unencoded "+" in a query string arrives as a space
+            if value not in OUTPUT_FORMATS:
+                raise Invalid(
+                    f"_outputFormat={value!r}: this server writes application/fhir+ndjson", expression=name
+                )
+        elif name == "_since":
+            since = parse_instant(value)
+        elif name == "_type":
+            types += [t.strip() for t in value.split(",") if t.strip()]
+        elif name == "_elements":
+            elements += [e.strip() for e in value.split(",") if e.strip()]
+        elif name == "_typeFilter":
+            filters += [f for f in _TYPE_FILTER_SPLIT.split(value) if f]
+        elif lenient:
+            warnings.append(f"parameter {name} is not supported and was ignored")
+        else:
+            raise Invalid(
+                f"parameter {name} is not supported (Prefer: handling=lenient ignores it)", expression=name
+            )
+    if resource_type is not None:
+        if types and types != [resource_type]:
+            raise Invalid(
+                f"_type must name only {resource_type} on [base]/{resource_type}/$export", expression="_type"
+            )
+        types = [resource_type]
+    unknown = sorted({t for t in [*types, *(f.split("?", 1)[0] for f in filters)] if t not in store.types})
+    if unknown:
+        raise Invalid(f"not in this publication: {', '.join(unknown)}", expression="_type")
+    check_type_filters(store, filters)
+    request = ExportRequest(
+        tuple(dict.fromkeys(types)), since, tuple(filters), tuple(dict.fromkeys(elements))
+    )
+    return request, warnings
+
+
+def _informational(text: str, **extra: Any) -> Answer:
+    outcome = operation_outcome([Issue("information", "informational", text, layer="bulk")])
+    return Answer(orjson.dumps(outcome), status=202, **extra)
+
+
+def export_kickoff(
+    context: Context, jobs: JobStore, resource_type: str | None, kickoff_url: str, lenient: bool
+) -> Answer:
+    """Start an export job (202, its status URL in Content-Location); 429 when enough are running."""
+    asked, warnings = export_request(context.store, resource_type, context.params, lenient)
+    jobs.sweep()
+    state = jobs.admit(asked, kickoff_url, context.base, warnings)
+    if state is None:
+        raise TooManyRequests(
+            f"{jobs.max_active} exports are running; try again later", headers={"Retry-After": "10"}
+        )
+    threading.Thread(target=jobs.run, args=(state, context.store, asked), daemon=True).start()
+    return _informational("export started", location=f"{context.base}/$export-status/{state['id']}")
+
+
+def _no_job(job_id: str) -> NotFound:
+    return NotFound(f"no export job {job_id} (never started, cancelled, or expired)")
+
+
+def live_job(jobs: JobStore, job_id: str) -> dict[str, Any]:
+    """A job that can still be asked about; NotFound for one never started, cancelled or forgotten."""
+    jobs.sweep()
+    state = jobs.read(job_id)
+    if state is None or state["status"] in {"cancelled", "expired"}:
+        raise _no_job(job_id)
+    return state
+
+
+def export_status(jobs: JobStore, job_id: str, interval: float) -> Answer:
+    """202 while running (X-Progress, Retry-After; 429 when polled too fast); then the manifest."""
+    state = live_job(jobs, job_id)
+    now = jobs.clock()
+    if state["status"] in ACTIVE:  # only a running job is rate limited; a result may be re-read at will
+        wait = interval - (now - float(state.get("lastPoll", 0.0)))
+        if wait > 0:
+            raise TooManyRequests(
+                "polled too soon; wait as Retry-After says", headers={"Retry-After": str(math.ceil(wait))}
+            )
+        if not jobs.polled(job_id, now):
+            raise _no_job(job_id)
+        progress = (
+            ("X-Progress", str(state.get("progress", "running"))),
+            ("Retry-After", str(math.ceil(interval))),
+        )
+        return Answer(b"", status=202, headers=progress, media="")  # an empty body has no media type
+    if state["status"] == "failed":  # the job itself failed on the server: the IG asks for a 5xx here
+        issue = Issue(
+            "error", "exception", f"the export failed: {state.get('error', 'unknown error')}", layer="bulk"
+        )
+        return Answer(orjson.dumps(operation_outcome([issue])), status=500)
+    expires = (("Expires", formatdate(state["expires"], usegmt=True)),)
+    return Answer(orjson.dumps(state["manifest"]), headers=expires, media="application/json")
+
+
+def export_cancel(jobs: JobStore, job_id: str) -> Answer:
+    """Cancel a job (running or done): 202; its files are deleted and its status URL answers 404."""
+    live_job(jobs, job_id)
+    jobs.cancel(job_id)
+    return _informational("export cancelled")

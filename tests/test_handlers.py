@@ -127,3 +127,30 @@ def test_validate_without_http(store: Store) -> None:
     assert any(issue["severity"] == "error" for issue in outcome["issue"])
     with pytest.raises(Invalid, match="not a Group"):
         handlers.validate(context(store), validator, "Group", asked)
+
+
+def test_export_without_http(store: Store, tmp_path: Path) -> None:
+    """Kick-off, status and cancel as handler calls: a real job, its files, its manifest."""
+    import time
+
+    from fhir_pub.jobs import JobStore
+
+    jobs = JobStore(tmp_path / "jobs")
+    pairs = (("_type", "Organization"),)
+    started = handlers.export_kickoff(context(store, *pairs), jobs, None, f"{BASE}/$export", lenient=False)
+    assert started.status == 202
+    assert started.location is not None
+    job_id = started.location.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 30
+    while (answer := handlers.export_status(jobs, job_id, 0.0)).status == 202:
+        assert dict(answer.headers)["X-Progress"]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert answer.media == "application/json"
+    manifest = orjson.loads(answer.body)
+    assert [o["type"] for o in manifest["output"]] == ["Organization"]
+    with pytest.raises(Invalid, match="_type must name only Group"):
+        handlers.export_kickoff(context(store, *pairs), jobs, "Group", f"{BASE}/Group/$export", False)
+    assert handlers.export_cancel(jobs, job_id).status == 202
+    with pytest.raises(NotFound):
+        handlers.export_status(jobs, job_id, 0.0)

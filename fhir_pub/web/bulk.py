@@ -6,30 +6,23 @@ The kick-off needs ``Prefer: respond-async`` (400 without it, as the IG requires
 
 from __future__ import annotations
 
-import math
 import re
-import threading
 import zlib
 from collections.abc import Iterator
-from email.utils import formatdate
 from pathlib import Path
-from typing import Any
 
 import orjson
 from flask import Blueprint, Response, request, send_file
 
-from fhir_pub.errors import Gone, Invalid, NotFound, NotSupported, TooManyRequests
-from fhir_pub.export import OUTPUT_FORMATS, ExportRequest, check_type_filters, parse_instant
-from fhir_pub.handlers import Answer
-from fhir_pub.jobs import ACTIVE, JobStore
+from fhir_pub import handlers
+from fhir_pub.errors import Gone, Invalid, NotFound, NotSupported
+from fhir_pub.jobs import JobStore
 from fhir_pub.settings import Settings
-from fhir_pub.validation.issues import Issue, operation_outcome
 from fhir_pub.web import formats
 from fhir_pub.web.state import app_state
 
 blueprint = Blueprint("bulk", __name__)
 SUPPORTED = {"_outputFormat", "_since", "_type", "_elements", "_typeFilter"}
-_TYPE_FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]+\?)")
 FILE_NAME = re.compile(r"^[A-Za-z]+\.ndjson(\.gz)?$")
 
 
@@ -72,51 +65,6 @@ def _parameters() -> list[tuple[str, str]]:
     return pairs
 
 
-def _request(
-    resource_type: str | None, pairs: list[tuple[str, str]], lenient: bool
-) -> tuple[ExportRequest, list[str]]:
-    types: list[str] = []
-    elements: list[str] = []
-    filters: list[str] = []
-    since = None
-    warnings = []
-    for name, value in pairs:
-        if name == "_outputFormat":
-            value = value.replace(" ", "+")  # an unencoded "+" in a query string arrives as a space
-            if value not in OUTPUT_FORMATS:
-                raise Invalid(
-                    f"_outputFormat={value!r}: this server writes application/fhir+ndjson", expression=name
-                )
-        elif name == "_since":
-            since = parse_instant(value)
-        elif name == "_type":
-            types += [t.strip() for t in value.split(",") if t.strip()]
-        elif name == "_elements":
-            elements += [e.strip() for e in value.split(",") if e.strip()]
-        elif name == "_typeFilter":
-            filters += [f for f in _TYPE_FILTER_SPLIT.split(value) if f]
-        elif lenient:
-            warnings.append(f"parameter {name} is not supported and was ignored")
-        else:
-            raise Invalid(
-                f"parameter {name} is not supported (Prefer: handling=lenient ignores it)", expression=name
-            )
-    store = app_state().store
-    if resource_type is not None:
-        if types and types != [resource_type]:
-            raise Invalid(
-                f"_type must name only {resource_type} on [base]/{resource_type}/$export", expression="_type"
-            )
-        types = [resource_type]
-    unknown = sorted({t for t in [*types, *(f.split("?", 1)[0] for f in filters)] if t not in store.types})
-    if unknown:
-        raise Invalid(f"not in this publication: {', '.join(unknown)}", expression="_type")
-    check_type_filters(store, filters)
-    return ExportRequest(
-        tuple(dict.fromkeys(types)), since, tuple(filters), tuple(dict.fromkeys(elements))
-    ), warnings
-
-
 def _kickoff(resource_type: str | None) -> Response:
     prefer = formats.preferences(request)
     if "respond-async" not in prefer:
@@ -124,26 +72,14 @@ def _kickoff(resource_type: str | None) -> Response:
     accept = request.headers.get("Accept")
     if accept and accept.strip() != "*/*":
         formats.best_match(accept, ["application/fhir+json", "application/json"])  # else 406
-    export_request, warnings = _request(resource_type, _parameters(), prefer.get("handling") == "lenient")
-    store = jobs()
-    store.sweep()
     base = formats.base_url(_settings(), request)
     query = request.query_string.decode("latin-1")
     kickoff_url = base + request.path.removeprefix("/fhir") + (f"?{query}" if query else "")
-    state = store.admit(export_request, kickoff_url, base, warnings)
-    if state is None:
-        raise TooManyRequests(
-            f"{store.max_active} exports are running; try again later", headers={"Retry-After": "10"}
-        )
-    publication = app_state().store
-    threading.Thread(target=store.run, args=(state, publication, export_request), daemon=True).start()
-    return _informational("export started", {"Content-Location": f"{base}/$export-status/{state['id']}"})
-
-
-def _informational(text: str, headers: dict[str, str] | None = None) -> Response:
-    """A 202 with an informational OperationOutcome."""
-    outcome = operation_outcome([Issue("information", "informational", text, layer="bulk")])
-    return formats.respond(Answer(orjson.dumps(outcome), status=202), request, headers)
+    context = handlers.Context(app_state().store, base, tuple(_parameters()))
+    lenient = prefer.get("handling") == "lenient"
+    return formats.respond(
+        handlers.export_kickoff(context, jobs(), resource_type, kickoff_url, lenient), request
+    )
 
 
 @blueprint.route("/$export", methods=["GET", "POST"])
@@ -173,54 +109,17 @@ def _patient_level(what: str) -> NotSupported:
     )
 
 
-def _no_job(job_id: str) -> NotFound:
-    return NotFound(f"no export job {job_id} (never started, cancelled, or expired)")
-
-
-def _live(job_id: str) -> dict[str, Any]:
-    store = jobs()
-    store.sweep()
-    state = store.read(job_id)
-    if state is None or state["status"] in {"cancelled", "expired"}:
-        raise _no_job(job_id)
-    return state
-
-
 @blueprint.get("/$export-status/<job_id>")
 def status(job_id: str) -> Response:
     """202 while running (X-Progress, Retry-After; 429 when polled too fast); then the manifest."""
-    state = _live(job_id)
-    interval = _settings().export_poll_interval
-    now = app_state().clock()
-    if state["status"] in ACTIVE:  # only a running job is rate limited; a result may be re-read at will
-        wait = interval - (now - float(state.get("lastPoll", 0.0)))
-        if wait > 0:
-            raise TooManyRequests(
-                "polled too soon; wait as Retry-After says", headers={"Retry-After": str(math.ceil(wait))}
-            )
-        if not jobs().polled(job_id, now):
-            raise _no_job(job_id)
-        response = Response(status=202)
-        del response.headers["Content-Type"]  # an empty body has no media type
-        response.headers["X-Progress"] = str(state.get("progress", "running"))
-        response.headers["Retry-After"] = str(math.ceil(interval))
-        return response
-    if state["status"] == "failed":  # the job itself failed on the server: the IG asks for a 5xx here
-        issue = Issue(
-            "error", "exception", f"the export failed: {state.get('error', 'unknown error')}", layer="bulk"
-        )
-        return formats.respond(Answer(orjson.dumps(operation_outcome([issue])), status=500), request)
-    response = Response(orjson.dumps(state["manifest"]), status=200, content_type="application/json")
-    response.headers["Expires"] = formatdate(state["expires"], usegmt=True)
-    return response
+    answer = handlers.export_status(jobs(), job_id, _settings().export_poll_interval)
+    return formats.respond(answer, request)
 
 
 @blueprint.delete("/$export-status/<job_id>")
 def cancel(job_id: str) -> Response:
     """Cancel a job (running or done): 202; its files are deleted and its status URL answers 404."""
-    _live(job_id)
-    jobs().cancel(job_id)
-    return _informational("export cancelled")
+    return formats.respond(handlers.export_cancel(jobs(), job_id), request)
 
 
 @blueprint.get("/$export-file/<job_id>/<name>")
@@ -230,7 +129,7 @@ def file(job_id: str, name: str) -> Response:
     state = jobs().read(job_id)
     if state is not None and state["status"] == "expired":
         raise Gone(f"the files of export {job_id} have expired")
-    state = _live(job_id)
+    state = handlers.live_job(jobs(), job_id)
     if state["status"] != "complete" or not FILE_NAME.match(name):
         raise NotFound(f"no file {name} in export {job_id}")
     path: Path = jobs().root / job_id / "files" / name

@@ -156,10 +156,20 @@ def respond(answer: Answer, request: Request, headers: Mapping[str, str] | None 
     A resource read carries its weak ETag, Last-Modified and Content-Location, and answers 304 to a
     client that has it. The format follows Accept, so a shared cache must key on it (RFC 9110 12.5.5).
     """
-    fmt, version = preferred(request)
     response = Response(status=answer.status)
+    response.headers.extend(answer.headers)
     if headers:
         response.headers.update(headers)
+    if answer.location is not None:
+        response.headers["Content-Location"] = answer.location
+    if answer.media is not None:  # not a FHIR resource (a manifest, an empty 202): sent as it is
+        response.set_data(answer.body)
+        if answer.media:
+            response.content_type = answer.media
+        else:
+            del response.headers["Content-Type"]
+        return response
+    fmt, version = preferred(request)
     response.vary.add("Accept")
     # the version is said back as asked (https://hl7.org/fhir/R5/versioning.html#mt-version)
     suffix = "" if version is None else f"; fhirVersion={version}"
@@ -182,8 +192,6 @@ def respond(answer: Answer, request: Request, headers: Mapping[str, str] | None 
         response.set_etag(answer.version, weak=True)
         if answer.last_modified is not None:
             response.last_modified = datetime.fromisoformat(answer.last_modified)
-        if answer.location is not None:
-            response.headers["Content-Location"] = answer.location
         response.make_conditional(request)
     return response
 
