@@ -112,3 +112,50 @@ def test_cli_single(tmp_path: Path) -> None:
     assert "org-1" in result.output
     plain = runner.invoke(main, ["validate", str(good)])
     assert plain.exit_code == 1  # as one publication, a lone Patient without a fhir-pub profile is in error
+
+
+@pytest.mark.parametrize(
+    ("resource", "where"),
+    [
+        ({"resourceType": "Patient", "id": "p1", "text": NARRATIVE, "gender": "x"}, "Patient.gender"),
+        (
+            {
+                "resourceType": "Patient",
+                "id": "p1",
+                "text": NARRATIVE,
+                "contact": [{"gender": "y", "name": {"text": "A"}}],
+            },
+            "Patient.contact[0].gender",
+        ),
+        (
+            {"resourceType": "Patient", "id": "p1", "text": NARRATIVE, "address": [{"use": "bogus"}]},
+            "Patient.address[0].use",
+        ),
+        (
+            {
+                "resourceType": "DocumentReference",
+                "id": "d1",
+                "text": NARRATIVE,
+                "status": "nope",
+                "content": [{"attachment": {"url": "http://example.org/a"}}],
+            },
+            "DocumentReference.status",
+        ),
+    ],
+)
+def test_required_bindings_of_r5(client: FlaskClient, resource: dict[str, Any], where: str) -> None:
+    """A code outside its element's required R5 ValueSet is an error at that element, naming the codes."""
+    issues = [i for i in validate(client, resource) if i["severity"] == "error"]
+    assert [(i["code"], i["expression"]) for i in issues] == [("code-invalid", [where])], issues
+    assert "required binding" in issues[0]["details"]["text"]
+
+
+def test_codes_of_required_bindings_pass(client: FlaskClient) -> None:
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "text": NARRATIVE,
+        "gender": "female",
+        "address": [{"use": "home", "type": "postal"}],
+    }
+    assert texts(validate(client, patient), "error", "fatal", "warning") == []

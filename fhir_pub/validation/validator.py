@@ -37,6 +37,7 @@ from fhir_pub.graph import (
     links,
 )
 from fhir_pub.parallel import cores, ordered_map, spans
+from fhir_pub.validation.bindings import binding_issues
 from fhir_pub.validation.fhirpath import RESOLVABLE
 from fhir_pub.validation.invariants import Deferred, InvariantSet
 from fhir_pub.validation.issues import Issue, is_error, operation_outcome
@@ -372,8 +373,10 @@ class Validator:
         profiles = [url for url in declared_profiles(resource) if url in self._schema_validators]
         if profile in self._schema_validators and profile not in profiles:
             profiles.append(profile)
-        if single and not profiles:  # R5's own definition of the type: its invariants, dom-* included
+        if single and not profiles:  # R5's own definition of the type: its invariants, dom-* included,
             profiles.append(self.invariants.core(str(resource["resourceType"])))
+            found_codes = guard(lambda: list(binding_issues(nodes, source)), "binding", source)
+            out.layered.extend(found_codes or [])  # and its required bindings
         deferred: list[Deferred] = []
         issues = guard(
             lambda: self.invariants.issues(resource, profiles, {}, source, nodes, deferred),
