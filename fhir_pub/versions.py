@@ -529,6 +529,9 @@ _R4: dict[str, Rule] = {
 
 RULES: dict[Target, Rules] = {"4.3": _R4B, "4.0": _R4}
 
+# Elements R4 and R4B require that R5 makes optional: without them there is no target form.
+_REQUIRED_IN_TARGET = {"Provenance": ("recorded",)}
+
 # Elements every resource has in every version.
 _RESOURCE_ELEMENTS = frozenset({"id", "implicitRules", "language", "meta", "text"})
 
@@ -559,6 +562,9 @@ class _Converter:
             out["code"] = code
             return out
         self.children(resource_type, resource_type, resource, out)
+        for name in _REQUIRED_IN_TARGET.get(resource_type, ()):
+            if name not in out:
+                raise ConversionError(f"{resource_type}.{name}: required in FHIR {self.target}, absent")
         return out
 
     def children(self, path: str, type_name: str, value: Mapping[str, Any], out: Json) -> None:
