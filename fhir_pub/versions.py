@@ -248,17 +248,25 @@ def _first_subject(conv: _Converter, path: str, info: ElementInfo, value: Any) -
 
 
 def _codeable_reference_item(prefix: str) -> Callable[[_Converter, str, ElementInfo, Any], Json]:
-    """R5's ``item`` (a CodeableReference) is R4's ``item[x]`` (CodeableConcept or Reference)."""
+    """R5's ``item`` (a CodeableReference) is R4's ``item[x]`` (CodeableConcept or Reference).
+
+    With both a concept and a reference, the concept is ``item[x]`` and the reference travels as the
+    element's cross-version extension.
+    """
 
     def apply(conv: _Converter, path: str, info: ElementInfo, value: Any) -> Json:
-        if set(value) - {"concept", "reference"} or len(value) != 1:
+        if set(value) - {"concept", "reference"}:
             return {}
-        (kind, item) = next(iter(value.items()))
-        if kind == "concept":
-            return {
-                f"{prefix}CodeableConcept": conv.complex_value("CodeableConcept", "CodeableConcept", item)
+        if "concept" in value:
+            out: Json = {
+                f"{prefix}CodeableConcept": conv.complex_value(
+                    "CodeableConcept", "CodeableConcept", value["concept"]
+                )
             }
-        return {f"{prefix}Reference": conv.complex_value("Reference", "Reference", item)}
+            if "reference" in value:
+                out["extension"] = [conv.extension(path, info, {"reference": value["reference"]})]
+            return out
+        return {f"{prefix}Reference": conv.complex_value("Reference", "Reference", value["reference"])}
 
     return apply
 

@@ -353,3 +353,18 @@ class TestNoEquivalent:
         """Only 4.3 and 4.0 are targets."""
         with pytest.raises(ValueError, match="unknown FHIR version"):
             convert(r5(MK), "3.0")  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("target", TARGETS)
+    def test_item_with_concept_and_reference(self, target: Target) -> None:
+        """An ingredient both named and referenced: the name is item[x], the reference an extension."""
+        resource = {
+            "resourceType": "Medication",
+            "id": "x",
+            "ingredient": [{"item": {"concept": {"text": "a"}, "reference": {"reference": "Substance/a"}}}],
+        }
+        converted = convert(resource, target)
+        CHECKS[target](converted)
+        [ingredient] = converted["ingredient"]
+        assert ingredient["itemCodeableConcept"] == {"text": "a"}
+        [item] = extensions(ingredient, XVER + "Medication.ingredient.item")
+        assert "Substance/a" in reference_strings(item)
