@@ -32,6 +32,9 @@ Decisions, each for a reason:
 - A value that the target requires and that R5 leaves without a target code (an R5-only
   ``Group.type``, ``Provenance.entity.role`` = ``instantiates``, a missing ``Provenance.recorded``)
   raises :class:`ConversionError` rather than inventing a value.
+- A primitive's own extensions (``_status``) travel with it where it keeps a target element; with a
+  value that moves into an extension they raise :class:`ConversionError` (an extension's value cannot
+  carry them).
 - ``Group.membership`` becomes R4's ``Group.actual`` (``enumerated`` = true, ``definitional`` = false),
   the map HL7 gives for the renamed element.
 """
@@ -406,7 +409,8 @@ _COMMON: dict[str, Rule] = {
     "Medication.ingredient.item": _ITEM,
     "Medication.ingredient.strengthRatio": Same("strength"),
     # DocumentReference: R5 widened subject to any resource and docStatus to more codes; R4 keeps
-    # those it can say.
+    # those it can say. R5's relatesTo.code is a CodeableConcept where R4 requires one of four codes: the
+    # relation travels whole as an extension.
     **_keep(
         "DocumentReference.identifier",
         "DocumentReference.status",
@@ -417,8 +421,6 @@ _COMMON: dict[str, Rule] = {
         "DocumentReference.securityLabel",
         "DocumentReference.content",
         "DocumentReference.content.attachment",
-        "DocumentReference.relatesTo",
-        "DocumentReference.relatesTo.target",
     ),
     "DocumentReference.docStatus": _code_in("preliminary", "final", "amended", "entered-in-error"),
     "DocumentReference.subject": _references_to("Patient", "Practitioner", "Group", "Device"),

@@ -307,6 +307,26 @@ class TestNoEquivalent:
         assert pages["valuePositiveInt"] == 4
 
     @pytest.mark.parametrize("target", TARGETS)
+    def test_attachment_size(self, target: Target) -> None:
+        """R5's integer64 size, a JSON string, is R4's unsignedInt number."""
+        resource = copy.deepcopy(r5("DocumentReference/msk-inotuzumab-ozogamicin"))
+        resource["content"][0]["attachment"]["size"] = "2048"
+        converted = convert(resource, target)
+        CHECKS[target](converted)
+        assert converted["content"][0]["attachment"]["size"] == 2048
+
+    @pytest.mark.parametrize("target", TARGETS)
+    def test_relates_to(self, target: Target) -> None:
+        """R5's relatesTo (a CodeableConcept code) travels whole, nested, as R4 requires a code."""
+        resource = copy.deepcopy(r5("DocumentReference/msk-inotuzumab-ozogamicin"))
+        relation = {"code": {"text": "replaces"}, "target": {"reference": "DocumentReference/old"}}
+        resource["relatesTo"] = [relation]
+        converted = convert(resource, target)
+        CHECKS[target](converted)
+        [relates] = extensions(converted, XVER + "DocumentReference.relatesTo")
+        assert [e["url"] for e in relates["extension"]] == ["code", "target"]
+
+    @pytest.mark.parametrize("target", TARGETS)
     def test_hoisted_leftover(self, target: Target) -> None:
         """A definitional child without a target place is a nested extension-...definitional."""
         resource = copy.deepcopy(r5(MK))
