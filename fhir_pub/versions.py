@@ -41,6 +41,7 @@ Decisions, each for a reason:
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -543,7 +544,8 @@ RULES: dict[Target, Rules] = {"4.3": _R4B, "4.0": _R4}
 _REQUIRED_IN_TARGET = {"Provenance": ("recorded",)}
 
 # Elements every resource has in every version.
-_RESOURCE_ELEMENTS = frozenset({"id", "implicitRules", "language", "meta", "text"})
+_RESOURCE_ELEMENTS_ORDER: tuple[str, ...] = ("id", "meta", "implicitRules", "language", "text")
+_RESOURCE_ELEMENTS = frozenset(_RESOURCE_ELEMENTS_ORDER)
 
 
 def _choice_name(info: ElementInfo) -> str:
@@ -566,11 +568,11 @@ class _Converter:
         resource_type = str(resource["resourceType"])
         out: Json = {"resourceType": resource_type}
         if resource_type == "ClinicalUseDefinition" and self.target == "4.0":
-            out["resourceType"] = "Basic"
+            converted: Json = {}
+            self.children(resource_type, resource_type, resource, converted)
+            head: Json = {k: converted.pop(k) for k in _RESOURCE_ELEMENTS_ORDER if k in converted}
             code = {"coding": [{"system": FHIR_TYPES, "code": resource_type, "display": resource_type}]}
-            self.children(resource_type, resource_type, resource, out)
-            out["code"] = code
-            return out
+            return {"resourceType": "Basic", **head, "code": code, **converted}
         self.children(resource_type, resource_type, resource, out)
         for name in _REQUIRED_IN_TARGET.get(resource_type, ()):
             if name not in out:
@@ -612,7 +614,7 @@ class _Converter:
             name = rule.name or info.name
             out[name] = self.value(child_path, info, item)
             if underscore is not None:
-                out[f"_{name}"] = underscore
+                out[f"_{name}"] = copy.deepcopy(underscore)
             return
         if isinstance(rule, Hoist):
             hoisted: Json = {}
@@ -650,7 +652,7 @@ class _Converter:
     def value(self, path: str, info: ElementInfo, item: Any) -> Any:
         """Convert a kept element's value (a list or one value)."""
         if info.is_primitive:
-            return item
+            return list(item) if info.is_list else item
         if info.is_list:
             return [self.complex_value(path, info.type_name, one) for one in item]
         return self.complex_value(path, info.type_name, item)

@@ -124,6 +124,9 @@ class TestEveryResource:
         first = convert(resource, target)
         assert r5(MK) == resource
         assert first == convert(resource, target)
+        first["synonym"].append("changed")
+        first["monograph"][0]["type"]["coding"].clear()
+        assert r5(MK) == resource
 
 
 class TestClinicalUse:
