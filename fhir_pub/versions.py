@@ -13,13 +13,14 @@ the child's element name (``[x]`` dropped), as the cross-version packages define
 Decisions, each for a reason:
 
 - **ClinicalUseDefinition in R4** (which has no such resource) is a ``Basic`` with the same id: its
-  ``code`` is ``http://hl7.org/fhir/fhir-types#ClinicalUseDefinition`` (the cross-version pattern for a
-  resource the target lacks), ``Basic.identifier`` carries the identifiers, ``Basic.subject`` (Reference
-  to any resource) the first subject, and every other element, further subjects included, a
-  cross-version extension ``extension-ClinicalUseDefinition.*``. R4's MedicinalProduct* resources were
-  not used: their undesirable-effect and interaction resources point from the fact to a
-  MedicinalProduct, which this publication does not have, and an indication or warning has no R4
-  resource at all, so one representation for every clinical use keeps them uniform. Every reference to
+  ``code`` is ``http://hl7.org/fhir/fhir-types#ClinicalUseDefinition`` (the code system of FHIR's type
+  names, saying what the Basic stands for), ``Basic.identifier`` carries the identifiers,
+  ``Basic.subject`` (Reference to any resource) the first subject, and every other element, further
+  subjects included, a cross-version extension ``extension-ClinicalUseDefinition.*``. R4's
+  MedicinalProductIndication, -Contraindication, -Interaction and -UndesirableEffect were not used: R4
+  has no such resource for a warning (27 of the publication's 62 clinical uses), their elements map
+  only in part (the rest would be extensions anyway), and R4B withdrew them for ClinicalUseDefinition;
+  one complete representation for every clinical use gives an R4 client one place to look. Every reference to
   ``ClinicalUseDefinition/[id]`` in an R4 resource is rewritten to ``Basic/[id]``, so the
   MedicationKnowledge's ``extension-MedicationKnowledge.clinicalUseIssue`` and each Provenance target
   still reach every clinical fact.
@@ -35,8 +36,10 @@ Decisions, each for a reason:
 - A primitive's own extensions (``_status``) travel with it where it keeps a target element; with a
   value that moves into an extension they raise :class:`ConversionError` (an extension's value cannot
   carry them).
-- ``Group.membership`` becomes R4's ``Group.actual`` (``enumerated`` = true, ``definitional`` = false),
-  the map HL7 gives for the renamed element.
+- ``Group.membership`` becomes R4's required ``Group.actual`` (``enumerated`` = true, ``definitional`` =
+  false): R5 replaced the boolean by the code (https://hl7.org/fhir/R5/group.html).
+- Where HL7's draft StructureMaps (hl7.fhir.uv.xver) map more loosely, a value of a different meaning or
+  a type the target forbids there travels as an extension instead: docs/versions.md names each case.
 """
 
 from __future__ import annotations
