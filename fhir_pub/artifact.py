@@ -14,7 +14,8 @@ from fhir_pub.errors import PublicationError
 
 # Stored in PRAGMA user_version. 2: ``resource.updated`` (lastUpdated as UTC microseconds) orders history
 # and answers ``_since`` (files before it compared those instants as text), and the ``link`` table.
-FORMAT_VERSION = 2
+# 3: the ``converted`` table, each resource in FHIR R4B and R4 (fhir_pub.versions).
+FORMAT_VERSION = 3
 # ``updated`` is meta.lastUpdated as microseconds since the epoch (UTC), so history and ``_since`` compare
 # instants, not their text (01:00+02:00 is before 23:30Z of the day before). The two indexes page history
 # in its order (newest first, then type and id) without sorting the table: of everything, or of one type.
@@ -27,6 +28,15 @@ CREATE TABLE resource (
     body BLOB NOT NULL,
     updated INTEGER NOT NULL,
     PRIMARY KEY (type, id)
+) WITHOUT ROWID;
+CREATE TABLE converted (
+    fhir_version TEXT NOT NULL,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    last_updated TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (fhir_version, type, id)
 ) WITHOUT ROWID;
 CREATE TABLE info (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE link (target TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL);

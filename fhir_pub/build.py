@@ -46,6 +46,7 @@ from fhir_pub.validation.validator import (
     resolving,
     workers_for,
 )
+from fhir_pub.versions import TARGETS, ConversionError, convert
 
 # Files a reader asks the kernel to fetch ahead of the one it reads. A cold 100,000-resource corpus built
 # in 33 s with read-ahead and 43 s without (the workers waited on the disk); a cached one is no slower.
@@ -212,6 +213,7 @@ class _Rows:
     """What one chunk adds to the publication file."""
 
     resources: list[tuple[str, str, str, str, bytes, int]] = field(default_factory=list)
+    converted: list[tuple[str, str, str, str, str, bytes]] = field(default_factory=list)
     index: IndexRows = field(default_factory=IndexRows)
     digests: list[tuple[str, bytes]] = field(default_factory=list)
     profiles: dict[str, set[str]] = field(default_factory=dict)
@@ -282,6 +284,7 @@ class _Reader:
             row = (resource["resourceType"], resource["id"], meta["versionId"], meta["lastUpdated"])
             updated = parse_range(meta["lastUpdated"]).low  # an instant (the profiles): its exact moment
             out.resources.append((*row, orjson.dumps(resource), updated))
+            out.converted.extend(_converted(resource))
             out.profiles.setdefault(resource["resourceType"], set()).update(declared_profiles(resource))
             self.indexer.add(resource, out.index)
         self._read.clear()
@@ -413,9 +416,28 @@ def build(
     return Built(out, count, digest.hexdigest(), attached, len(served.resources))
 
 
+def _converted(resource: dict[str, Any]) -> Iterator[tuple[str, str, str, str, str, bytes]]:
+    """The resource's rows in the ``converted`` table: its R4B and R4 forms (none where R5 has no match)."""
+    for target in TARGETS:
+        try:
+            other = convert(resource, target)
+        except ConversionError:
+            continue  # read at that version answers that this resource has no form there
+        meta = other["meta"]
+        yield (
+            target,
+            other["resourceType"],
+            other["id"],
+            meta["versionId"],
+            meta["lastUpdated"],
+            orjson.dumps(other),
+        )
+
+
 def _insert(db: sqlite3.Connection, rows: _Rows, failed: dict[str, str]) -> None:
     """Write one chunk's resources and index rows; note the parameters that failed on it."""
     db.executemany("INSERT INTO resource VALUES (?, ?, ?, ?, ?, ?)", rows.resources)
+    db.executemany("INSERT INTO converted VALUES (?, ?, ?, ?, ?, ?)", rows.converted)
     for table, table_rows in rows.index.rows.items():
         if table_rows:
             marks = ",".join("?" * len(table_rows[0]))

@@ -35,6 +35,8 @@ from fhir_pub.validation import Validator, candidate_from_bytes
 from fhir_pub.validation.issues import Issue, operation_outcome
 
 Pairs = tuple[tuple[str, str], ...]
+FhirVersion = Literal["5.0", "4.3", "4.0"]
+VERSION_NAMES = {"5.0": ("R5", "5.0.0"), "4.3": ("R4B", "4.3.0"), "4.0": ("R4", "4.0.1")}
 ValidateMode = Literal["create", "update", "delete", "profile"]
 MODES: frozenset[str] = frozenset({"create", "update", "delete", "profile"})
 # Parameters a search's links do not repeat as asked: paging and sort are written as applied, format not.
@@ -55,6 +57,7 @@ class Context:
     strict: bool = False
     budget: float | None = None
     max_includes: int = 1000
+    fhir_version: FhirVersion = "5.0"  # asked with the fhirVersion media-type parameter or a [base]/R4B URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +75,52 @@ class Answer:
     location: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     media: str | None = None  # None: FHIR JSON, rendered as negotiated; else sent as is ("": no body)
+    fhir_version: FhirVersion = "5.0"  # the version of the body (named in Content-Type when not R5)
 
 
 def capability(context: Context) -> Answer:
-    """The CapabilityStatement as the build generated it, ``implementation.url`` the base served at."""
+    """The CapabilityStatement as the build generated it, ``implementation.url`` the base served at.
+
+    At R4B and R4 it is this version's own: its ``fhirVersion``, the types converted to it, and only
+    the interactions served there (read, vread).
+    """
+    if context.fhir_version != "5.0":
+        return Answer(_converted_capability(context), fhir_version=context.fhir_version)
     return Answer(_capability(context.store.capability, context.base))
+
+
+def _converted_capability(context: Context) -> bytes:
+    r5 = orjson.loads(context.store.capability)
+    name, release = VERSION_NAMES[context.fhir_version]
+    kinds = context.store.converted_types(context.fhir_version)
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "text": {
+            "status": "generated",
+            "div": f'<div xmlns="http://www.w3.org/1999/xhtml">fhir-pub at FHIR {name} ({release}): read and '
+            f"vread of {', '.join(kinds)}. Search, history, $validate and $export: FHIR R5.</div>",
+        },
+        "url": f"{context.base}/metadata",
+        "name": f"FhirPub{name}",
+        "status": "active",
+        "date": r5["date"],
+        "publisher": r5.get("publisher", "fhir-pub"),
+        "kind": "instance",
+        "software": r5.get("software", {"name": "fhir-pub"}),
+        "implementation": {"description": f"fhir-pub, FHIR {name}", "url": context.base},
+        "fhirVersion": release,
+        "format": ["json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "Read-only. Search, history, $validate and $export: the R5 base.",
+                "resource": [
+                    {"type": kind, "interaction": [{"code": "read"}, {"code": "vread"}]} for kind in kinds
+                ],
+            }
+        ],
+    }
+    return orjson.dumps(statement)
 
 
 @lru_cache(maxsize=16)
@@ -93,6 +137,14 @@ def checked_type(store: Store, resource_type: str) -> None:
 
 
 def _current(context: Context, resource_type: str, resource_id: str) -> Stored:
+    if context.fhir_version != "5.0":
+        name = VERSION_NAMES[context.fhir_version][0]
+        if resource_type not in context.store.converted_types(context.fhir_version):
+            raise NotSupported(f"this publication has no resource type {resource_type!r} at FHIR {name}")
+        found = context.store.read_converted(context.fhir_version, resource_type, resource_id)
+        if found is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not in this publication at FHIR {name}")
+        return found
     checked_type(context.store, resource_type)
     stored = context.store.read(resource_type, resource_id)
     if stored is None:
@@ -106,7 +158,17 @@ def _resource(context: Context, stored: Stored, path: str) -> Answer:
         version=stored.version,
         last_modified=stored.last_updated,
         location=f"{context.base}{path}",
+        fhir_version=context.fhir_version,
     )
+
+
+def r5_only(context: Context, what: str) -> None:
+    """NotSupported for an interaction asked at R4B or R4, where only read, vread and metadata are served."""
+    if context.fhir_version != "5.0":
+        name = VERSION_NAMES[context.fhir_version][0]
+        raise NotSupported(
+            f"{what} is served at FHIR R5 only; at FHIR {name} this server answers read, vread and metadata"
+        )
 
 
 def read(context: Context, resource_type: str, resource_id: str) -> Answer:
@@ -127,6 +189,7 @@ def vread(context: Context, resource_type: str, resource_id: str, version_id: st
 
 def search(context: Context, resource_type: str | None) -> Answer:
     """Search one type (``[base]/[type]?``) or several (``[base]?_type=A,B``; all types without it)."""
+    r5_only(context, "search")
     store = context.store
     if resource_type is not None:
         checked_type(store, resource_type)
@@ -198,6 +261,7 @@ def history(context: Context, resource_type: str | None, resource_id: str | None
 
     https://hl7.org/fhir/R5/http.html#history: ``_count``, ``_since`` (an instant) and ``_at`` narrow it.
     """
+    r5_only(context, "history")
     if resource_type is not None:
         checked_type(context.store, resource_type)
     asked = dict(context.params)
@@ -283,6 +347,7 @@ def validate(
     context: Context, validator: Validator, resource_type: str | None, asked: ValidateRequest
 ) -> Answer:
     """``$validate`` (https://hl7.org/fhir/R5/resource-operation-validate.html): an OperationOutcome, 200."""
+    r5_only(context, "$validate")
     profile = asked.profile.split("|", 1)[0] if asked.profile else None
     if profile is not None and profile not in validator.schemas:
         raise Invalid(f"profile {asked.profile} is not known to this publisher")
@@ -385,6 +450,7 @@ def export_kickoff(
     context: Context, jobs: JobStore, resource_type: str | None, kickoff_url: str, lenient: bool
 ) -> Answer:
     """Start an export job (202, its status URL in Content-Location); 429 when enough are running."""
+    r5_only(context, "$export")
     asked, warnings = export_request(context.store, resource_type, context.params, lenient)
     jobs.sweep()
     state = jobs.admit(asked, kickoff_url, context.base, warnings)

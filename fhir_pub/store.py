@@ -61,6 +61,7 @@ class Store:
         self.path = path
         self._local = threading.local()
         self._value_sets: Conformance | None = None
+        self._converted_types: dict[str, tuple[str, ...]] = {}
         try:
             check_format(self.connection(), path)
             self.types = frozenset(
@@ -266,4 +267,27 @@ class Store:
                     [kind, *batch],
                 )
                 found.update(((kind, rid), bytes(body)) for rid, body in rows)
+        return found
+
+    def read_converted(self, fhir_version: str, resource_type: str, resource_id: str) -> Stored | None:
+        """A resource in FHIR R4B (``4.3``) or R4 (``4.0``), as the build converted it, or None."""
+        row = (
+            self.connection()
+            .execute(
+                "SELECT body, version, last_updated FROM converted "
+                "WHERE fhir_version = ? AND type = ? AND id = ?",
+                (fhir_version, resource_type, resource_id),
+            )
+            .fetchone()
+        )
+        return None if row is None else Stored(bytes(row[0]), row[1], row[2])
+
+    def converted_types(self, fhir_version: str) -> tuple[str, ...]:
+        """The resource types served at FHIR ``fhir_version`` (4.3 or 4.0), sorted (read once)."""
+        found = self._converted_types.get(fhir_version)
+        if found is None:
+            rows = self.connection().execute(
+                "SELECT DISTINCT type FROM converted WHERE fhir_version = ? ORDER BY type", (fhir_version,)
+            )
+            found = self._converted_types[fhir_version] = tuple(row[0] for row in rows)
         return found

@@ -25,7 +25,8 @@ ACCEPTS = [
     "application/json",
     "application/fhir+xml",  # negotiates to XML: the direct path must leave it to the full one
     "text/html",
-    "application/fhir+json; fhirVersion=4.0",  # a version not served: 406
+    "application/fhir+json; fhirVersion=3.0",  # a version not served: 406
+    "application/fhir+json; fhirVersion=4.3",  # R4B: the converted form, through the full path
 ]
 ENCODINGS = [None, "gzip", "gzip, deflate, br", "br", "identity"]
 

@@ -49,7 +49,7 @@ ACCEPTS = [
     ("application/fhir+xml;q=1.0, application/fhir+json;q=0.9", "application/fhir+xml; charset=utf-8"),
     ("application/fhir+xml; fhirVersion=5.0", "application/fhir+xml; charset=utf-8; fhirVersion=5.0"),
     (
-        "application/fhir+json; fhirVersion=4.0, application/fhir+json; fhirVersion=5.0; q=0.5",
+        "application/fhir+json; fhirVersion=3.0, application/fhir+json; fhirVersion=5.0; q=0.5",
         f"{JSON}; fhirVersion=5.0",
     ),
     ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "text/html; charset=utf-8"),
@@ -69,7 +69,7 @@ class TestAccept:
 
     @pytest.mark.parametrize(
         "accept",
-        ["application/fhir+json; fhirVersion=4.0", "application/fhir+xml; fhirVersion=4.3", "image/png"],
+        ["application/fhir+json; fhirVersion=3.0", "application/fhir+xml; fhirVersion=4.3", "image/png"],
     )
     def test_not_acceptable(self, base: str, accept: str) -> None:
         """A version not served, or a type not produced, is a 406 OperationOutcome naming what is."""
@@ -84,7 +84,7 @@ class TestAccept:
         """_format may carry the version parameter too."""
         ok = requests.get(f"{base}/{READ}?_format=application/fhir%2Bjson;fhirVersion=5.0", timeout=10)
         assert (ok.status_code, ok.headers["Content-Type"]) == (200, f"{JSON}; fhirVersion=5.0")
-        old = requests.get(f"{base}/{READ}?_format=application/fhir%2Bjson;fhirVersion=4.0", timeout=10)
+        old = requests.get(f"{base}/{READ}?_format=application/fhir%2Bjson;fhirVersion=3.0", timeout=10)
         assert old.status_code == 406
 
     def test_conditional_read_keeps_vary(self, base: str) -> None:

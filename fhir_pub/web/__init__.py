@@ -64,6 +64,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(operations.blueprint, url_prefix="/fhir")
     app.register_blueprint(bulk.blueprint, url_prefix="/fhir")
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
+    for name, suffix in (("fhir_r4b", "/R4B"), ("fhir_r4", "/R4")):  # read, vread, metadata at R4B, R4
+        app.register_blueprint(fhir.blueprint, url_prefix=f"/fhir{suffix}", name=name)
     app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
     app.add_url_rule("/", "landing", lambda: landing_page(app))
     app.register_blueprint(html.blueprint)  # /search/{type}: the landing page's forms

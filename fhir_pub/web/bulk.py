@@ -72,6 +72,7 @@ def _kickoff(resource_type: str | None) -> Response:
     accept = request.headers.get("Accept")
     if accept and accept.strip() != "*/*":
         formats.best_match(accept, ["application/fhir+json", "application/json"])  # else 406
+    formats.refuse_other_versions(request, "$export")
     base = formats.base_url(_settings(), request)
     query = request.query_string.decode("latin-1")
     kickoff_url = base + request.path.removeprefix("/fhir") + (f"?{query}" if query else "")

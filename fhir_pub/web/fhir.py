@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from fhir_pub import handlers
-from fhir_pub.errors import MethodNotAllowed, NotFound, UnsupportedMediaType
+from fhir_pub.errors import MethodNotAllowed, NotAcceptable, NotFound, UnsupportedMediaType
 from fhir_pub.openapi import openapi
 from fhir_pub.web import formats
 from fhir_pub.web.state import app_state
@@ -25,7 +25,45 @@ blueprint.before_request(lambda: (formats.negotiated(request), None)[1])
 WRITES = ["POST", "PUT", "PATCH", "DELETE"]
 
 
-def _context(pairs: Sequence[tuple[str, str]] | None = None) -> handlers.Context:
+# The blueprint serves R5 at [base] and R4B and R4 at [base]/R4B and [base]/R4 (registered three times).
+URL_VERSIONS: dict[str, handlers.FhirVersion] = {"fhir_r4b": "4.3", "fhir_r4": "4.0"}
+URL_SUFFIXES = {"4.3": "/R4B", "4.0": "/R4"}
+
+
+ALL_VERSIONS: tuple[handlers.FhirVersion, ...] = ("5.0", "4.3", "4.0")  # read, vread, metadata
+R5_ONLY: tuple[handlers.FhirVersion, ...] = ("5.0",)  # everything else, for now
+
+
+def fhir_version(served: Sequence[handlers.FhirVersion]) -> handlers.FhirVersion:
+    """The FHIR version to answer in: the base URL's, else the most preferred one asked that is served.
+
+    NotAcceptable (406) when the media types ask only for versions this interaction is not served in, or
+    for XML or HTML at R4B or R4 (served as FHIR JSON).
+    """
+    asked = formats.asked_versions(request)
+    by_url = URL_VERSIONS.get(request.blueprint or "")
+    if by_url is not None:
+        if asked and by_url not in asked:
+            raise NotAcceptable(f"fhirVersion={asked[0]} asked at the FHIR {by_url} base {request.path[:80]}")
+        chosen: handlers.FhirVersion = by_url
+    elif not asked:
+        chosen = "5.0"
+    else:
+        usable = [v for v in asked if v in served]
+        if not usable:
+            shown = ", ".join(f"fhirVersion={v}" for v in asked)
+            raise NotAcceptable(f"{shown}: this interaction is served at FHIR R5 (fhirVersion=5.0) only")
+        chosen = usable[0]  # type: ignore[assignment]  # one of served
+    if chosen != "5.0" and formats.preferred(request)[0] != "json":
+        raise NotAcceptable(
+            f"FHIR {chosen} is served as FHIR JSON only; XML and HTML are served at fhirVersion=5.0"
+        )
+    return chosen
+
+
+def _context(
+    pairs: Sequence[tuple[str, str]] | None = None, served: Sequence[handlers.FhirVersion] = R5_ONLY
+) -> handlers.Context:
     """The handlers' view of this request: the store, the public base, the parameters, the preferences."""
     state = app_state()
     return handlers.Context(
@@ -36,6 +74,7 @@ def _context(pairs: Sequence[tuple[str, str]] | None = None) -> handlers.Context
         strict=formats.preferences(request).get("handling") == "strict",
         budget=state.settings.search_timeout,
         max_includes=state.settings.max_includes,
+        fhir_version=fhir_version(served),
     )
 
 
@@ -43,14 +82,15 @@ def _base() -> str:
     """The public FHIR base URL: configured, or this request's (worked out once per request)."""
     base: str | None = g.get("fhir_base")
     if base is None:
-        base = g.fhir_base = formats.base_url(app_state().settings, request)
+        suffix = URL_SUFFIXES.get(URL_VERSIONS.get(request.blueprint or "", ""), "")
+        base = g.fhir_base = formats.base_url(app_state().settings, request) + suffix
     return base
 
 
 @blueprint.get("/metadata")
 def metadata() -> Response:
     """The CapabilityStatement, as the build generated it."""
-    return formats.respond(handlers.capability(_context()), request)
+    return formats.respond(handlers.capability(_context(served=ALL_VERSIONS)), request)
 
 
 @blueprint.get("/openapi.json")
@@ -63,13 +103,13 @@ def openapi_document() -> Response:
 @blueprint.route("/<resource_type>/<resource_id>", methods=["GET", "HEAD"])
 def read(resource_type: str, resource_id: str) -> Response:
     """Read (and HEAD): the current version, with ETag and Last-Modified; 304 when the client has it."""
-    return formats.respond(handlers.read(_context(), resource_type, resource_id), request)
+    return formats.respond(handlers.read(_context(served=ALL_VERSIONS), resource_type, resource_id), request)
 
 
 @blueprint.route("/<resource_type>/<resource_id>/_history/<version_id>", methods=["GET", "HEAD"])
 def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
     """Vread: one version of a resource."""
-    answer = handlers.vread(_context(), resource_type, resource_id, version_id)
+    answer = handlers.vread(_context(served=ALL_VERSIONS), resource_type, resource_id, version_id)
     return formats.respond(answer, request)
 
 
@@ -132,7 +172,7 @@ def allowed_methods() -> str:
             endpoint, _ = adapter.match(request.path, method=method)
         except HTTPException:
             continue
-        if endpoint != "fhir.write":
+        if not endpoint.endswith(".write"):  # the write catch-all of any version's base
             allowed.append(method)
     return ", ".join([*allowed, "OPTIONS"])
 

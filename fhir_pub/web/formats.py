@@ -56,7 +56,8 @@ ACCEPTED = {
 
 # https://hl7.org/fhir/R5/http.html#version-parameter: the FHIR versions this endpoint serves, as the
 # fhirVersion media-type parameter names them (major.minor; a patch such as 5.0.0 names the same).
-FHIR_VERSIONS = ("5.0",)
+# R4B and R4 answer read, vread and metadata (the resources the build converted); R5 everything.
+FHIR_VERSIONS = ("5.0", "4.3", "4.0")
 
 
 def _version(params: dict[str, str]) -> str | None:
@@ -114,6 +115,37 @@ def best_match(header: str, produced: list[str]) -> tuple[str, str | None]:
     return best, versions.get(best, versions.get("*/*"))
 
 
+def asked_versions(request: Request) -> tuple[str, ...]:
+    """The served FHIR versions a request accepts, most preferred first; () when it names none.
+
+    A FHIR media type without ``fhirVersion`` accepts the server's default, R5 (5.0).
+    """
+    fmt = request.args.get("_format")
+    if fmt is not None:
+        version = _version(parse_options_header(fmt.replace(" ", "+"))[1])
+        return (version,) if version in FHIR_VERSIONS else ()
+    header = request.headers.get("Accept")
+    if not header:
+        return ()
+    found: list[str] = []
+    named = False
+    for value, quality in sorted(parse_accept_header(header, MIMEAccept), key=lambda item: -item[1]):
+        version = _version(parse_options_header(value)[1])
+        named = named or version is not None
+        version = version or "5.0"
+        if quality > 0 and version in FHIR_VERSIONS and version not in found:
+            found.append(version)
+    return tuple(found) if named else ()
+
+
+def refuse_other_versions(request: Request, what: str) -> None:
+    """NotAcceptable when a request for an R5-only interaction accepts only R4B or R4."""
+    asked = asked_versions(request)
+    if asked and "5.0" not in asked:
+        shown = ", ".join(f"fhirVersion={v}" for v in asked)
+        raise NotAcceptable(f"{shown}: {what} is served at FHIR R5 (fhirVersion=5.0) only")
+
+
 def preferences(request: Request) -> dict[str, str]:
     """The ``Prefer`` header's preferences, names and values lowercased.
 
@@ -131,7 +163,7 @@ def preferences(request: Request) -> dict[str, str]:
 
 def _unserved(version: str) -> str:
     served = ", ".join(f"fhirVersion={v}" for v in FHIR_VERSIONS)
-    return f"FHIR version {version} is not served here; this endpoint serves {served} (FHIR R5)"
+    return f"FHIR version {version} is not served here; this endpoint serves {served} (FHIR R5, R4B, R4)"
 
 
 def negotiated(request: Request) -> tuple[str, str | None]:
@@ -169,9 +201,19 @@ def respond(answer: Answer, request: Request, headers: Mapping[str, str] | None 
         else:
             del response.headers["Content-Type"]
         return response
-    fmt, version = preferred(request)
+    fmt, asked = preferred(request)
+    if answer.fhir_version != "5.0" and fmt != "json":
+        raise NotAcceptable(
+            f"FHIR {answer.fhir_version} is served as FHIR JSON only; XML and HTML at fhirVersion=5.0"
+        )
+    if answer.status >= 400 and asked not in (None, "5.0"):
+        fmt = "json"  # an error to an R4B or R4 request: FHIR JSON, as those versions are served
+    # The version served is said back when one was asked or is not R5; an error names none
+    # (https://hl7.org/fhir/R5/versioning.html#mt-version).
+    version = None
+    if answer.status < 400 and (asked is not None or answer.fhir_version != "5.0"):
+        version = answer.fhir_version
     response.vary.add("Accept")
-    # the version is said back as asked (https://hl7.org/fhir/R5/versioning.html#mt-version)
     suffix = "" if version is None else f"; fhirVersion={version}"
     pretty = request.args.get("_pretty") == "true"
     if fmt == "json":

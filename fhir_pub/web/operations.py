@@ -38,6 +38,7 @@ def _body() -> Any:
 def _validate(resource_type: str | None) -> Response:
     state = app_state()
     asked = handlers.validate_arguments(_body())
+    formats.refuse_other_versions(request, "$validate")
     context = handlers.Context(state.store, formats.base_url(state.settings, request))
     return formats.respond(handlers.validate(context, state.validator(), resource_type, asked), request)
 

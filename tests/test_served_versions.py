@@ -1,0 +1,186 @@
+"""R4B and R4 served from the same build: [base]/R4B, [base]/R4 and the fhirVersion media-type parameter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import requests
+from conftest import free_port, start, stop
+from fhirclient import client as smart_client
+from flask.testing import FlaskClient
+from test_versions import CHECKS
+
+from fhir_pub.publication import Publication
+from fhir_pub.settings import Settings
+from fhir_pub.store import Store
+from fhir_pub.web import create_app
+
+BASES = {"4.3": "/fhir/R4B", "4.0": "/fhir/R4"}
+
+
+@pytest.fixture(scope="module")
+def client(built: Path) -> FlaskClient:
+    return create_app(Settings(publication=built)).test_client()
+
+
+def served_as(kind: str, version: str) -> str:
+    return "Basic" if kind == "ClinicalUseDefinition" and version == "4.0" else kind
+
+
+@pytest.mark.parametrize("version", ["4.3", "4.0"])
+def test_every_resource_reads_and_passes_that_versions_check(
+    client: FlaskClient, publication: Publication, version: str
+) -> None:
+    """Each resource of the publication reads at the version's base, and that version's models accept it."""
+    for entry in publication:
+        kind, rid = entry.resource["resourceType"], entry.resource["id"]
+        response = client.get(f"{BASES[version]}/{served_as(kind, version)}/{rid}")
+        assert response.status_code == 200, (version, entry.key)
+        assert response.headers["Content-Type"].endswith(f"fhirVersion={version}")
+        assert response.headers["ETag"] == f'W/"{entry.resource["meta"]["versionId"]}"'
+        CHECKS[version](orjson.loads(response.data))
+
+
+@pytest.mark.parametrize("version", ["4.3", "4.0"])
+def test_media_type_parameter_on_the_r5_base(client: FlaskClient, version: str) -> None:
+    """FhirVersion in Accept gets the same bytes as the version's own base, and says so."""
+    asked = client.get(
+        "/fhir/MedicationKnowledge/besponsa",
+        headers={"Accept": f"application/fhir+json; fhirVersion={version}"},
+    )
+    own = client.get(f"{BASES[version]}/MedicationKnowledge/besponsa")
+    assert asked.status_code == own.status_code == 200
+    assert asked.data == own.data
+    assert asked.headers["Content-Type"] == f"application/fhir+json; charset=utf-8; fhirVersion={version}"
+    assert "Accept" in asked.headers["Vary"]
+    r5 = client.get("/fhir/MedicationKnowledge/besponsa")
+    assert r5.data != own.data
+    assert "fhirVersion" not in r5.headers["Content-Type"]
+
+
+def test_vread_and_conditional_read(client: FlaskClient) -> None:
+    read = client.get("/fhir/R4/Basic/warning-bleeding")
+    version = read.headers["ETag"].split('"')[1]
+    assert client.get(f"/fhir/R4/Basic/warning-bleeding/_history/{version}").data == read.data
+    assert (
+        client.get(
+            "/fhir/R4/Basic/warning-bleeding", headers={"If-None-Match": read.headers["ETag"]}
+        ).status_code
+        == 304
+    )
+    assert client.get(f"/fhir/R4/Basic/warning-bleeding/_history/{version}0").status_code == 404
+
+
+@pytest.mark.parametrize("version", ["4.3", "4.0"])
+def test_capability_statement_of_each_version(client: FlaskClient, store: Store, version: str) -> None:
+    """Each base has its own CapabilityStatement: its fhirVersion, its types, only what it serves."""
+    response = client.get(f"{BASES[version]}/metadata")
+    statement = orjson.loads(response.data)
+    CHECKS[version](statement)
+    assert statement["fhirVersion"] == {"4.3": "4.3.0", "4.0": "4.0.1"}[version]
+    assert statement["implementation"]["url"] == f"http://localhost{BASES[version]}"
+    (rest,) = statement["rest"]
+    assert [r["type"] for r in rest["resource"]] == list(store.converted_types(version))
+    assert {i["code"] for r in rest["resource"] for i in r["interaction"]} == {"read", "vread"}
+
+
+@pytest.mark.parametrize("path", ["/fhir/R4B/ClinicalUseDefinition?type=warning", "/fhir/R4/_history"])
+def test_what_is_not_served_at_r4b_and_r4_says_so(client: FlaskClient, path: str) -> None:
+    """Search and history at the R4B and R4 bases are refused naming what is served there."""
+    response = client.get(path)
+    assert response.status_code == 404
+    (issue,) = response.json["issue"]
+    assert issue["code"] == "not-supported"
+    assert "read, vread and metadata" in issue["details"]["text"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/fhir/ClinicalUseDefinition?type=warning", "/fhir/Organization/_history", "/fhir/_history"]
+)
+def test_r5_only_interactions_asked_at_another_version_are_406(client: FlaskClient, path: str) -> None:
+    """Asked only for R4B, a search is not answered in R5: 406, naming the version it is served in."""
+    response = client.get(path, headers={"Accept": "application/fhir+json; fhirVersion=4.3"})
+    assert response.status_code == 406
+    assert "fhirVersion=5.0" in response.json["issue"][0]["details"]["text"]
+    assert "fhirVersion" not in response.headers["Content-Type"]
+
+
+def test_preference_among_versions(client: FlaskClient) -> None:
+    """q-values choose among the versions an interaction is served in: R4 for a read, R5 for a search."""
+    accept = {
+        "Accept": "application/fhir+json; fhirVersion=4.0, application/fhir+json; fhirVersion=5.0; q=0.5"
+    }
+    read = client.get("/fhir/Organization/pfizer", headers=accept)
+    assert read.headers["Content-Type"].endswith("fhirVersion=4.0")
+    assert read.data == client.get("/fhir/R4/Organization/pfizer").data
+    search = client.get("/fhir/Organization?_count=1", headers=accept)
+    assert search.status_code == 200
+    assert search.headers["Content-Type"].endswith("fhirVersion=5.0")
+    plain = {"Accept": "application/fhir+json, application/fhir+json; fhirVersion=4.3; q=0.5"}
+    preferring_r5 = client.get("/fhir/Organization/pfizer", headers=plain)
+    assert preferring_r5.data == client.get("/fhir/Organization/pfizer").data
+    assert "fhirVersion=4.3" not in preferring_r5.headers["Content-Type"]
+
+
+def test_other_refusals(client: FlaskClient) -> None:
+    assert client.get("/fhir/R4/ClinicalUseDefinition/warning-bleeding").status_code == 404  # R4: a Basic
+    assert (
+        client.get("/fhir/R4B/Organization/pfizer", headers={"Accept": "application/fhir+xml"}).status_code
+        == 406
+    )
+    mismatch = client.get(
+        "/fhir/R4B/Organization/pfizer", headers={"Accept": "application/fhir+json; fhirVersion=4.0"}
+    )
+    assert mismatch.status_code == 406
+    assert (
+        client.get(
+            "/fhir/Organization/pfizer", headers={"Accept": "application/fhir+json; fhirVersion=3.0"}
+        ).status_code
+        == 406
+    )
+    validate = client.post(
+        "/fhir/$validate",
+        data=b'{"resourceType": "Organization", "id": "x", "name": "x"}',
+        headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json; fhirVersion=4.3"},
+    )
+    assert validate.status_code == 406
+    assert "served at FHIR R5" in validate.json["issue"][0]["details"]["text"]
+
+
+@pytest.fixture(scope="module")
+def server(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    process = start(tmp_path_factory.mktemp("versions"), built, port)
+    try:
+        yield f"http://127.0.0.1:{port}/fhir"
+    finally:
+        stop(process)
+
+
+def test_smart_client_with_its_r4_models(server: str) -> None:
+    """SMART's Python client (fhirclient, FHIR 4.0.1 models) reads the publication from the R4 base."""
+    from fhirclient.models.basic import Basic
+    from fhirclient.models.documentreference import DocumentReference
+    from fhirclient.models.group import Group
+    from fhirclient.models.medication import Medication
+    from fhirclient.models.medicationknowledge import MedicationKnowledge
+    from fhirclient.models.organization import Organization
+    from fhirclient.models.provenance import Provenance
+
+    smart = smart_client.FHIRClient(settings={"app_id": "fhir-pub-tests", "api_base": f"{server}/R4"})
+    drug = MedicationKnowledge.read("besponsa", smart.server)
+    assert drug.code.coding[0].display
+    uses = [e for e in drug.extension if e.url.endswith("MedicationKnowledge.clinicalUseIssue")]
+    assert uses  # every clinical fact is reachable from the drug
+    first = uses[0].valueReference.reference
+    assert first.startswith("Basic/")
+    assert Basic.read(first.split("/", 1)[1], smart.server).code.coding[0].code == "ClinicalUseDefinition"
+    assert Medication.read("besponsa-vial", smart.server).code.coding[0].code
+    assert Organization.read("pfizer", smart.server).name
+    assert Group.read("patients-1-year-and-older", smart.server).actual is not None
+    assert DocumentReference.read("medlineplus-a617041", smart.server).content
+    assert Provenance.read("besponsa-msk", smart.server).target
+    assert requests.get(f"{server}/R4/metadata", timeout=10).json()["fhirVersion"] == "4.0.1"
