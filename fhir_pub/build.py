@@ -80,10 +80,11 @@ def _digest_file(digest: Any, relative: str, file_digest: bytes) -> None:
     digest.update(relative.encode() + b"\0" + file_digest + b"\0")
 
 
-def source_digest(resources_dir: Path, profiles_dir: Path) -> str:
+def source_digest(resources_dir: Path, profiles_dir: Path, verified_codes: Path | None = None) -> str:
     """A digest of every source file (and this fhir-pub version): equal digests build equal publications.
 
-    Each file counts by its path and its own SHA-256, so a build can fold in the files it reads anyway.
+    Each file counts by its path and its own SHA-256, so a build can fold in the files it reads anyway;
+    it is the ``digest`` a build stores, so a publication can tell whether its sources changed since.
     """
     digest = hashlib.sha256(__version__.encode())
     for root in (resources_dir, profiles_dir):
@@ -91,6 +92,10 @@ def source_digest(resources_dir: Path, profiles_dir: Path) -> str:
             _digest_file(
                 digest, path.relative_to(root).as_posix(), hashlib.sha256(path.read_bytes()).digest()
             )
+    if verified_codes is not None:
+        _digest_file(
+            digest, f"../{verified_codes.name}", hashlib.sha256(verified_codes.read_bytes()).digest()
+        )
     return digest.hexdigest()
 
 

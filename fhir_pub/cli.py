@@ -19,7 +19,7 @@ import click
 import jsonschema
 
 from fhir_pub import __version__
-from fhir_pub.build import BuildError, build, bundled_publication
+from fhir_pub.build import BuildError, build, bundled_publication, source_digest
 from fhir_pub.errors import FhirPubError
 from fhir_pub.export import ExportRequest, export, file_url, manifest, parse_instant
 from fhir_pub.narrative import with_narrative
@@ -582,6 +582,16 @@ def _built(sources: Sources, settings: Settings) -> Path:
         raise click.ClickException(
             f"{sources.project.label} is not built: run fhir-pub build first "
             f"(it writes {sources.project.artifact})"
+        )
+    try:
+        built = Store(sources.project.artifact).info("digest").decode()
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
+    if built != source_digest(sources.resources, sources.profiles, sources.verified_codes):
+        click.echo(
+            f"fhir-pub: {sources.project.artifact} is older than the project's sources (they changed since "
+            "it was built): this answers from the last build; run fhir-pub build to publish the changes",
+            err=True,
         )
     return sources.project.artifact
 

@@ -328,6 +328,25 @@ class TestProject:
         assert (about["name"], about["version"]) == ("zeta", "0.1.0")
         assert about["canonical"] == "https://example.org/fhir/zeta"
 
+    def test_a_build_older_than_its_sources_is_said(self, project: Path, tmp_path: Path) -> None:
+        """Export (as serve) answers from the last build and says on stderr when the sources changed since."""
+        assert run("build").exit_code == 0
+        fresh = run("export", "--out", str(tmp_path / "a"), "--type", "Organization")
+        assert fresh.exit_code == 0, fresh.output
+        assert "older than the project's sources" not in fresh.stderr
+        (path,) = (project / "resources" / "Organization").glob("*.json")
+        organization = json.loads(path.read_text(encoding="utf-8"))
+        organization["name"] += " (renamed)"
+        path.write_text(json.dumps(organization), encoding="utf-8")
+        stale = run("export", "--out", str(tmp_path / "b"), "--type", "Organization")
+        assert stale.exit_code == 0, stale.output
+        assert "older than the project's sources" in stale.stderr
+        assert "run fhir-pub build" in stale.stderr
+        assert run("build").exit_code == 0
+        assert (
+            "older than" not in run("export", "--out", str(tmp_path / "c"), "--type", "Organization").stderr
+        )
+
     def test_serve_needs_a_build(self, project: Path) -> None:
         """``serve`` in a project that was never built refuses, saying to build first."""
         result = run("serve", "--port", str(free_port()))
