@@ -36,7 +36,14 @@ from fhir_pub.validation.issues import Issue, operation_outcome
 
 Pairs = tuple[tuple[str, str], ...]
 FhirVersion = Literal["5.0", "4.3", "4.0"]
-VERSION_NAMES = {"5.0": ("R5", "5.0.0"), "4.3": ("R4B", "4.3.0"), "4.0": ("R4", "4.0.1")}
+# The FHIR versions served (as the fhirVersion media-type parameter names them): name and release. R5 is
+# the default base; R4B and R4 are also served at [base]/R4B and [base]/R4 (read, vread, metadata).
+VERSION_NAMES: dict[FhirVersion, tuple[str, str]] = {
+    "5.0": ("R5", "5.0.0"),
+    "4.3": ("R4B", "4.3.0"),
+    "4.0": ("R4", "4.0.1"),
+}
+BASE_SUFFIXES: dict[FhirVersion, str] = {"4.3": "/R4B", "4.0": "/R4"}
 ValidateMode = Literal["create", "update", "delete", "profile"]
 MODES: frozenset[str] = frozenset({"create", "update", "delete", "profile"})
 # Parameters a search's links do not repeat as asked: paging and sort are written as applied, format not.

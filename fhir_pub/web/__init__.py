@@ -8,6 +8,7 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from fhir_pub.build import bundled_publication
+from fhir_pub.handlers import BASE_SUFFIXES
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
 from fhir_pub.web import bulk, errors, fhir, formats, html, limits, operations
@@ -64,8 +65,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(operations.blueprint, url_prefix="/fhir")
     app.register_blueprint(bulk.blueprint, url_prefix="/fhir")
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
-    for name, suffix in (("fhir_r4b", "/R4B"), ("fhir_r4", "/R4")):  # read, vread, metadata at R4B, R4
-        app.register_blueprint(fhir.blueprint, url_prefix=f"/fhir{suffix}", name=name)
+    for name, version in fhir.URL_VERSIONS.items():  # read, vread, metadata at R4B and R4
+        app.register_blueprint(fhir.blueprint, url_prefix=f"/fhir{BASE_SUFFIXES[version]}", name=name)
     app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
     app.add_url_rule("/", "landing", lambda: landing_page(app))
     app.register_blueprint(html.blueprint)  # /search/{type}: the landing page's forms

@@ -26,11 +26,12 @@ WRITES = ["POST", "PUT", "PATCH", "DELETE"]
 
 
 # The blueprint serves R5 at [base] and R4B and R4 at [base]/R4B and [base]/R4 (registered three times).
-URL_VERSIONS: dict[str, handlers.FhirVersion] = {"fhir_r4b": "4.3", "fhir_r4": "4.0"}
-URL_SUFFIXES = {"4.3": "/R4B", "4.0": "/R4"}
+URL_VERSIONS: dict[str, handlers.FhirVersion] = {
+    f"fhir{suffix.replace('/', '_').lower()}": version for version, suffix in handlers.BASE_SUFFIXES.items()
+}
 
 
-ALL_VERSIONS: tuple[handlers.FhirVersion, ...] = ("5.0", "4.3", "4.0")  # read, vread, metadata
+ALL_VERSIONS: tuple[handlers.FhirVersion, ...] = tuple(handlers.VERSION_NAMES)  # read, vread, metadata
 R5_ONLY: tuple[handlers.FhirVersion, ...] = ("5.0",)  # everything else, for now
 
 
@@ -82,7 +83,8 @@ def _base() -> str:
     """The public FHIR base URL: configured, or this request's (worked out once per request)."""
     base: str | None = g.get("fhir_base")
     if base is None:
-        suffix = URL_SUFFIXES.get(URL_VERSIONS.get(request.blueprint or "", ""), "")
+        version = URL_VERSIONS.get(request.blueprint or "")
+        suffix = "" if version is None else handlers.BASE_SUFFIXES[version]
         base = g.fhir_base = formats.base_url(app_state().settings, request) + suffix
     return base
 

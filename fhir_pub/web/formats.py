@@ -18,7 +18,7 @@ from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header, parse_options_header
 
 from fhir_pub.errors import Invalid, NotAcceptable
-from fhir_pub.handlers import Answer
+from fhir_pub.handlers import VERSION_NAMES, Answer
 from fhir_pub.settings import Settings
 from fhir_pub.web import fhirxml, html
 from fhir_pub.web.state import app_state
@@ -57,7 +57,7 @@ ACCEPTED = {
 # https://hl7.org/fhir/R5/http.html#version-parameter: the FHIR versions this endpoint serves, as the
 # fhirVersion media-type parameter names them (major.minor; a patch such as 5.0.0 names the same).
 # R4B and R4 answer read, vread and metadata (the resources the build converted); R5 everything.
-FHIR_VERSIONS = ("5.0", "4.3", "4.0")
+FHIR_VERSIONS: tuple[str, ...] = tuple(VERSION_NAMES)
 
 
 def _version(params: dict[str, str]) -> str | None:
