@@ -401,7 +401,7 @@ def serve(
         port=port,
         workers=count,
         interface=Interfaces.WSGI,
-        blocking_threads=4,
+        blocking_threads=settings.threads,
         backpressure=64,
     ).serve()
 

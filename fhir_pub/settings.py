@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     """How many reverse proxies in front are trusted to set ``X-Forwarded-For/Proto/Host/Port/Prefix``."""
     response_cache: int = 64
     """MiB of GET responses to keep in memory per worker (the publication never changes); 0: none."""
+    threads: int = Field(default=4, ge=1, le=64)
+    """Threads per worker process that run requests (granian's blocking threads)."""
     direct_reads: bool = True
     """Answer default reads from the store before the framework (the same answer, faster); false: never."""
     jobs_dir: Path | None = None

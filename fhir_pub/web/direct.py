@@ -127,21 +127,16 @@ class DirectReads:
         """The answer's status, headers and (GET) body, from the template and the stored row."""
         status, headers, encoded = template
         body = gzip.compress(stored.body, self.level, mtime=0) if encoded else stored.body
-        suffix = path[len("/fhir") :]
+        suffix = path[5:]  # after "/fhir"
+        slots = (f'W/"{stored.version}"', _http_instant(stored.last_updated), str(len(body)), "", _now())
         filled: list[tuple[str, str]] = []
         for name, value in headers:
             if isinstance(value, str):
                 filled.append((name, value))
-            elif isinstance(value, tuple):  # (LOCATION, the public base)
+            elif isinstance(value, int):
+                filled.append((name, slots[value]))
+            else:  # (LOCATION, the public base)
                 filled.append((name, value[1] + suffix))
-            elif value == ETAG:
-                filled.append((name, f'W/"{stored.version}"'))
-            elif value == LAST_MODIFIED:
-                filled.append((name, _http_instant(stored.last_updated)))
-            elif value == LENGTH:
-                filled.append((name, str(len(body))))
-            else:
-                filled.append((name, _now()))
         return status, filled, body
 
 
