@@ -1,0 +1,139 @@
+"""Searches as EHRs send them: a different value on every request, against nginx serving the same answers.
+
+Issue 21's search benchmark. The URLs are drawn from every drug of the publication, in the search shapes
+an EHR sends (a drug's clinical uses of one type; paged and sorted at three page sizes; with
+``_include``; a drug with its clinical uses by ``_revinclude``; one effect code), so nearly every request
+asks something the server was not just asked. Each URL's answer is captured from fhir-pub once and
+served by nginx as a static file (the same bytes), and wrk sends a URL drawn at random per request to
+each server in turn (interleaved rounds, medians), at each number of connections. fhir-pub runs as
+``fhir-pub serve`` does by default (its response cache on: with thousands of distinct answers, most
+requests miss it). Needs nginx and wrk.
+
+    .venv-test/bin/python bench/random_searches.py --publication P.sqlite [--urls 8000] [--rounds 3]
+        [--seconds 5] [--connections 1,32] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from random_reads import random_wrk
+from serve import nginx, require_tools, serve
+
+TYPES = ("indication", "contraindication", "interaction", "undesirable-effect", "warning")
+PAGE_SIZES = (10, 20, 50)
+
+
+def shapes(drug: str, rng: random.Random, codes: list[str]) -> list[str]:
+    """Every search URL of one drug (``Medication/[drug]``), in the shapes an EHR sends."""
+    subject = f"subject=Medication/{drug}"
+    urls = [f"/fhir/ClinicalUseDefinition?{subject}&type={kind}" for kind in TYPES]
+    urls += [
+        f"/fhir/ClinicalUseDefinition?{subject}&_sort={sort}&_count={size}"
+        for size in PAGE_SIZES
+        for sort in ("type", "-_lastUpdated")
+    ]
+    urls.append(f"/fhir/ClinicalUseDefinition?{subject}&_sort=type&_count=10&_offset=10")
+    urls.append(
+        f"/fhir/ClinicalUseDefinition?{subject}&type={rng.choice(TYPES)}&_include=ClinicalUseDefinition:subject"
+    )
+    urls.append(f"/fhir/Medication?_id={drug}&_revinclude=ClinicalUseDefinition:subject")
+    if codes:
+        urls.append(f"/fhir/ClinicalUseDefinition?{subject}&effect={rng.choice(codes)}")
+    return urls
+
+
+def search_urls(publication: Path, count: int, seed: int) -> list[str]:
+    """``count`` distinct search URLs drawn from all of the publication's drugs (deterministic)."""
+    with sqlite3.connect(f"file:{publication}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT id FROM resource WHERE type = 'Medication' ORDER BY id")
+        drugs = [row[0] for row in rows]
+        codes = [
+            f"{system}|{code}"
+            for system, code in db.execute(
+                "SELECT DISTINCT system, code FROM search_token WHERE type = 'ClinicalUseDefinition' "
+                "AND param = 'effect' AND system IS NOT NULL ORDER BY system, code"
+            )
+        ]
+    db.close()
+    rng = random.Random(seed)
+    every = [url for drug in drugs for url in shapes(drug, rng, codes)]
+    rng.shuffle(every)
+    return sorted(every[:count])
+
+
+def capture(base: str, urls: list[str], www: Path) -> list[str]:
+    """Save each URL's answer under ``www/s/`` for nginx; the nginx paths, in the URLs' order."""
+    (www / "s").mkdir(parents=True)
+    static = []
+    for number, url in enumerate(urls):
+        with urllib.request.urlopen(base + url, timeout=60) as answer:
+            body = answer.read()
+        (www / "s" / f"{number}.json").write_bytes(body)
+        static.append(f"/s/{number}.json")
+    return static
+
+
+def main() -> None:
+    """Capture the answers, serve them both ways, print medians of interleaved rounds, ratios to nginx."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--publication", type=Path, required=True)
+    parser.add_argument("--urls", type=int, default=8000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", default="1,32")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    require_tools()
+    urls = search_urls(args.publication, args.urls, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        app = serve(sys.executable, args.publication, 18295, args.workers, cache=True)
+        try:
+            static = capture("http://127.0.0.1:18295", urls, root / "www")
+            lists = {}
+            for name, lines in (("fhir-pub", urls), ("nginx", static)):
+                lists[name] = root / f"{name}.txt"
+                lists[name].write_text("\n".join(lines) + "\n", encoding="utf-8")
+            web = nginx(root, 18294, args.workers)
+            servers = (("fhir-pub", 18295), ("nginx", 18294))
+            results: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
+            try:
+                for connections in (int(c) for c in args.connections.split(",")):
+                    for _ in range(args.rounds):
+                        for name, port in servers:
+                            url = f"http://127.0.0.1:{port}"
+                            figure = random_wrk(url, lists[name], args.seconds, connections)
+                            results.setdefault((connections, name), []).append(figure)
+            finally:
+                web.terminate()
+                web.wait()
+        finally:
+            app.terminate()
+            app.wait()
+    print(
+        f"{len(urls):,} distinct searches over every drug, one drawn at random per request; "
+        f"{args.workers} workers each; {args.rounds} interleaved rounds of {args.seconds} s; medians"
+    )
+    print(f"{'conns':>5}  {'server':<10}{'requests/s':>12}{'p50':>10}{'p99':>10}{'ratio':>8}")
+    for (connections, name), runs in sorted(results.items()):
+        ratios = [f[0] / n[0] for f, n in zip(runs, results[(connections, "nginx")], strict=True)]
+        p50 = statistics.median(f[1] for f in runs)
+        p99 = statistics.median(f[2] for f in runs)
+        rate = statistics.median(f[0] for f in runs)
+        print(
+            f"{connections:>5}  {name:<10}{rate:>12,.0f}{p50:>8.2f}ms{p99:>8.2f}ms"
+            f"{statistics.median(ratios):>8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
