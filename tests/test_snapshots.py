@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -157,3 +158,15 @@ class TestPackage:
         for sd in packaged:
             assert sd == with_snapshot(mine[sd["id"]])
             assert list(sd).index("snapshot") == list(sd).index("differential") - 1
+
+
+class TestScripts:
+    """The scripts that make and check the bases parse, and stay out of the test command."""
+
+    @pytest.mark.parametrize("name", ["r5-snapshots", "check-snapshots"])
+    def test_script_compiles(self, name: str) -> None:
+        """Each is an executable Python script that compiles; neither runs in scripts/test (network)."""
+        script = Path(__file__).resolve().parent.parent / "scripts" / name
+        assert os.access(script, os.X_OK)
+        compile(script.read_text(encoding="utf-8"), name, "exec")
+        assert name not in (script.parent / "test").read_text(encoding="utf-8")
