@@ -16,6 +16,9 @@ from fhir_pub.conformance import load_conformance
 from fhir_pub.graph import PUBLICATION_RULES, rules_for
 from fhir_pub.publication import Publication
 from fhir_pub.settings import Settings
+from fhir_pub.store import Store
+from fhir_pub.validation import Validator, candidate_from_bytes
+from fhir_pub.validation.validator import SINGLE_MODE
 from fhir_pub.web import create_app
 
 RULES = {rule.key: rule for rule in PUBLICATION_RULES}
@@ -136,3 +139,19 @@ class TestAtValidate:
         """The published version, sent back, breaks no rule (the rules see its listing and its Provenance)."""
         issues = self.post(client, copy.deepcopy(publication.get("ClinicalUseDefinition/effect-rash")))
         assert [i for i in issues if i["severity"] in ("error", "fatal")] == []
+
+
+class TestSingleMode:
+    """Single-resource mode judges a resource on its own: like orphans, the publication rules are left out."""
+
+    def test_rules_not_applied(self, store: Store, publication: Publication) -> None:
+        """A renamed clinical use breaks both rules in publication mode, neither alone; the mode says so."""
+        resource = copy.deepcopy(publication.get("ClinicalUseDefinition/effect-rash"))
+        resource["id"] = "effect-rash-copy"
+        candidate = candidate_from_bytes(json.dumps(resource).encode(), "copy")
+        validator = Validator()
+        whole = {i.rule for i in validator.validate([candidate], publication=store).issues}
+        alone = validator.validate_one(candidate, publication=store)
+        assert set(RULES) <= whole
+        assert not set(RULES) & {i.rule for i in alone.issues}
+        assert all(key in SINGLE_MODE for key in RULES)

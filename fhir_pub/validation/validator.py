@@ -475,7 +475,7 @@ class Checked:
 SINGLE_MODE = (
     "validated as a single resource: structure, profiles and invariants (R5's own where it declares no "
     "profile of this publication), references resolved against this publication; publication rules "
-    "(orphans, unique ids) not applied"
+    "(orphans, unique ids, fhirpub-cud-1, fhirpub-prov-1) not applied"
 )
 # Resources per span of work: fixed, so that what a span yields never depends on the number of workers.
 CHUNK = 250
