@@ -10,12 +10,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
 from fhir_pub.cli import main
 from fhir_pub.conformance import load_conformance
 from fhir_pub.snapshot import REPLACED, VALUES, SnapshotError, bundled, bundled_bases, generate, with_snapshot
+from fhir_pub.validation import Validator, candidate_from_bytes
 from fhir_pub.validation.r5 import base_constraints, element_order
 
 PROFILES = load_conformance().of_type("StructureDefinition")
@@ -93,6 +95,15 @@ class TestEveryProfile:
             if original is not None:
                 assert element["min"] >= original["min"]
                 assert original["max"] == "*" or (top != "*" and int(top) <= int(original["max"]))
+
+
+def test_published_profiles_validate() -> None:
+    """Each profile with its snapshot, judged on its own by R5 (sdf-3, sdf-8, sdf-8b, sdf-26 ...): clean."""
+    validator = Validator()
+    for profile in PROFILES:
+        candidate = candidate_from_bytes(orjson.dumps(with_snapshot(profile)), profile["id"])
+        report = validator.validate_one(candidate)
+        assert [i.message for i in report.issues if i.severity != "information"] == [], profile["id"]
 
 
 class TestGenerator:
