@@ -1,4 +1,4 @@
-"""The reference graph of a publication: which resource points at which, and whether R5 allows it."""
+"""The reference graph of a publication: who points at whom, whether R5 allows it, the publication rules."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fhir_pub.conformance import CANONICAL_BASE
 from fhir_pub.definitions import Node, walk_json
 
 ANY_RESOURCE = "Resource"
@@ -167,3 +168,63 @@ class Referrals:
             "referrerTypes": sorted(self.referrer_types.get(key, ())),
             "sources": list(self.sources.get(key, ())),
         }
+
+
+CLINICAL_USE_PROFILES = tuple(
+    f"{CANONICAL_BASE}/StructureDefinition/fhir-pub-clinical-use-{kind}"
+    for kind in ("indication", "contraindication", "interaction", "undesirable-effect", "warning")
+)
+FACT_BEARING_PROFILES = (
+    *CLINICAL_USE_PROFILES,
+    *(
+        f"{CANONICAL_BASE}/StructureDefinition/fhir-pub-{name}"
+        for name in ("medicationknowledge", "medication", "group")
+    ),
+)
+
+
+@dataclass(frozen=True)
+class PublicationRule:
+    """A rule on one resource that only the whole publication can decide (who refers to it, who traces it).
+
+    FHIRPath has no variable for another resource's references to this one, so these are not profile
+    invariants: the graph layer applies each to every resource declaring one of ``profiles``, once the
+    whole set is read (profiles/README.md, "Publication rules").
+    """
+
+    key: str
+    human: str
+    profiles: tuple[str, ...]
+    needs_referrer: str | None = None  # the rule holds when a resource of this type refers to it
+    needs_source: bool = False  # the rule holds when a Provenance names a source DocumentReference for it
+
+    def holds(self, referrals: Referrals, key: str) -> bool:
+        """Whether the resource ``key`` keeps this rule in the graph ``referrals`` records."""
+        if self.needs_referrer is not None and self.needs_referrer not in referrals.referrer_types.get(
+            key, ()
+        ):
+            return False
+        return not (self.needs_source and not referrals.sources.get(key))
+
+
+PUBLICATION_RULES = (
+    PublicationRule(
+        "fhirpub-cud-1",
+        "Every ClinicalUseDefinition is reachable from a MedicationKnowledge (clinicalUseIssue)",
+        CLINICAL_USE_PROFILES,
+        needs_referrer="MedicationKnowledge",
+    ),
+    PublicationRule(
+        "fhirpub-prov-1",
+        "Every fact-bearing resource is traced by a Provenance to at least one source DocumentReference "
+        "(entity.role = source)",
+        FACT_BEARING_PROFILES,
+        needs_source=True,
+    ),
+)
+
+
+def rules_for(profiles: Iterable[str]) -> tuple[PublicationRule, ...]:
+    """The publication rules that apply to a resource declaring ``profiles`` (canonicals, ``|version`` ok)."""
+    declared = {url.split("|", 1)[0] for url in profiles}
+    return tuple(rule for rule in PUBLICATION_RULES if declared.intersection(rule.profiles))

@@ -1,6 +1,7 @@
 """The publication as a FHIR NPM package: package.json, .index.json, and one file per resource.
 
-https://hl7.org/fhir/packages.html; written to a scratch file and renamed, so it appears whole.
+https://hl7.org/fhir/packages.html; written to a scratch file and renamed, so it appears whole. Each
+profile is published with its snapshot (fhir_pub/snapshot.py) beside its differential.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fhir_pub.atomic import replacing
 from fhir_pub.build import BuildError
 from fhir_pub.conformance import CANONICAL_BASE, Conformance, load_conformance
 from fhir_pub.publication import bundled_dir, load
+from fhir_pub.snapshot import with_snapshot
 from fhir_pub.validation import Validator
 
 NAME = "fhir-pub.publication"
@@ -26,17 +28,17 @@ KINDS = {"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter", "Ca
 def index_entry(filename: str, resource: dict[str, Any]) -> dict[str, str]:
     """One file's entry in ``.index.json``: every value a string (https://hl7.org/fhir/packages.html).
 
-    ``type`` is a StructureDefinition's type, or another resource's own ``type`` code (a SearchParameter's
-    ``token``); where that element is not a string (a DocumentReference's CodeableConcept) it is the
-    resource type. ``derivation`` tells a profile (constraint) from a type (specialization).
+    ``url``, ``version``, ``kind``, ``type``, ``supplements``, ``content`` and ``derivation`` are the
+    resource's own elements of those names where they are strings (a StructureDefinition's type, a
+    SearchParameter's ``token``); an element that is not one (a DocumentReference's CodeableConcept
+    ``type``) is left out, not replaced. ``derivation`` tells a profile (constraint) from a type
+    (specialization).
     """
     entry = {"filename": filename, "resourceType": str(resource["resourceType"]), "id": str(resource["id"])}
-    for key in ("url", "version", "kind", "type", "derivation"):
+    for key in ("url", "version", "kind", "type", "supplements", "content", "derivation"):
         value = resource.get(key)
         if isinstance(value, str):
             entry[key] = value
-        elif key == "type" and value is not None:
-            entry[key] = entry["resourceType"]
     return entry
 
 
@@ -69,7 +71,10 @@ def write_package(
     if not report.ok:
         raise BuildError(report, made="packaged")
     resources = [entry.resource for entry in load(resources_dir)]
-    conformance = own_conformance(registry)
+    conformance = [
+        with_snapshot(r) if r["resourceType"] == "StructureDefinition" else r
+        for r in own_conformance(registry)
+    ]
     files: list[tuple[str, bytes]] = []
     index = []
     for resource in [*conformance, *resources]:

@@ -194,8 +194,11 @@ class TestPackage:
         organization = next(e for e in definitions if e["id"] == "fhir-pub-organization")
         assert (organization["type"], organization["derivation"]) == ("Organization", "constraint")
         documents = [entry for entry in files if entry["resourceType"] == "DocumentReference"]
-        assert documents
-        assert {entry["type"] for entry in documents} == {"DocumentReference"}
+        assert documents  # their type is a CodeableConcept, not a string: left out, not replaced
+        assert not [entry for entry in documents if "type" in entry]
+        parameters = [entry for entry in files if entry["resourceType"] == "SearchParameter"]
+        assert parameters
+        assert {entry["type"] for entry in parameters} <= {"token", "string", "reference", "uri", "date"}
 
     def test_invalid_publication_refused(self, tmp_path: Path, publication: Publication) -> None:
         """A publication with an error is not packaged: exit 1 with the report, and no file is written."""

@@ -49,6 +49,7 @@ class TestWheel:
             assert f"fhir_pub/_bundled/resources/{relative}" in names
         assert "fhir_pub/_bundled/profiles/ValueSet/verified-codes.json" in names
         assert "fhir_pub/py.typed" in names
+        assert "fhir_pub/r5-snapshots.json.gz" in names  # the package command's snapshot bases
 
     def test_installed_cli_finds_publication_from_anywhere(
         self, wheel: Path, tmp_path: Path, publication: Publication

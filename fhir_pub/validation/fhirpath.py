@@ -243,6 +243,13 @@ OPTIONS = {"userInvocationTable": USER_FUNCTIONS, "traceFn": lambda label, value
 
 
 def compile_expression(expression: str) -> Compiled:
-    """Compile a FHIRPath expression once, against the R5 model, with the functions above."""
+    """Compile a FHIRPath expression once, against the R5 model, with the functions above.
+
+    A leading ``$this.`` is dropped: at the top of an expression ``$this`` is the focus
+    (https://hl7.org/fhirpath/N1/#functions), which fhirpathpy sets only inside a function's argument
+    (R5's sdf-26, ``$this.where(...)``, could not be evaluated).
+    """
+    if expression.startswith("$this."):
+        expression = expression[len("$this.") :]
     compiled: Compiled = fhirpathpy.compile(expression, models["r5"], OPTIONS)
     return compiled

@@ -3,7 +3,8 @@
 1. structure: fhir.resources (R5) parses the resource;
 2. profile: the declared profiles, compiled to JSON Schema, checked with jsonschema;
 3. invariants: FHIRPath constraints of the profiles and of R5 (cud-1, dom-*, ref-1 ...);
-4. graph: references resolve within the set to types R5 allows, ids are unique, nothing is orphaned.
+4. graph: references resolve within the set to types R5 allows, ids are unique, nothing is orphaned,
+   and the publication rules hold (:data:`fhir_pub.graph.PUBLICATION_RULES`).
 Input is untrusted: size, encoding, JSON syntax, nesting depth and shape are checked before any layer runs,
 and a failure inside a layer becomes an issue, never an exception.
 """
@@ -31,10 +32,12 @@ from fhir_pub.graph import (
     ROOT_TYPES,
     Facts,
     Link,
+    PublicationRule,
     Referrals,
     facts_of,
     key_of,
     links,
+    rules_for,
 )
 from fhir_pub.parallel import cores, ordered_map, spans
 from fhir_pub.validation.bindings import binding_issues
@@ -386,6 +389,8 @@ class Validator:
         out.invariant.extend(issues or [])
         out.facts = facts_of(resource, found)
         out.deferred = tuple(deferred)
+        if not single:  # the publication rules, decided once the whole graph is known
+            out.rules = rules_for(profiles)
 
     def _resource(
         self, resource: dict[str, Any], source: str, nodes: list[Node], extra: str | None, single: bool
@@ -447,7 +452,8 @@ class Checked:
     """What the per-resource layers found in one resource, and what the graph layer needs of it later.
 
     ``facts`` (its key and references) is None when the resource could not be read; ``deferred`` are
-    its invariants that read the graph, evaluated when the whole set is known.
+    its invariants that read the graph, evaluated when the whole set is known; ``rules`` the publication
+    rules that apply to it (by its profiles), likewise.
     """
 
     index: int
@@ -457,6 +463,7 @@ class Checked:
     invariant: list[Issue] = field(default_factory=list)
     facts: Facts | None = None
     deferred: tuple[Deferred, ...] = ()
+    rules: tuple[PublicationRule, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -468,7 +475,7 @@ class Checked:
 SINGLE_MODE = (
     "validated as a single resource: structure, profiles and invariants (R5's own where it declares no "
     "profile of this publication), references resolved against this publication; publication rules "
-    "(orphans, unique ids) not applied"
+    "(orphans, unique ids, fhirpub-cud-1, fhirpub-prov-1) not applied"
 )
 # Resources per span of work: fixed, so that what a span yields never depends on the number of workers.
 CHUNK = 250
@@ -538,6 +545,8 @@ class GraphCheck:
         self.deferred_at = array.array("q")
         self.deferred: list[tuple[Deferred, ...]] = []
         self._items: dict[tuple[Deferred, ...], tuple[Deferred, ...]] = {}
+        self.ruled_at = array.array("q")
+        self.rules: list[tuple[PublicationRule, ...]] = []
 
     def add(self, checked: Checked) -> None:
         """Keep one resource's issues and graph facts (resources are added in their set's order)."""
@@ -551,6 +560,9 @@ class GraphCheck:
         if checked.deferred:
             self.deferred_at.append(len(self.keys))
             self.deferred.append(self._items.setdefault(checked.deferred, checked.deferred))
+        if checked.rules:
+            self.ruled_at.append(len(self.keys))
+            self.rules.append(checked.rules)
         self.keys.append(sys.intern(facts.key))
         self.numbers.append(checked.index)
 
@@ -561,7 +573,7 @@ class GraphCheck:
             self.referrals.add(facts_of(resource, found))
 
     def report(self, duplicates: Sequence[Issue] = ()) -> Report:
-        """The graph layer (orphans) and the invariants that read the graph, then the whole report."""
+        """The graph layer (orphans, publication rules), the invariants that read the graph; the report."""
         graph = [*duplicates, *self.issues["graph"]]
         used = self.referrals.used
         for key, index in zip(self.keys, self.numbers, strict=self.orphans):
@@ -576,6 +588,15 @@ class GraphCheck:
                 )
                 issue = Issue("error", "business-rule", message, kind, self.source(index), "orphan", "graph")
                 graph.append(issue)
+        for position, rules in zip(self.ruled_at, self.rules, strict=True):
+            key, index = self.keys[position], self.numbers[position]
+            for rule in rules:
+                if not rule.holds(self.referrals, key):
+                    message = f"{rule.key}: {rule.human}"
+                    where = key.split("/", 1)[0]
+                    graph.append(
+                        Issue("error", "business-rule", message, where, self.source(index), rule.key, "graph")
+                    )
         invariant = self.issues["invariant"]
         with resolving(self.resolvable):
             # Most resources share their graph environment's shape (the same referrer types, the same
