@@ -23,10 +23,11 @@ from urllib.parse import urlencode
 
 import orjson
 
-from fhir_pub.errors import Invalid, NotFound, NotSupported, TooManyRequests
+from fhir_pub.errors import FhirPubError, Invalid, NotFound, NotSupported, TooManyRequests
 from fhir_pub.export import OUTPUT_FORMATS, ExportRequest, check_type_filters
 from fhir_pub.jobs import ACTIVE, JobStore
 from fhir_pub.search import bundle
+from fhir_pub.search import versions as search_versions
 from fhir_pub.search.dates import micros, now_micros, parse_instant
 from fhir_pub.search.engine import Result
 from fhir_pub.search.request import MAX_COUNT, MAX_OFFSET, SearchRequest, parse, whole_number
@@ -96,16 +97,65 @@ def capability(context: Context) -> Answer:
     return Answer(_capability(context.store.capability, context.base))
 
 
+# What R4B and R4 serve (fhir_pub.search.versions for the search parameters); $validate and $export: R5.
+SERVED_CONVERTED = "read, vread, search and metadata"
+CONVERTED_TYPE_INTERACTIONS = ("read", "vread", "search-type")
+CONVERTED_SYSTEM_INTERACTIONS = ("search-system",)
+
+
 def _converted_capability(context: Context) -> bytes:
-    r5 = orjson.loads(context.store.capability)
-    name, release = VERSION_NAMES[context.fhir_version]
-    kinds = context.store.converted_types(context.fhir_version)
+    """The CapabilityStatement of R4B or R4: the converted types, what is served there, and no more.
+
+    Its search parameters, includes and revincludes are the R5 statement's, less those not served at
+    that version (``Store.registry_at``), in that version's type names.
+    """
+    version, store = context.fhir_version, context.store
+    r5 = orjson.loads(store.capability)
+    name, release = VERSION_NAMES[version]
+    kinds = store.converted_types(version)
+    registry = store.registry_at(version)
+    by_type = {entry["type"]: entry for entry in r5["rest"][0]["resource"]}
+    resources = []
+    for kind in kinds:
+        r5_kind = search_versions.R5_TYPES[version].get(kind, kind)
+        own = by_type.get(r5_kind, {})
+
+        def served(value: str) -> bool:
+            source, _, code = value.partition(":")
+            r5_source = search_versions.R5_TYPES[version].get(source, source)
+            return value == "*" or (
+                search_versions.served_type(version, r5_source) in kinds
+                and registry.get(r5_source, code) is not None
+            )
+
+        def renamed(value: str) -> str:
+            source, colon, code = value.partition(":")
+            return search_versions.served_type(version, source) + colon + code
+
+        entry: dict[str, Any] = {
+            "type": kind,
+            "interaction": [{"code": code} for code in CONVERTED_TYPE_INTERACTIONS],
+            "versioning": "versioned",
+            "readHistory": True,
+            "updateCreate": False,
+            "conditionalRead": "full-support",
+        }
+        includes = [v for v in own.get("searchInclude", []) if served(renamed(v))]
+        revincludes = [renamed(v) for v in own.get("searchRevInclude", []) if served(renamed(v))]
+        params = [p for p in own.get("searchParam", []) if registry.get(r5_kind, p["name"]) is not None]
+        if version == "4.0" and kind == "Basic":  # search_versions.basic_code_matches
+            params = sorted([*params, search_versions.BASIC_CODE], key=lambda p: p["name"])
+        entry.update({"searchInclude": [renamed(v) for v in includes]} if includes else {})
+        entry.update({"searchRevInclude": revincludes} if revincludes else {})
+        entry.update({"searchParam": params} if params else {})
+        resources.append(entry)
     statement = {
         "resourceType": "CapabilityStatement",
         "text": {
             "status": "generated",
-            "div": f'<div xmlns="http://www.w3.org/1999/xhtml">fhir-pub at FHIR {name} ({release}): read and '
-            f"vread of {', '.join(kinds)}. Search, history, $validate and $export: FHIR R5.</div>",
+            "div": f'<div xmlns="http://www.w3.org/1999/xhtml">fhir-pub at FHIR {name} ({release}): '
+            f"{', '.join(CONVERTED_TYPE_INTERACTIONS)} of {', '.join(kinds)}. $validate and $export: "
+            "FHIR R5.</div>",
         },
         "url": f"{context.base}/metadata",
         "name": f"FhirPub{name}",
@@ -120,10 +170,10 @@ def _converted_capability(context: Context) -> bytes:
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Read-only. Search, history, $validate and $export: the R5 base.",
-                "resource": [
-                    {"type": kind, "interaction": [{"code": "read"}, {"code": "vread"}]} for kind in kinds
-                ],
+                "documentation": "Read-only. $validate and $export: the R5 base. Search parameters whose "
+                f"element is an extension at FHIR {name} are not served here (docs/versions.md).",
+                "resource": resources,
+                "interaction": [{"code": code} for code in CONVERTED_SYSTEM_INTERACTIONS],
             }
         ],
     }
@@ -170,11 +220,11 @@ def _resource(context: Context, stored: Stored, path: str) -> Answer:
 
 
 def r5_only(context: Context, what: str) -> None:
-    """NotSupported for an interaction asked at R4B or R4, where only read, vread and metadata are served."""
+    """NotSupported for an interaction asked at R4B or R4, which answer only what they serve (metadata)."""
     if context.fhir_version != "5.0":
         name = VERSION_NAMES[context.fhir_version][0]
         raise NotSupported(
-            f"{what} is served at FHIR R5 only; at FHIR {name} this server answers read, vread and metadata"
+            f"{what} is served at FHIR R5 only; at FHIR {name} this server answers {SERVED_CONVERTED}"
         )
 
 
@@ -195,20 +245,32 @@ def vread(context: Context, resource_type: str, resource_id: str, version_id: st
 
 
 def search(context: Context, resource_type: str | None) -> Answer:
-    """Search one type (``[base]/[type]?``) or several (``[base]?_type=A,B``; all types without it)."""
-    r5_only(context, "search")
-    store = context.store
+    """Search one type (``[base]/[type]?``) or several (``[base]?_type=A,B``; all types without it).
+
+    At R4B and R4 the R5 engine runs with the parameters served there, in R5's type names, and the
+    answer holds the converted forms (``fhir_pub.search.versions``).
+    """
+    store, version = context.store, context.fhir_version
     if resource_type is not None:
-        checked_type(store, resource_type)
+        _served_type(context, resource_type)
         types, path = [resource_type], f"/{resource_type}"
     else:
         asked = [t for key, value in context.params if key == "_type" for t in value.split(",") if t]
         for kind in asked:
-            checked_type(store, kind)
-        types, path = sorted(set(asked)) if asked else sorted(store.types), ""
-    req = parse(types, context.params, store.registry, strict=context.strict)
+            _served_type(context, kind)
+        every = store.types if version == "5.0" else store.converted_types(version)
+        types, path = sorted(set(asked)) if asked else sorted(every), ""
+    pairs: Sequence[tuple[str, str]] = context.params
+    everything_matches = True
+    if version == "4.0" and types == ["Basic"]:
+        pairs, everything_matches = search_versions.basic_code_matches(pairs)
+    if version == "5.0":
+        req = parse(types, pairs, store.registry, strict=context.strict)
+    else:
+        req = _parse_at(context, types, pairs)
     engine = store.engine(context.base, budget=context.budget, max_includes=context.max_includes)
-    result = engine.search(req, now_micros())
+    # R4's Basic?code= naming another code than the one every Basic here has finds nothing
+    result = engine.search(req, now_micros()) if everything_matches else Result(0, [], [], [], False)
     entries: list[bytes] = []
     if req.summary != "count":
         entries = _entries(context, req, result)
@@ -224,14 +286,45 @@ def search(context: Context, resource_type: str | None) -> Answer:
             bundle.entry(f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, asked_url)}", outcome, "outcome")
         )
     total = None if req.total == "none" else result.total
-    return Answer(bundle.searchset(entries, total, _links(context, path, req, result)))
+    links = _links(context, path, req, result)
+    return Answer(bundle.searchset(entries, total, links), fhir_version=version)
+
+
+def _parse_at(context: Context, types: Sequence[str], pairs: Sequence[tuple[str, str]]) -> SearchRequest:
+    """The search asked at R4B or R4 in R5's terms, with that version's parameters; messages in its terms."""
+    version = context.fhir_version
+    r5_types = [search_versions.R5_TYPES[version].get(t, t) for t in types]
+    r5_pairs = search_versions.r5_query(version, pairs)
+    try:
+        req = parse(r5_types, r5_pairs, context.store.registry_at(version), strict=context.strict)
+    except FhirPubError as error:
+        error.diagnostics = search_versions.served_terms(version, error.diagnostics)
+        error.args = (error.diagnostics,)
+        raise
+    ignored = tuple((key, search_versions.served_terms(version, why)) for key, why in req.ignored)
+    return replace(search_versions.r5_references(version, req), ignored=ignored)
+
+
+def _served_type(context: Context, resource_type: str) -> None:
+    """NotSupported unless the publication holds resources of this type at the asked version."""
+    if context.fhir_version == "5.0":
+        checked_type(context.store, resource_type)
+    elif resource_type not in context.store.converted_types(context.fhir_version):
+        name = VERSION_NAMES[context.fhir_version][0]
+        hint = "; a clinical use is a Basic there" if resource_type == "ClinicalUseDefinition" else ""
+        raise NotSupported(f"this publication has no resource type {resource_type!r} at FHIR {name}{hint}")
 
 
 def _entries(context: Context, req: SearchRequest, result: Result) -> list[bytes]:
-    """The matches then the included resources, their bodies read in one batch."""
+    """The matches then the included resources, their bodies read in one batch (converted at R4B, R4)."""
     keyed = [("match", key) for key in result.matches] + [("include", key) for key in result.included]
-    bodies = context.store.read_many([key for _, key in keyed])
-    return bundle.entries(context.base, keyed, bodies, req.summary, req.elements)
+    version = context.fhir_version
+    if version == "5.0":
+        bodies = context.store.read_many([key for _, key in keyed])
+        return bundle.entries(context.base, keyed, bodies, req.summary, req.elements)
+    served = [(mode, (search_versions.served_type(version, kind), rid)) for mode, (kind, rid) in keyed]
+    converted = context.store.read_converted_many(version, [key for _, key in served])
+    return bundle.entries(context.base, served, converted, req.summary, req.elements, version)
 
 
 def _links(context: Context, path: str, req: SearchRequest, result: Result) -> list[tuple[str, str]]:
@@ -240,7 +333,13 @@ def _links(context: Context, path: str, req: SearchRequest, result: Result) -> l
     An uncounted search (``_total=none``) has no ``last`` link: its end is known only on reaching it.
     """
     ignored = {key for key, _ in req.ignored}
-    applied = [(k, v) for k, v in context.params if k not in ignored and k.split(":", 1)[0] not in RELINKED]
+    version = context.fhir_version
+    applied = [
+        (k, v)
+        for k, v in context.params
+        if search_versions.r5_query(version, [(k, v)])[0][0] not in ignored
+        and k.split(":", 1)[0] not in RELINKED
+    ]
     if req.sort:
         applied.append(("_sort", ",".join(("-" if desc else "") + p.code for p, desc in req.sort)))
 

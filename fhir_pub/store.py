@@ -17,6 +17,7 @@ from fhir_pub.errors import PublicationError
 from fhir_pub.search.engine import MAX_INCLUDES, Engine
 from fhir_pub.search.index import TOTALS_SCHEMA
 from fhir_pub.search.parameters import Registry, SearchParam
+from fhir_pub.search.versions import served_registry
 
 READ_BATCH = 500  # ids per statement of a batched read
 
@@ -62,6 +63,7 @@ class Store:
         self._local = threading.local()
         self._value_sets: Conformance | None = None
         self._converted_types: dict[str, tuple[str, ...]] = {}
+        self._registries: dict[str, Registry] = {}
         try:
             check_format(self.connection(), path)
             self.types = frozenset(
@@ -139,14 +141,24 @@ class Store:
         )
 
     def history(
-        self, resource_type: str | None, resource_id: str | None, since: int | None, count: int, offset: int
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        since: int | None,
+        count: int,
+        offset: int,
+        among: Sequence[str] | None = None,
     ) -> tuple[int, list[tuple[str, str, Stored]]]:
         """Versions newest first (one per resource here): of everything, of a type, or of one resource.
 
         ``since`` is an instant in microseconds since the epoch (``search.dates.micros``): only versions
         updated after it. The order is the ``resource_updated`` indexes' own, so a page is read, not sorted.
+        ``among``: only resources of these types (those converted to R4B or R4, for a history there).
         """
         where, args = ["1 = 1"], list[str | int]()
+        if among is not None:
+            where.append(f"type IN ({','.join('?' * len(among))})")
+            args.extend(among)
         if resource_type is not None:
             where.append("type = ?")
             args.append(resource_type)
@@ -281,6 +293,33 @@ class Store:
             .fetchone()
         )
         return None if row is None else Stored(bytes(row[0]), row[1], row[2])
+
+    def read_converted_many(
+        self, fhir_version: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], bytes]:
+        """The R4B (``4.3``) or R4 (``4.0``) bodies of many resources by ``(type, id)`` in that version."""
+        ids: dict[str, list[str]] = {}
+        for kind, rid in keys:
+            ids.setdefault(kind, []).append(rid)
+        found: dict[tuple[str, str], bytes] = {}
+        for kind, wanted in ids.items():
+            unique = list(dict.fromkeys(wanted))
+            for start in range(0, len(unique), READ_BATCH):
+                batch = unique[start : start + READ_BATCH]
+                rows = self.connection().execute(
+                    "SELECT id, body FROM converted WHERE fhir_version = ? AND type = ? "
+                    f"AND id IN ({','.join('?' * len(batch))})",
+                    [fhir_version, kind, *batch],
+                )
+                found.update(((kind, rid), bytes(body)) for rid, body in rows)
+        return found
+
+    def registry_at(self, fhir_version: str) -> Registry:
+        """The search parameters served at a FHIR version (``fhir_pub.search.versions``; made once)."""
+        found = self._registries.get(fhir_version)
+        if found is None:
+            found = self._registries[fhir_version] = served_registry(self.registry, fhir_version)
+        return found
 
     def converted_types(self, fhir_version: str) -> tuple[str, ...]:
         """The resource types served at FHIR ``fhir_version`` (4.3 or 4.0), sorted (read once)."""

@@ -84,24 +84,23 @@ def test_capability_statement_of_each_version(client: FlaskClient, store: Store,
     assert statement["implementation"]["url"] == f"http://localhost{BASES[version]}"
     (rest,) = statement["rest"]
     assert [r["type"] for r in rest["resource"]] == list(store.converted_types(version))
-    assert {i["code"] for r in rest["resource"] for i in r["interaction"]} == {"read", "vread"}
+    assert {i["code"] for r in rest["resource"] for i in r["interaction"]} == {"read", "vread", "search-type"}
+    assert rest["interaction"] == [{"code": "search-system"}]
 
 
-@pytest.mark.parametrize("path", ["/fhir/R4B/ClinicalUseDefinition?type=warning", "/fhir/R4/_history"])
+@pytest.mark.parametrize("path", ["/fhir/R4B/_history", "/fhir/R4/Basic/warning-bleeding/_history"])
 def test_what_is_not_served_at_r4b_and_r4_says_so(client: FlaskClient, path: str) -> None:
-    """Search and history at the R4B and R4 bases are refused naming what is served there."""
+    """History at the R4B and R4 bases is refused naming what is served there."""
     response = client.get(path)
     assert response.status_code == 404
     (issue,) = response.json["issue"]
     assert issue["code"] == "not-supported"
-    assert "read, vread and metadata" in issue["details"]["text"]
+    assert "read, vread, search and metadata" in issue["details"]["text"]
 
 
-@pytest.mark.parametrize(
-    "path", ["/fhir/ClinicalUseDefinition?type=warning", "/fhir/Organization/_history", "/fhir/_history"]
-)
+@pytest.mark.parametrize("path", ["/fhir/Organization/_history", "/fhir/_history"])
 def test_r5_only_interactions_asked_at_another_version_are_406(client: FlaskClient, path: str) -> None:
-    """Asked only for R4B, a search is not answered in R5: 406, naming the version it is served in."""
+    """Asked only for R4B, a history is not answered in R5: 406, naming the version it is served in."""
     response = client.get(path, headers={"Accept": "application/fhir+json; fhirVersion=4.3"})
     assert response.status_code == 406
     assert "fhirVersion=5.0" in response.json["issue"][0]["details"]["text"]
@@ -109,16 +108,16 @@ def test_r5_only_interactions_asked_at_another_version_are_406(client: FlaskClie
 
 
 def test_preference_among_versions(client: FlaskClient) -> None:
-    """q-values choose among the versions an interaction is served in: R4 for a read, R5 for a search."""
+    """q-values choose among the versions an interaction is served in: R4 for a read, R5 for a history."""
     accept = {
         "Accept": "application/fhir+json; fhirVersion=4.0, application/fhir+json; fhirVersion=5.0; q=0.5"
     }
     read = client.get("/fhir/Organization/pfizer", headers=accept)
     assert read.headers["Content-Type"].endswith("fhirVersion=4.0")
     assert read.data == client.get("/fhir/R4/Organization/pfizer").data
-    search = client.get("/fhir/Organization?_count=1", headers=accept)
-    assert search.status_code == 200
-    assert search.headers["Content-Type"].endswith("fhirVersion=5.0")
+    history = client.get("/fhir/Organization/_history?_count=1", headers=accept)
+    assert history.status_code == 200
+    assert history.headers["Content-Type"].endswith("fhirVersion=5.0")
     plain = {"Accept": "application/fhir+json, application/fhir+json; fhirVersion=4.3; q=0.5"}
     preferring_r5 = client.get("/fhir/Organization/pfizer", headers=plain)
     assert preferring_r5.data == client.get("/fhir/Organization/pfizer").data

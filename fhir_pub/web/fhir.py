@@ -31,7 +31,9 @@ URL_VERSIONS: dict[str, handlers.FhirVersion] = {
 }
 
 
-ALL_VERSIONS: tuple[handlers.FhirVersion, ...] = tuple(handlers.VERSION_NAMES)  # read, vread, metadata
+ALL_VERSIONS: tuple[handlers.FhirVersion, ...] = tuple(
+    handlers.VERSION_NAMES
+)  # read, vread, search, metadata
 R5_ONLY: tuple[handlers.FhirVersion, ...] = ("5.0",)  # everything else, for now
 
 
@@ -118,26 +120,28 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
 @blueprint.get("/<resource_type>")
 def search_type(resource_type: str) -> Response:
     """Search one type: ``GET [base]/[type]?params``."""
-    return formats.respond(handlers.search(_context(), resource_type), request)
+    return formats.respond(handlers.search(_context(served=ALL_VERSIONS), resource_type), request)
 
 
 @blueprint.post("/<resource_type>/_search")
 def search_post(resource_type: str) -> Response:
     """Search by POST: parameters in a form body (and the query string)."""
-    return formats.respond(handlers.search(_context(_form_pairs()), resource_type), request)
+    return formats.respond(
+        handlers.search(_context(_form_pairs(), served=ALL_VERSIONS), resource_type), request
+    )
 
 
 @blueprint.get("")
 @blueprint.get("/")
 def search_system() -> Response:
     """Search across types: ``GET [base]?_type=A,B&params`` (all types without ``_type``)."""
-    return formats.respond(handlers.search(_context(), None), request)
+    return formats.respond(handlers.search(_context(served=ALL_VERSIONS), None), request)
 
 
 @blueprint.post("/_search")
 def search_system_post() -> Response:
     """System search by POST (https://hl7.org/fhir/R5/http.html#search): a form body, as GET [base]?."""
-    return formats.respond(handlers.search(_context(_form_pairs()), None), request)
+    return formats.respond(handlers.search(_context(_form_pairs(), served=ALL_VERSIONS), None), request)
 
 
 def _form_pairs() -> list[tuple[str, str]]:
