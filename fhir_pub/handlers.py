@@ -98,9 +98,9 @@ def capability(context: Context) -> Answer:
 
 
 # What R4B and R4 serve (fhir_pub.search.versions for the search parameters); $validate and $export: R5.
-SERVED_CONVERTED = "read, vread, search and metadata"
-CONVERTED_TYPE_INTERACTIONS = ("read", "vread", "search-type")
-CONVERTED_SYSTEM_INTERACTIONS = ("search-system",)
+SERVED_CONVERTED = "read, vread, search, history and metadata"
+CONVERTED_TYPE_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
+CONVERTED_SYSTEM_INTERACTIONS = ("history-system", "search-system")
 
 
 def _converted_capability(context: Context) -> bytes:
@@ -367,17 +367,25 @@ def history(context: Context, resource_type: str | None, resource_id: str | None
 
     https://hl7.org/fhir/R5/http.html#history: ``_count``, ``_since`` (an instant) and ``_at`` narrow it.
     """
-    r5_only(context, "history")
+    version = context.fhir_version
     if resource_type is not None:
-        checked_type(context.store, resource_type)
+        _served_type(context, resource_type)
     asked = dict(context.params)
     since_text = asked.get("_since")
     since = None if since_text is None else micros(parse_instant(since_text))
     count = whole_number("_count", asked.get("_count", "20"), MAX_COUNT)
     offset = whole_number("_offset", asked.get("_offset", "0"), MAX_OFFSET)
-    total, versions = context.store.history(resource_type, resource_id, since, count, offset)
+    if version == "5.0":
+        total, versions = context.store.history(resource_type, resource_id, since, count, offset)
+    else:  # the converted forms, in the R5 history's order (fhir_pub.search.versions for the names)
+        r5_type = None if resource_type is None else search_versions.R5_TYPES[version].get(resource_type)
+        renamed = search_versions.SERVED_TYPES[version]
+        total, versions = context.store.converted_history(
+            version, renamed, r5_type or resource_type, resource_id, since, count, offset
+        )
     if resource_id is not None and total == 0 and since is None:
-        raise NotFound(f"{resource_type}/{resource_id} is not in this publication")
+        at = "" if version == "5.0" else f" at FHIR {VERSION_NAMES[version][0]}"
+        raise NotFound(f"{resource_type}/{resource_id} is not in this publication{at}")
     entries = []
     for kind, rid, stored in versions:
         body = orjson.dumps(
@@ -400,7 +408,7 @@ def history(context: Context, resource_type: str | None, resource_id: str | None
         "total": total,
         "link": _history_links(context, path, count, offset, total),
     }
-    return Answer(bundle.with_entries(orjson.dumps(head), entries))
+    return Answer(bundle.with_entries(orjson.dumps(head), entries), fhir_version=version)
 
 
 def _history_links(context: Context, path: str, count: int, offset: int, total: int) -> list[dict[str, str]]:

@@ -177,6 +177,50 @@ class Store:
         )
         return total, [(r[0], r[1], Stored(bytes(r[2]), r[3], r[4])) for r in rows]
 
+    def converted_history(
+        self,
+        fhir_version: str,
+        renamed: Mapping[str, str],
+        resource_type: str | None,
+        resource_id: str | None,
+        since: int | None,
+        count: int,
+        offset: int,
+    ) -> tuple[int, list[tuple[str, str, Stored]]]:
+        """The history of the resources converted to a version, in :meth:`history`'s order, their forms there.
+
+        ``resource_type`` is the R5 type; ``renamed`` maps an R5 type to the version's name of it (R4's
+        Basic), and the rows answered carry the version's name. A resource without a form there is left out.
+        """
+        served = (
+            "r.type"
+            if not renamed
+            else ("CASE r.type " + " ".join("WHEN ? THEN ?" for _ in renamed) + " ELSE r.type END")
+        )
+        join_args: list[str | int] = [fhir_version, *(name for pair in renamed.items() for name in pair)]
+        where, args = ["1 = 1"], list[str | int]()
+        if resource_type is not None:
+            where.append("r.type = ?")
+            args.append(resource_type)
+        if resource_id is not None:
+            where.append("r.id = ?")
+            args.append(resource_id)
+        if since is not None:
+            where.append("r.updated > ?")
+            args.append(since)
+        source = (
+            f"FROM resource r JOIN converted c ON c.fhir_version = ? AND c.type = {served} AND c.id = r.id "
+            f"WHERE {' AND '.join(where)}"
+        )
+        db = self.connection()
+        total = db.execute(f"SELECT COUNT(*) {source}", [*join_args, *args]).fetchone()[0]
+        rows = db.execute(
+            f"SELECT c.type, c.id, c.body, c.version, c.last_updated {source} "
+            "ORDER BY r.updated DESC, r.type, r.id LIMIT ? OFFSET ?",
+            [*join_args, *args, count, offset],
+        )
+        return total, [(r[0], r[1], Stored(bytes(r[2]), r[3], r[4])) for r in rows]
+
     def all_of(self, resource_type: str) -> list[dict[str, Any]]:
         """Every resource of one type, parsed, by id."""
         rows = self.connection().execute(

@@ -84,40 +84,39 @@ def test_capability_statement_of_each_version(client: FlaskClient, store: Store,
     assert statement["implementation"]["url"] == f"http://localhost{BASES[version]}"
     (rest,) = statement["rest"]
     assert [r["type"] for r in rest["resource"]] == list(store.converted_types(version))
-    assert {i["code"] for r in rest["resource"] for i in r["interaction"]} == {"read", "vread", "search-type"}
-    assert rest["interaction"] == [{"code": "search-system"}]
+    assert {i["code"] for r in rest["resource"] for i in r["interaction"]} == {
+        "read",
+        "vread",
+        "history-instance",
+        "history-type",
+        "search-type",
+    }
+    assert rest["interaction"] == [{"code": "history-system"}, {"code": "search-system"}]
 
 
-@pytest.mark.parametrize("path", ["/fhir/R4B/_history", "/fhir/R4/Basic/warning-bleeding/_history"])
-def test_what_is_not_served_at_r4b_and_r4_says_so(client: FlaskClient, path: str) -> None:
-    """History at the R4B and R4 bases is refused naming what is served there."""
-    response = client.get(path)
-    assert response.status_code == 404
-    (issue,) = response.json["issue"]
-    assert issue["code"] == "not-supported"
-    assert "read, vread, search and metadata" in issue["details"]["text"]
-
-
-@pytest.mark.parametrize("path", ["/fhir/Organization/_history", "/fhir/_history"])
-def test_r5_only_interactions_asked_at_another_version_are_406(client: FlaskClient, path: str) -> None:
-    """Asked only for R4B, a history is not answered in R5: 406, naming the version it is served in."""
-    response = client.get(path, headers={"Accept": "application/fhir+json; fhirVersion=4.3"})
+def test_r5_only_interactions_asked_at_another_version_are_406(client: FlaskClient) -> None:
+    """Asked only for R4B, a $validate is not answered in R5: 406, naming the version it is served in."""
+    response = client.post(
+        "/fhir/$validate",
+        data=b'{"resourceType": "Organization", "id": "x", "name": "x"}',
+        headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json; fhirVersion=4.3"},
+    )
     assert response.status_code == 406
     assert "fhirVersion=5.0" in response.json["issue"][0]["details"]["text"]
     assert "fhirVersion" not in response.headers["Content-Type"]
 
 
 def test_preference_among_versions(client: FlaskClient) -> None:
-    """q-values choose among the versions an interaction is served in: R4 for a read, R5 for a history."""
+    """q-values choose among the versions an interaction is served in: R4 for a read and a search."""
     accept = {
         "Accept": "application/fhir+json; fhirVersion=4.0, application/fhir+json; fhirVersion=5.0; q=0.5"
     }
     read = client.get("/fhir/Organization/pfizer", headers=accept)
     assert read.headers["Content-Type"].endswith("fhirVersion=4.0")
     assert read.data == client.get("/fhir/R4/Organization/pfizer").data
-    history = client.get("/fhir/Organization/_history?_count=1", headers=accept)
-    assert history.status_code == 200
-    assert history.headers["Content-Type"].endswith("fhirVersion=5.0")
+    search = client.get("/fhir/Organization?_count=1", headers=accept)
+    assert search.status_code == 200
+    assert search.headers["Content-Type"].endswith("fhirVersion=4.0")
     plain = {"Accept": "application/fhir+json, application/fhir+json; fhirVersion=4.3; q=0.5"}
     preferring_r5 = client.get("/fhir/Organization/pfizer", headers=plain)
     assert preferring_r5.data == client.get("/fhir/Organization/pfizer").data
@@ -183,3 +182,82 @@ def test_smart_client_with_its_r4_models(server: str) -> None:
     assert DocumentReference.read("medlineplus-a617041", smart.server).content
     assert Provenance.read("besponsa-msk", smart.server).target
     assert requests.get(f"{server}/R4/metadata", timeout=10).json()["fhirVersion"] == "4.0.1"
+
+
+class TestHistory:
+    """History at R4B and R4: the converted forms, in the R5 history's order, links on the base asked."""
+
+    @pytest.mark.parametrize(
+        ("version", "path"),
+        [
+            ("4.3", ""),
+            ("4.0", ""),
+            ("4.3", "/ClinicalUseDefinition"),
+            ("4.0", "/Basic"),
+            ("4.0", "/Provenance"),
+        ],
+    )
+    def test_entries_are_the_converted_reads(
+        self, client: FlaskClient, store: Store, version: str, path: str
+    ) -> None:
+        """Each entry is the read at that base, the total the converted resources', links on the base."""
+        base = BASES[version]
+        first = client.get(f"{base}{path}/_history?_count=7")
+        assert first.status_code == 200
+        assert first.headers["Content-Type"].endswith(f"fhirVersion={version}")
+        history = orjson.loads(first.data)
+        CHECKS[version](history)
+        kind = path.strip("/")
+        expected = (
+            store.connection()
+            .execute(
+                "SELECT COUNT(*) FROM converted WHERE fhir_version = ? AND (? = '' OR type = ?)",
+                (version, kind, kind),
+            )
+            .fetchone()[0]
+        )
+        assert history["total"] == expected
+        seen, url = [], f"{base}{path}/_history?_count=50"
+        while url:
+            page = client.get(url).json
+            for entry in page.get("entry", []):
+                resource = entry["resource"]
+                key = f"{resource['resourceType']}/{resource['id']}"
+                assert entry["fullUrl"] == f"http://localhost{base}/{key}"
+                assert entry["request"]["url"] == key
+                assert entry["response"]["etag"] == f'W/"{resource["meta"]["versionId"]}"'
+                assert client.get(f"{base}/{key}").json == resource
+                seen.append(key)
+            assert all(
+                link["url"].startswith(f"http://localhost{base}{path}/_history?") for link in page["link"]
+            )
+            nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
+            url = nxt[0].removeprefix("http://localhost") if nxt else ""
+        assert len(seen) == len(set(seen)) == expected
+        r5_order = [f"{k}/{i}" for k, i, _ in store.history(None, None, None, 10_000, 0)[1]]
+        renamed = [k.replace("ClinicalUseDefinition/", "Basic/") if version == "4.0" else k for k in r5_order]
+        assert seen == [k for k in renamed if k in set(seen)]
+
+    def test_instance_and_since(self, client: FlaskClient) -> None:
+        """One resource's history at R4; _since narrows it; an unknown id is 404; CUD is no R4 type."""
+        history = client.get("/fhir/R4/Basic/warning-bleeding/_history").json
+        (entry,) = history["entry"]
+        assert entry["resource"] == client.get("/fhir/R4/Basic/warning-bleeding").json
+        assert (
+            client.get("/fhir/R4/Basic/warning-bleeding/_history?_since=2999-01-01T00:00:00Z").json["total"]
+            == 0
+        )
+        assert client.get("/fhir/R4/Basic/nope/_history").status_code == 404
+        unknown = client.get("/fhir/R4/ClinicalUseDefinition/warning-bleeding/_history")
+        assert unknown.status_code == 404
+        assert "a clinical use is a Basic" in unknown.json["issue"][0]["details"]["text"]
+        assert client.get("/fhir/R4B/StructureDefinition/_history").status_code == 404  # not converted
+
+    def test_media_type_parameter_on_the_r5_base(self, client: FlaskClient) -> None:
+        """FhirVersion in Accept answers the converted history, its links on the R5 base asked."""
+        accept = {"Accept": "application/fhir+json; fhirVersion=4.3"}
+        asked = client.get("/fhir/Organization/_history?_count=3", headers=accept)
+        own = client.get("/fhir/R4B/Organization/_history?_count=3")
+        assert asked.headers["Content-Type"].endswith("fhirVersion=4.3")
+        assert [e["resource"] for e in asked.json["entry"]] == [e["resource"] for e in own.json["entry"]]
+        assert asked.json["link"][0]["url"].startswith("http://localhost/fhir/Organization/_history?")

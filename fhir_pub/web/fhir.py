@@ -33,7 +33,7 @@ URL_VERSIONS: dict[str, handlers.FhirVersion] = {
 
 ALL_VERSIONS: tuple[handlers.FhirVersion, ...] = tuple(
     handlers.VERSION_NAMES
-)  # read, vread, search, metadata
+)  # read, vread, search, history, metadata
 R5_ONLY: tuple[handlers.FhirVersion, ...] = ("5.0",)  # everything else, for now
 
 
@@ -186,16 +186,18 @@ def allowed_methods() -> str:
 @blueprint.get("/<resource_type>/<resource_id>/_history")
 def history_instance(resource_type: str, resource_id: str) -> Response:
     """The history of one resource."""
-    return formats.respond(handlers.history(_context(), resource_type, resource_id), request)
+    return formats.respond(
+        handlers.history(_context(served=ALL_VERSIONS), resource_type, resource_id), request
+    )
 
 
 @blueprint.get("/<resource_type>/_history")
 def history_type(resource_type: str) -> Response:
     """The history of every resource of a type."""
-    return formats.respond(handlers.history(_context(), resource_type, None), request)
+    return formats.respond(handlers.history(_context(served=ALL_VERSIONS), resource_type, None), request)
 
 
 @blueprint.get("/_history")
 def history_system() -> Response:
     """The history of the whole publication."""
-    return formats.respond(handlers.history(_context(), None, None), request)
+    return formats.respond(handlers.history(_context(served=ALL_VERSIONS), None, None), request)

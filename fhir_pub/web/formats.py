@@ -56,7 +56,7 @@ ACCEPTED = {
 
 # https://hl7.org/fhir/R5/http.html#version-parameter: the FHIR versions this endpoint serves, as the
 # fhirVersion media-type parameter names them (major.minor; a patch such as 5.0.0 names the same).
-# R4B and R4 answer read, vread, search and metadata (the resources the build converted); R5 everything.
+# R4B and R4 answer read, vread, search, history and metadata (the resources the build converted).
 FHIR_VERSIONS: tuple[str, ...] = tuple(VERSION_NAMES)
 
 
