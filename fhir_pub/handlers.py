@@ -23,7 +23,8 @@ from urllib.parse import urlencode
 
 import orjson
 
-from fhir_pub.errors import FhirPubError, Invalid, NotFound, NotSupported, TooManyRequests
+from fhir_pub.capability import BULK_DATA, EXPORT
+from fhir_pub.errors import Invalid, NotFound, NotSupported, TooManyRequests
 from fhir_pub.export import OUTPUT_FORMATS, ExportRequest, check_type_filters
 from fhir_pub.jobs import ACTIVE, JobStore
 from fhir_pub.search import bundle
@@ -97,19 +98,23 @@ def capability(context: Context) -> Answer:
     return Answer(_capability(context.store.capability, context.base))
 
 
-# What R4B and R4 serve (fhir_pub.search.versions for the search parameters); $validate and $export: R5.
-SERVED_CONVERTED = "read, vread, search, history and metadata"
+# What R4B and R4 serve (fhir_pub.search.versions for the search parameters); $validate: R5 only.
+SERVED_CONVERTED = "read, vread, search, history, $export and metadata"
 CONVERTED_TYPE_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
 CONVERTED_SYSTEM_INTERACTIONS = ("history-system", "search-system")
 
 
 def _converted_capability(context: Context) -> bytes:
+    return converted_capability(context.store, context.fhir_version, context.base)
+
+
+def converted_capability(store: Store, version: FhirVersion, base: str | None) -> bytes:
     """The CapabilityStatement of R4B or R4: the converted types, what is served there, and no more.
 
     Its search parameters, includes and revincludes are the R5 statement's, less those not served at
-    that version (``Store.registry_at``), in that version's type names.
+    that version (``Store.registry_at``), in that version's type names. ``base`` is the base it is
+    served at (None for a static copy, which cannot know its own: no ``url``, no ``implementation.url``).
     """
-    version, store = context.fhir_version, context.store
     r5 = orjson.loads(store.capability)
     name, release = VERSION_NAMES[version]
     kinds = store.converted_types(version)
@@ -154,26 +159,31 @@ def _converted_capability(context: Context) -> bytes:
         "text": {
             "status": "generated",
             "div": f'<div xmlns="http://www.w3.org/1999/xhtml">fhir-pub at FHIR {name} ({release}): '
-            f"{', '.join(CONVERTED_TYPE_INTERACTIONS)} of {', '.join(kinds)}. $validate and $export: "
+            f"{', '.join(CONVERTED_TYPE_INTERACTIONS)} of {', '.join(kinds)}; $export. $validate: "
             "FHIR R5.</div>",
         },
-        "url": f"{context.base}/metadata",
+        **({"url": f"{base}/metadata"} if base is not None else {}),
         "name": f"FhirPub{name}",
         "status": "active",
         "date": r5["date"],
         "publisher": r5.get("publisher", "fhir-pub"),
         "kind": "instance",
+        "instantiates": [BULK_DATA],
         "software": r5.get("software", {"name": "fhir-pub"}),
-        "implementation": {"description": f"fhir-pub, FHIR {name}", "url": context.base},
+        "implementation": {
+            "description": f"fhir-pub, FHIR {name}",
+            **({"url": base} if base is not None else {}),
+        },
         "fhirVersion": release,
         "format": ["json"],
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Read-only. $validate and $export: the R5 base. Search parameters whose "
+                "documentation": "Read-only. $validate: the R5 base. Search parameters whose "
                 f"element is an extension at FHIR {name} are not served here (docs/versions.md).",
                 "resource": resources,
                 "interaction": [{"code": code} for code in CONVERTED_SYSTEM_INTERACTIONS],
+                "operation": [EXPORT],  # [type]/$export too, as at R5 (the _type shorthand)
             }
         ],
     }
@@ -260,14 +270,14 @@ def search(context: Context, resource_type: str | None) -> Answer:
             _served_type(context, kind)
         every = store.types if version == "5.0" else store.converted_types(version)
         types, path = sorted(set(asked)) if asked else sorted(every), ""
-    pairs: Sequence[tuple[str, str]] = context.params
     everything_matches = True
-    if version == "4.0" and types == ["Basic"]:
-        pairs, everything_matches = search_versions.basic_code_matches(pairs)
     if version == "5.0":
-        req = parse(types, pairs, store.registry, strict=context.strict)
+        req = parse(types, context.params, store.registry, strict=context.strict)
     else:
-        req = _parse_at(context, types, pairs)
+        registry = store.registry_at(version)
+        req, everything_matches = search_versions.parse_at(
+            version, types, context.params, registry, strict=context.strict
+        )
     engine = store.engine(context.base, budget=context.budget, max_includes=context.max_includes)
     # R4's Basic?code= naming another code than the one every Basic here has finds nothing
     result = engine.search(req, now_micros()) if everything_matches else Result(0, [], [], [], False)
@@ -288,21 +298,6 @@ def search(context: Context, resource_type: str | None) -> Answer:
     total = None if req.total == "none" else result.total
     links = _links(context, path, req, result)
     return Answer(bundle.searchset(entries, total, links), fhir_version=version)
-
-
-def _parse_at(context: Context, types: Sequence[str], pairs: Sequence[tuple[str, str]]) -> SearchRequest:
-    """The search asked at R4B or R4 in R5's terms, with that version's parameters; messages in its terms."""
-    version = context.fhir_version
-    r5_types = [search_versions.R5_TYPES[version].get(t, t) for t in types]
-    r5_pairs = search_versions.r5_query(version, pairs)
-    try:
-        req = parse(r5_types, r5_pairs, context.store.registry_at(version), strict=context.strict)
-    except FhirPubError as error:
-        error.diagnostics = search_versions.served_terms(version, error.diagnostics)
-        error.args = (error.diagnostics,)
-        raise
-    ignored = tuple((key, search_versions.served_terms(version, why)) for key, why in req.ignored)
-    return replace(search_versions.r5_references(version, req), ignored=ignored)
 
 
 def _served_type(context: Context, resource_type: str) -> None:
@@ -510,9 +505,16 @@ _TYPE_FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]+\?)")
 
 
 def export_request(
-    store: Store, resource_type: str | None, pairs: Sequence[tuple[str, str]], lenient: bool
+    store: Store,
+    resource_type: str | None,
+    pairs: Sequence[tuple[str, str]],
+    lenient: bool,
+    version: FhirVersion = "5.0",
 ) -> tuple[ExportRequest, list[str]]:
-    """The export a kick-off asks for, checked against the publication; the warnings of lenient handling."""
+    """The export a kick-off asks for, checked against the publication; the warnings of lenient handling.
+
+    At R4B or R4 (``version``) the types and filters are that version's, and the files its forms.
+    """
     types: list[str] = []
     elements: list[str] = []
     filters: list[str] = []
@@ -545,12 +547,18 @@ def export_request(
                 f"_type must name only {resource_type} on [base]/{resource_type}/$export", expression="_type"
             )
         types = [resource_type]
-    unknown = sorted({t for t in [*types, *(f.split("?", 1)[0] for f in filters)] if t not in store.types})
+    served = store.types if version == "5.0" else store.converted_types(version)
+    unknown = sorted({t for t in [*types, *(f.split("?", 1)[0] for f in filters)] if t not in served})
     if unknown:
-        raise Invalid(f"not in this publication: {', '.join(unknown)}", expression="_type")
-    check_type_filters(store, filters)
+        at = "" if version == "5.0" else f" at FHIR {VERSION_NAMES[version][0]}"
+        raise Invalid(f"not in this publication{at}: {', '.join(unknown)}", expression="_type")
+    check_type_filters(store, filters, version)
     request = ExportRequest(
-        tuple(dict.fromkeys(types)), since, tuple(filters), tuple(dict.fromkeys(elements))
+        tuple(dict.fromkeys(types)),
+        since,
+        tuple(filters),
+        tuple(dict.fromkeys(elements)),
+        fhir_version=version,
     )
     return request, warnings
 
@@ -564,8 +572,9 @@ def export_kickoff(
     context: Context, jobs: JobStore, resource_type: str | None, kickoff_url: str, lenient: bool
 ) -> Answer:
     """Start an export job (202, its status URL in Content-Location); 429 when enough are running."""
-    r5_only(context, "$export")
-    asked, warnings = export_request(context.store, resource_type, context.params, lenient)
+    asked, warnings = export_request(
+        context.store, resource_type, context.params, lenient, context.fhir_version
+    )
     jobs.sweep()
     state = jobs.admit(asked, kickoff_url, context.base, warnings)
     if state is None:
@@ -573,7 +582,8 @@ def export_kickoff(
             f"{jobs.max_active} exports are running; try again later", headers={"Retry-After": "10"}
         )
     threading.Thread(target=jobs.run, args=(state, context.store, asked), daemon=True).start()
-    return _informational("export started", location=f"{context.base}/$export-status/{state['id']}")
+    location = f"{context.base}/$export-status/{state['id']}"
+    return _informational("export started", location=location, fhir_version=context.fhir_version)
 
 
 def _no_job(job_id: str) -> NotFound:

@@ -17,7 +17,7 @@ from fhir_pub.errors import PublicationError
 from fhir_pub.search.engine import MAX_INCLUDES, Engine
 from fhir_pub.search.index import TOTALS_SCHEMA
 from fhir_pub.search.parameters import Registry, SearchParam
-from fhir_pub.search.versions import served_registry
+from fhir_pub.search.versions import R5_TYPES, served_registry
 
 READ_BATCH = 500  # ids per statement of a batched read
 
@@ -283,11 +283,32 @@ class Store:
         for rid, body, updated in rows:
             yield rid, bytes(body), updated
 
+    def converted_bodies(self, fhir_version: str, resource_type: str) -> Iterator[tuple[str, bytes, int]]:
+        """As :meth:`bodies`, for the R4B (``4.3``) or R4 (``4.0``) forms of a type named as there."""
+        r5_type = R5_TYPES[fhir_version].get(resource_type, resource_type)
+        rows = self.connection().execute(
+            "SELECT c.id, c.body, r.updated FROM converted c JOIN resource r ON r.type = ? AND r.id = c.id "
+            "WHERE c.fhir_version = ? AND c.type = ? ORDER BY c.id",
+            (r5_type, fhir_version, resource_type),
+        )
+        for rid, body, updated in rows:
+            yield rid, bytes(body), updated
+
     def stored(self, resource_type: str) -> Iterator[tuple[str, Stored]]:
         """(id, what a read answers) of every resource of a type, by id, streamed."""
         rows = self.connection().execute(
             "SELECT id, body, version, last_updated FROM resource WHERE type = ? ORDER BY id",
             (resource_type,),
+        )
+        for rid, body, version, last_updated in rows:
+            yield rid, Stored(bytes(body), version, last_updated)
+
+    def stored_converted(self, fhir_version: str, resource_type: str) -> Iterator[tuple[str, Stored]]:
+        """As :meth:`stored`, for the R4B (``4.3``) or R4 (``4.0``) forms of a type named as there."""
+        rows = self.connection().execute(
+            "SELECT id, body, version, last_updated FROM converted WHERE fhir_version = ? AND type = ? "
+            "ORDER BY id",
+            (fhir_version, resource_type),
         )
         for rid, body, version, last_updated in rows:
             yield rid, Stored(bytes(body), version, last_updated)

@@ -92,6 +92,21 @@ def test_capability_statement_of_each_version(client: FlaskClient, store: Store,
         "search-type",
     }
     assert rest["interaction"] == [{"code": "history-system"}, {"code": "search-system"}]
+    assert [o["name"] for o in rest["operation"]] == ["export"]
+
+
+@pytest.mark.parametrize("base", ["/fhir/R4B", "/fhir/R4"])
+def test_validate_at_r4b_and_r4_says_what_is_served(client: FlaskClient, base: str) -> None:
+    """$validate at the R4B and R4 bases is refused (404 not-supported), naming what is served there."""
+    response = client.post(
+        f"{base}/$validate",
+        data=b'{"resourceType": "Organization", "id": "x", "name": "x"}',
+        headers={"Content-Type": "application/fhir+json"},
+    )
+    assert response.status_code == 404
+    (issue,) = response.json["issue"]
+    assert issue["code"] == "not-supported"
+    assert "read, vread, search, history, $export and metadata" in issue["details"]["text"]
 
 
 def test_r5_only_interactions_asked_at_another_version_are_406(client: FlaskClient) -> None:

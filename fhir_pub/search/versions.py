@@ -23,9 +23,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from fhir_pub.errors import Invalid
+from fhir_pub.errors import FhirPubError, Invalid
 from fhir_pub.search.parameters import Registry
-from fhir_pub.search.request import Filter, SearchRequest, UnsupportedSearch, split_unescaped, unescape
+from fhir_pub.search.request import (
+    Filter,
+    SearchRequest,
+    UnsupportedSearch,
+    parse,
+    split_unescaped,
+    unescape,
+)
 from fhir_pub.versions import FHIR_TYPES
 
 CUD = "ClinicalUseDefinition"
@@ -195,3 +202,25 @@ def served_terms(version: str, text: str) -> str:
     for served, r5 in R5_TYPES[version].items():
         text = re.sub(rf"\b{r5}\b", served, text)
     return text
+
+
+def parse_at(
+    version: str, types: Sequence[str], pairs: Sequence[tuple[str, str]], registry: Registry, *, strict: bool
+) -> tuple[SearchRequest, bool]:
+    """A search asked at R4B or R4, as a SearchRequest in R5's terms with ``registry`` (that version's).
+
+    Also whether anything can match: False for R4's ``Basic?code=`` naming another code than the one
+    every Basic here has. The parser's messages name the version's types.
+    """
+    matches = True
+    if version == "4.0" and list(types) == ["Basic"]:
+        pairs, matches = basic_code_matches(pairs)
+    r5_types = [R5_TYPES[version].get(t, t) for t in types]
+    try:
+        request = parse(r5_types, r5_query(version, pairs), registry, strict=strict)
+    except FhirPubError as error:
+        error.diagnostics = served_terms(version, error.diagnostics)
+        error.args = (error.diagnostics,)
+        raise
+    ignored = tuple((key, served_terms(version, why)) for key, why in request.ignored)
+    return replace(r5_references(version, request), ignored=ignored), matches

@@ -37,6 +37,16 @@ ALL_VERSIONS: tuple[handlers.FhirVersion, ...] = tuple(
 R5_ONLY: tuple[handlers.FhirVersion, ...] = ("5.0",)  # everything else, for now
 
 
+def base_version() -> handlers.FhirVersion | None:
+    """The version of the base the request came in at (``[base]/R4B``, ``[base]/R4``); None at R5's.
+
+    Each blueprint serving a version base is registered under its name with that base's suffix
+    (``fhir_r4b``, ``bulk_r4b``).
+    """
+    name = request.blueprint or ""
+    return next((v for key, v in URL_VERSIONS.items() if name.endswith(key.removeprefix("fhir"))), None)
+
+
 def fhir_version(served: Sequence[handlers.FhirVersion]) -> handlers.FhirVersion:
     """The FHIR version to answer in: the base URL's, else the most preferred one asked that is served.
 
@@ -44,7 +54,7 @@ def fhir_version(served: Sequence[handlers.FhirVersion]) -> handlers.FhirVersion
     for XML or HTML at R4B or R4 (served as FHIR JSON).
     """
     asked = formats.asked_versions(request)
-    by_url = URL_VERSIONS.get(request.blueprint or "")
+    by_url = base_version()
     if by_url is not None:
         if asked and by_url not in asked:
             raise NotAcceptable(f"fhirVersion={asked[0]} asked at the FHIR {by_url} base {request.path[:80]}")
@@ -71,7 +81,7 @@ def _context(
     state = app_state()
     return handlers.Context(
         state.store,
-        _base(),
+        public_base(),
         tuple(request.args.items(multi=True)) if pairs is None else tuple(pairs),
         # https://hl7.org/fhir/R5/search.html#errors: handling=strict turns ignored parameters into errors
         strict=formats.preferences(request).get("handling") == "strict",
@@ -81,11 +91,14 @@ def _context(
     )
 
 
-def _base() -> str:
-    """The public FHIR base URL: configured, or this request's (worked out once per request)."""
+def public_base() -> str:
+    """The public FHIR base URL: configured, or this request's (worked out once per request).
+
+    At ``[base]/R4B`` and ``[base]/R4`` it is that version's base.
+    """
     base: str | None = g.get("fhir_base")
     if base is None:
-        version = URL_VERSIONS.get(request.blueprint or "")
+        version = base_version()
         suffix = "" if version is None else handlers.BASE_SUFFIXES[version]
         base = g.fhir_base = formats.base_url(app_state().settings, request) + suffix
     return base
@@ -100,7 +113,7 @@ def metadata() -> Response:
 @blueprint.get("/openapi.json")
 def openapi_document() -> Response:
     """The endpoint described in OpenAPI 3.1, derived from the CapabilityStatement."""
-    document = openapi(orjson.loads(app_state().store.capability), _base())
+    document = openapi(orjson.loads(app_state().store.capability), public_base())
     return Response(orjson.dumps(document), content_type="application/json")
 
 
