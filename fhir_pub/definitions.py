@@ -127,10 +127,10 @@ def mandatory(type_name: str, release: str = "5.0") -> frozenset[str]:
     )
 
 
-def is_resource_type(name: str) -> bool:
-    """Whether ``name`` is an R5 resource type (not a datatype or backbone element)."""
+def is_resource_type(name: str, release: str = "5.0") -> bool:
+    """Whether ``name`` is a resource type of R5 (or R4B's, for 4.3 and 4.0), not a datatype or backbone."""
     try:
-        cls = model_class(name)
+        cls = model_class(name, release)
     except (KeyError, ValueError, AttributeError):
         return False
     return any(base.__name__ == "Resource" for base in cls.__mro__) and cls.__name__ == name

@@ -175,7 +175,7 @@ def converted_capability(store: Store, version: FhirVersion, base: str | None) -
             **({"url": base} if base is not None else {}),
         },
         "fhirVersion": release,
-        "format": ["json"],
+        "format": ["json", "xml"],
         "rest": [
             {
                 "mode": "server",

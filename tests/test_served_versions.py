@@ -9,6 +9,7 @@ import orjson
 import pytest
 import requests
 from conftest import free_port, start, stop
+from fhir.resources.R4B import get_fhir_model_class as r4b_model
 from fhirclient import client as smart_client
 from flask.testing import FlaskClient
 from test_versions import CHECKS
@@ -93,6 +94,7 @@ def test_capability_statement_of_each_version(client: FlaskClient, store: Store,
     }
     assert rest["interaction"] == [{"code": "history-system"}, {"code": "search-system"}]
     assert [o["name"] for o in rest["operation"]] == ["export"]
+    assert statement["format"] == ["json", "xml"]
 
 
 @pytest.mark.parametrize("base", ["/fhir/R4B", "/fhir/R4"])
@@ -140,10 +142,7 @@ def test_preference_among_versions(client: FlaskClient) -> None:
 
 def test_other_refusals(client: FlaskClient) -> None:
     assert client.get("/fhir/R4/ClinicalUseDefinition/warning-bleeding").status_code == 404  # R4: a Basic
-    assert (
-        client.get("/fhir/R4B/Organization/pfizer", headers={"Accept": "application/fhir+xml"}).status_code
-        == 406
-    )
+    assert client.get("/fhir/R4B/Organization/pfizer", headers={"Accept": "text/html"}).status_code == 406
     mismatch = client.get(
         "/fhir/R4B/Organization/pfizer", headers={"Accept": "application/fhir+json; fhirVersion=4.0"}
     )
@@ -276,3 +275,44 @@ class TestHistory:
         assert asked.headers["Content-Type"].endswith("fhirVersion=4.3")
         assert [e["resource"] for e in asked.json["entry"]] == [e["resource"] for e in own.json["entry"]]
         assert asked.json["link"][0]["url"].startswith("http://localhost/fhir/Organization/_history?")
+
+
+class TestXml:
+    """FHIR XML at R4B and R4, in the element order of R4B's definitions (which R4's types share here)."""
+
+    @pytest.mark.parametrize("version", ["4.3", "4.0"])
+    def test_every_resource_as_xml_parses_with_r4b_models(
+        self, client: FlaskClient, publication: Publication, version: str
+    ) -> None:
+        """Each read in XML is, by fhir.resources' R4B models, the same resource as the read in JSON."""
+        for entry in publication:
+            kind, rid = entry.resource["resourceType"], entry.resource["id"]
+            path = f"{BASES[version]}/{served_as(kind, version)}/{rid}"
+            xml = client.get(path, headers={"Accept": "application/fhir+xml"})
+            assert xml.status_code == 200, path
+            assert (
+                xml.headers["Content-Type"] == f"application/fhir+xml; charset=utf-8; fhirVersion={version}"
+            )
+            model = r4b_model(served_as(kind, version))
+            assert model.model_validate_xml(xml.data) == model.model_validate_json(client.get(path).data), (
+                path
+            )
+
+    def test_search_bundle_and_format_parameter(self, client: FlaskClient) -> None:
+        """A search Bundle in XML (_format=xml) parses with R4B's Bundle; HTML at R4B stays a 406."""
+        response = client.get("/fhir/R4/Basic?_count=3&_format=xml")
+        assert response.headers["Content-Type"] == "application/fhir+xml; charset=utf-8; fhirVersion=4.0"
+        bundle = r4b_model("Bundle").model_validate_xml(response.data)
+        assert [e.resource.get_resource_type() for e in bundle.entry] == ["Basic"] * 3
+        by_media_type = client.get(
+            "/fhir/ClinicalUseDefinition/warning-bleeding",
+            headers={"Accept": "application/fhir+xml; fhirVersion=4.3"},
+        )
+        assert by_media_type.headers["Content-Type"].endswith("fhirVersion=4.3")
+        assert (
+            by_media_type.data
+            == client.get("/fhir/R4B/ClinicalUseDefinition/warning-bleeding?_format=xml").data
+        )
+        html = client.get("/fhir/R4B/Organization/pfizer", headers={"Accept": "text/html"})
+        assert html.status_code == 406
+        assert b"served as FHIR JSON and XML" in html.data
