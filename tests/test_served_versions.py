@@ -316,3 +316,12 @@ class TestXml:
         html = client.get("/fhir/R4B/Organization/pfizer", headers={"Accept": "text/html"})
         assert html.status_code == 406
         assert b"served as FHIR JSON and XML" in html.data
+
+
+def test_no_openapi_document_at_r4b_and_r4(client: FlaskClient) -> None:
+    """The OpenAPI document describes the R5 base; the version bases answer 404, not R5's document."""
+    for base in BASES.values():
+        response = client.get(f"{base}/openapi.json")
+        assert response.status_code == 404
+        assert "/fhir/openapi.json" in response.json["issue"][0]["details"]["text"]
+    assert client.get("/fhir/openapi.json").status_code == 200

@@ -112,7 +112,11 @@ def metadata() -> Response:
 
 @blueprint.get("/openapi.json")
 def openapi_document() -> Response:
-    """The endpoint described in OpenAPI 3.1, derived from the CapabilityStatement."""
+    """The endpoint described in OpenAPI 3.1, derived from the CapabilityStatement (R5's base only)."""
+    if base_version() is not None:  # derived from R5's statement, it would describe the wrong version
+        raise NotFound(
+            f"no OpenAPI document at {request.path[:80]}: it describes the R5 base, /fhir/openapi.json"
+        )
     document = openapi(orjson.loads(app_state().store.capability), public_base())
     return Response(orjson.dumps(document), content_type="application/json")
 
