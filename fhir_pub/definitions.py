@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any
 
 from fhir.resources import get_fhir_model_class
+from fhir.resources.R4B import get_fhir_model_class as r4b_model_class
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 
 PRIMITIVE_BY_MARKER = {
@@ -84,17 +85,23 @@ def _type_name(annotation: Any) -> tuple[str, bool]:
 
 
 @cache
-def model_class(type_name: str) -> type[FHIRAbstractModel]:
-    """Return the fhir.resources class for a resource, datatype or backbone element name."""
-    model: type[FHIRAbstractModel] = get_fhir_model_class(type_name)
+def model_class(type_name: str, release: str = "5.0") -> type[FHIRAbstractModel]:
+    """Return the fhir.resources class for a resource, datatype or backbone element name.
+
+    ``release`` 4.3 or 4.0 gives fhir.resources' R4B class: it has no R4 models, and the types this
+    publisher converts to R4 are R4's in R4B too (docs/versions.md), Basic included.
+    """
+    model: type[FHIRAbstractModel] = (
+        get_fhir_model_class(type_name) if release == "5.0" else r4b_model_class(type_name)
+    )
     return model
 
 
 @cache
-def elements(type_name: str) -> dict[str, ElementInfo]:
-    """Return the elements of a type keyed by their JSON name, in definition order."""
+def elements(type_name: str, release: str = "5.0") -> dict[str, ElementInfo]:
+    """Return the elements of a type keyed by their JSON name, in definition order (R5, or R4B's)."""
     out: dict[str, ElementInfo] = {}
-    for field_name, info in model_class(type_name).model_fields.items():
+    for field_name, info in model_class(type_name, release).model_fields.items():
         if field_name == "fhir_comments" or field_name.endswith("__ext"):
             continue
         item, is_list = _unwrap(info.annotation)
@@ -107,7 +114,7 @@ def elements(type_name: str) -> dict[str, ElementInfo]:
 
 
 @cache
-def mandatory(type_name: str) -> frozenset[str]:
+def mandatory(type_name: str, release: str = "5.0") -> frozenset[str]:
     """The JSON names of a type's elements with min >= 1, every type of a mandatory choice among them.
 
     A choice element (``MedicationAdministration.occurence[x]``) is one field per type in fhir.resources,
@@ -115,15 +122,15 @@ def mandatory(type_name: str) -> frozenset[str]:
     """
     return frozenset(
         name
-        for name, info in elements(type_name).items()
+        for name, info in elements(type_name, release).items()
         if info.required or info.meta.get("one_of_many_required")
     )
 
 
-def is_resource_type(name: str) -> bool:
-    """Whether ``name`` is an R5 resource type (not a datatype or backbone element)."""
+def is_resource_type(name: str, release: str = "5.0") -> bool:
+    """Whether ``name`` is a resource type of R5 (or R4B's, for 4.3 and 4.0), not a datatype or backbone."""
     try:
-        cls = model_class(name)
+        cls = model_class(name, release)
     except (KeyError, ValueError, AttributeError):
         return False
     return any(base.__name__ == "Resource" for base in cls.__mro__) and cls.__name__ == name

@@ -20,6 +20,7 @@ import orjson
 
 from fhir_pub.atomic import new_folder
 from fhir_pub.errors import Invalid
+from fhir_pub.search import versions as search_versions
 from fhir_pub.search.bundle import subset
 from fhir_pub.search.dates import micros, now_micros
 from fhir_pub.search.dates import parse_instant as parse_instant  # where the CLI and bulk routes find it
@@ -57,6 +58,8 @@ class ExportRequest:
     type_filters: tuple[str, ...] = ()
     elements: tuple[str, ...] = ()
     gzip: bool = False
+    # 4.3 or 4.0: the files hold the build's R4B or R4 forms, types and filters in that version's names
+    fhir_version: str = "5.0"
 
 
 @dataclass
@@ -67,12 +70,17 @@ class ExportResult:
     errors: list[str] = field(default_factory=list)
 
 
-def _filter_query(store: Store, text: str, offset: int) -> SearchRequest:
-    """One ``_typeFilter`` as a strict search (an unknown parameter is a 400, as in any strict search)."""
+def _filter_query(store: Store, text: str, offset: int, version: str = "5.0") -> tuple[SearchRequest, bool]:
+    """One ``_typeFilter`` as a strict search (an unknown parameter is a 400, as in any strict search).
+
+    At R4B or R4 the type and parameters are that version's (``fhir_pub.search.versions``); the flag
+    is False when nothing can match (R4's ``Basic?code=`` naming another code).
+    """
     kind, _, query = text.partition("?")
-    if kind not in store.types:
+    if kind not in types_at(store, version):
         raise Invalid(
-            f"_typeFilter={text!r}: {kind!r} is not a type of this publication", expression="_typeFilter"
+            f"_typeFilter={text!r}: {kind!r} is not a type of this publication{_at(version)}",
+            expression="_typeFilter",
         )
     pairs = parse_qsl(query, keep_blank_values=True)  # the IG: each filter is itself a URL-encoded query
     shaping = sorted({name.split(":", 1)[0] for name, _ in pairs} & RESULT_PARAMETERS)
@@ -82,7 +90,19 @@ def _filter_query(store: Store, text: str, offset: int) -> SearchRequest:
             expression="_typeFilter",
         )
     paging = [("_count", str(MAX_COUNT)), ("_offset", str(offset)), ("_total", "none")]  # pages, no counts
-    return parse([kind], [*pairs, *paging], store.registry, strict=True)
+    if version == "5.0":
+        return parse([kind], [*pairs, *paging], store.registry, strict=True), True
+    registry = store.registry_at(version)
+    return search_versions.parse_at(version, [kind], [*pairs, *paging], registry, strict=True)
+
+
+def types_at(store: Store, version: str) -> frozenset[str] | tuple[str, ...]:
+    """The types of the publication at a FHIR version (R4's Basic for the clinical uses)."""
+    return store.types if version == "5.0" else store.converted_types(version)
+
+
+def _at(version: str) -> str:
+    return "" if version == "5.0" else f" at FHIR {version}"
 
 
 def elements_for(kind: str, elements: Sequence[str]) -> list[str]:
@@ -100,7 +120,7 @@ def elements_for(kind: str, elements: Sequence[str]) -> list[str]:
     return out
 
 
-def check_type_filters(store: Store, filters: Sequence[str]) -> None:
+def check_type_filters(store: Store, filters: Sequence[str], version: str = "5.0") -> None:
     """Raise Invalid for a ``_typeFilter`` that is not a valid search here (before a job starts).
 
     Each is run once, as some problems show only then (a value set ``:in`` names that is not stored).
@@ -108,10 +128,10 @@ def check_type_filters(store: Store, filters: Sequence[str]) -> None:
     engine = store.engine()
     now = now_micros()
     for text in filters:
-        engine.search(_filter_query(store, text, 0), now)
+        engine.search(_filter_query(store, text, 0, version)[0], now)
 
 
-def _filtered_ids(store: Store, filters: Sequence[str]) -> dict[str, set[str] | None]:
+def _filtered_ids(store: Store, filters: Sequence[str], version: str) -> dict[str, set[str] | None]:
     """For each type named in ``_typeFilter``, the ids its queries match (ORed), through the search engine."""
     out: dict[str, set[str] | None] = {}
     engine = store.engine()
@@ -120,7 +140,9 @@ def _filtered_ids(store: Store, filters: Sequence[str]) -> dict[str, set[str] | 
         kind = text.partition("?")[0]
         offset, found = 0, set[str]()
         while True:
-            request = _filter_query(store, text, offset)
+            request, can_match = _filter_query(store, text, offset, version)
+            if not can_match:
+                break
             result = engine.search(request, now)
             found.update(rid for _, rid in result.matches)
             offset += MAX_COUNT
@@ -150,11 +172,15 @@ def export(
     """
     if folder.exists():
         raise Invalid(f"{folder} exists already; an export writes a new folder")
-    types = list(request.types) or sorted(store.types)
-    unknown = [t for t in types if t not in store.types]
+    version = request.fhir_version
+    served = types_at(store, version)
+    types = list(request.types) or sorted(served)
+    unknown = [t for t in types if t not in served]
     if unknown:
-        raise Invalid(f"_type: {', '.join(unknown)} not in this publication", expression="_type")
-    allowed = _filtered_ids(store, request.type_filters)
+        raise Invalid(
+            f"_type: {', '.join(unknown)} not in this publication{_at(version)}", expression="_type"
+        )
+    allowed = _filtered_ids(store, request.type_filters, version)
     since = request.since
     result = ExportResult()
     with new_folder(folder) as scratch:
@@ -164,7 +190,8 @@ def export(
             count = 0
             elements = elements_for(kind, request.elements)
             whole = (
-                wanted is None
+                version == "5.0"
+                and wanted is None
                 and not elements
                 and (since is None or (oldest := store.oldest(kind)) is None or oldest > micros(since))
             )
@@ -175,13 +202,14 @@ def export(
                     count += lines
                     if progress is not None:
                         progress(lines)
-                for rid, body, updated in () if chunks is not None else store.bodies(kind):
+                rows = store.bodies(kind) if version == "5.0" else store.converted_bodies(version, kind)
+                for rid, body, updated in () if chunks is not None else rows:
                     if (since is not None and updated <= micros(since)) or (
                         wanted is not None and rid not in wanted
                     ):
                         continue
                     if elements:
-                        body = subset(body, None, elements)
+                        body = subset(body, None, elements, version)
                     sink.write(body + b"\n")
                     count += 1
                     if progress is not None:

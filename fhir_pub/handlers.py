@@ -23,10 +23,12 @@ from urllib.parse import urlencode
 
 import orjson
 
+from fhir_pub.capability import BULK_DATA, EXPORT
 from fhir_pub.errors import Invalid, NotFound, NotSupported, TooManyRequests
 from fhir_pub.export import OUTPUT_FORMATS, ExportRequest, check_type_filters
 from fhir_pub.jobs import ACTIVE, JobStore
 from fhir_pub.search import bundle
+from fhir_pub.search import versions as search_versions
 from fhir_pub.search.dates import micros, now_micros, parse_instant
 from fhir_pub.search.engine import Result
 from fhir_pub.search.request import MAX_COUNT, MAX_OFFSET, SearchRequest, parse, whole_number
@@ -96,34 +98,92 @@ def capability(context: Context) -> Answer:
     return Answer(_capability(context.store.capability, context.base))
 
 
+# What R4B and R4 serve (fhir_pub.search.versions for the search parameters); $validate: R5 only.
+SERVED_CONVERTED = "read, vread, search, history, $export and metadata"
+CONVERTED_TYPE_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
+CONVERTED_SYSTEM_INTERACTIONS = ("history-system", "search-system")
+
+
 def _converted_capability(context: Context) -> bytes:
-    r5 = orjson.loads(context.store.capability)
-    name, release = VERSION_NAMES[context.fhir_version]
-    kinds = context.store.converted_types(context.fhir_version)
+    return converted_capability(context.store, context.fhir_version, context.base)
+
+
+def converted_capability(store: Store, version: FhirVersion, base: str | None) -> bytes:
+    """The CapabilityStatement of R4B or R4: the converted types, what is served there, and no more.
+
+    Its search parameters, includes and revincludes are the R5 statement's, less those not served at
+    that version (``Store.registry_at``), in that version's type names. ``base`` is the base it is
+    served at (None for a static copy, which cannot know its own: no ``url``, no ``implementation.url``).
+    """
+    r5 = orjson.loads(store.capability)
+    name, release = VERSION_NAMES[version]
+    kinds = store.converted_types(version)
+    registry = store.registry_at(version)
+    by_type = {entry["type"]: entry for entry in r5["rest"][0]["resource"]}
+    resources = []
+    for kind in kinds:
+        r5_kind = search_versions.R5_TYPES[version].get(kind, kind)
+        own = by_type.get(r5_kind, {})
+
+        def served(value: str) -> bool:
+            source, _, code = value.partition(":")
+            r5_source = search_versions.R5_TYPES[version].get(source, source)
+            return value == "*" or (
+                search_versions.served_type(version, r5_source) in kinds
+                and registry.get(r5_source, code) is not None
+            )
+
+        def renamed(value: str) -> str:
+            source, colon, code = value.partition(":")
+            return search_versions.served_type(version, source) + colon + code
+
+        entry: dict[str, Any] = {
+            "type": kind,
+            "interaction": [{"code": code} for code in CONVERTED_TYPE_INTERACTIONS],
+            "versioning": "versioned",
+            "readHistory": True,
+            "updateCreate": False,
+            "conditionalRead": "full-support",
+        }
+        includes = [v for v in own.get("searchInclude", []) if served(renamed(v))]
+        revincludes = [renamed(v) for v in own.get("searchRevInclude", []) if served(renamed(v))]
+        params = [p for p in own.get("searchParam", []) if registry.get(r5_kind, p["name"]) is not None]
+        if version == "4.0" and kind == "Basic":  # search_versions.basic_code_matches
+            params = sorted([*params, search_versions.BASIC_CODE], key=lambda p: p["name"])
+        entry.update({"searchInclude": [renamed(v) for v in includes]} if includes else {})
+        entry.update({"searchRevInclude": revincludes} if revincludes else {})
+        entry.update({"searchParam": params} if params else {})
+        resources.append(entry)
     statement = {
         "resourceType": "CapabilityStatement",
         "text": {
             "status": "generated",
-            "div": f'<div xmlns="http://www.w3.org/1999/xhtml">fhir-pub at FHIR {name} ({release}): read and '
-            f"vread of {', '.join(kinds)}. Search, history, $validate and $export: FHIR R5.</div>",
+            "div": f'<div xmlns="http://www.w3.org/1999/xhtml">fhir-pub at FHIR {name} ({release}): '
+            f"{', '.join(CONVERTED_TYPE_INTERACTIONS)} of {', '.join(kinds)}; $export. $validate: "
+            "FHIR R5.</div>",
         },
-        "url": f"{context.base}/metadata",
+        **({"url": f"{base}/metadata"} if base is not None else {}),
         "name": f"FhirPub{name}",
         "status": "active",
         "date": r5["date"],
         "publisher": r5.get("publisher", "fhir-pub"),
         "kind": "instance",
+        "instantiates": [BULK_DATA],
         "software": r5.get("software", {"name": "fhir-pub"}),
-        "implementation": {"description": f"fhir-pub, FHIR {name}", "url": context.base},
+        "implementation": {
+            "description": f"fhir-pub, FHIR {name}",
+            **({"url": base} if base is not None else {}),
+        },
         "fhirVersion": release,
-        "format": ["json"],
+        "format": ["json", "xml"],
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Read-only. Search, history, $validate and $export: the R5 base.",
-                "resource": [
-                    {"type": kind, "interaction": [{"code": "read"}, {"code": "vread"}]} for kind in kinds
-                ],
+                "documentation": "Read-only. $validate: the R5 base. Search parameters whose "
+                f"element is an extension at FHIR {name} are not served here (docs/versions.md).",
+                "resource": resources,
+                "interaction": [{"code": code} for code in CONVERTED_SYSTEM_INTERACTIONS],
+                "operation": [EXPORT],  # [type]/$export too, as at R5 (the _type shorthand)
             }
         ],
     }
@@ -170,11 +230,11 @@ def _resource(context: Context, stored: Stored, path: str) -> Answer:
 
 
 def r5_only(context: Context, what: str) -> None:
-    """NotSupported for an interaction asked at R4B or R4, where only read, vread and metadata are served."""
+    """NotSupported for an interaction asked at R4B or R4, which answer only what they serve (metadata)."""
     if context.fhir_version != "5.0":
         name = VERSION_NAMES[context.fhir_version][0]
         raise NotSupported(
-            f"{what} is served at FHIR R5 only; at FHIR {name} this server answers read, vread and metadata"
+            f"{what} is served at FHIR R5 only; at FHIR {name} this server answers {SERVED_CONVERTED}"
         )
 
 
@@ -195,20 +255,32 @@ def vread(context: Context, resource_type: str, resource_id: str, version_id: st
 
 
 def search(context: Context, resource_type: str | None) -> Answer:
-    """Search one type (``[base]/[type]?``) or several (``[base]?_type=A,B``; all types without it)."""
-    r5_only(context, "search")
-    store = context.store
+    """Search one type (``[base]/[type]?``) or several (``[base]?_type=A,B``; all types without it).
+
+    At R4B and R4 the R5 engine runs with the parameters served there, in R5's type names, and the
+    answer holds the converted forms (``fhir_pub.search.versions``).
+    """
+    store, version = context.store, context.fhir_version
     if resource_type is not None:
-        checked_type(store, resource_type)
+        _served_type(context, resource_type)
         types, path = [resource_type], f"/{resource_type}"
     else:
         asked = [t for key, value in context.params if key == "_type" for t in value.split(",") if t]
         for kind in asked:
-            checked_type(store, kind)
-        types, path = sorted(set(asked)) if asked else sorted(store.types), ""
-    req = parse(types, context.params, store.registry, strict=context.strict)
+            _served_type(context, kind)
+        every = store.types if version == "5.0" else store.converted_types(version)
+        types, path = sorted(set(asked)) if asked else sorted(every), ""
+    everything_matches = True
+    if version == "5.0":
+        req = parse(types, context.params, store.registry, strict=context.strict)
+    else:
+        registry = store.registry_at(version)
+        req, everything_matches = search_versions.parse_at(
+            version, types, context.params, registry, strict=context.strict
+        )
     engine = store.engine(context.base, budget=context.budget, max_includes=context.max_includes)
-    result = engine.search(req, now_micros())
+    # R4's Basic?code= naming another code than the one every Basic here has finds nothing
+    result = engine.search(req, now_micros()) if everything_matches else Result(0, [], [], [], False)
     entries: list[bytes] = []
     if req.summary != "count":
         entries = _entries(context, req, result)
@@ -224,14 +296,30 @@ def search(context: Context, resource_type: str | None) -> Answer:
             bundle.entry(f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, asked_url)}", outcome, "outcome")
         )
     total = None if req.total == "none" else result.total
-    return Answer(bundle.searchset(entries, total, _links(context, path, req, result)))
+    links = _links(context, path, req, result)
+    return Answer(bundle.searchset(entries, total, links), fhir_version=version)
+
+
+def _served_type(context: Context, resource_type: str) -> None:
+    """NotSupported unless the publication holds resources of this type at the asked version."""
+    if context.fhir_version == "5.0":
+        checked_type(context.store, resource_type)
+    elif resource_type not in context.store.converted_types(context.fhir_version):
+        name = VERSION_NAMES[context.fhir_version][0]
+        hint = "; a clinical use is a Basic there" if resource_type == "ClinicalUseDefinition" else ""
+        raise NotSupported(f"this publication has no resource type {resource_type!r} at FHIR {name}{hint}")
 
 
 def _entries(context: Context, req: SearchRequest, result: Result) -> list[bytes]:
-    """The matches then the included resources, their bodies read in one batch."""
+    """The matches then the included resources, their bodies read in one batch (converted at R4B, R4)."""
     keyed = [("match", key) for key in result.matches] + [("include", key) for key in result.included]
-    bodies = context.store.read_many([key for _, key in keyed])
-    return bundle.entries(context.base, keyed, bodies, req.summary, req.elements)
+    version = context.fhir_version
+    if version == "5.0":
+        bodies = context.store.read_many([key for _, key in keyed])
+        return bundle.entries(context.base, keyed, bodies, req.summary, req.elements)
+    served = [(mode, (search_versions.served_type(version, kind), rid)) for mode, (kind, rid) in keyed]
+    converted = context.store.read_converted_many(version, [key for _, key in served])
+    return bundle.entries(context.base, served, converted, req.summary, req.elements, version)
 
 
 def _links(context: Context, path: str, req: SearchRequest, result: Result) -> list[tuple[str, str]]:
@@ -240,7 +328,13 @@ def _links(context: Context, path: str, req: SearchRequest, result: Result) -> l
     An uncounted search (``_total=none``) has no ``last`` link: its end is known only on reaching it.
     """
     ignored = {key for key, _ in req.ignored}
-    applied = [(k, v) for k, v in context.params if k not in ignored and k.split(":", 1)[0] not in RELINKED]
+    version = context.fhir_version
+    applied = [
+        (k, v)
+        for k, v in context.params
+        if search_versions.r5_query(version, [(k, v)])[0][0] not in ignored
+        and k.split(":", 1)[0] not in RELINKED
+    ]
     if req.sort:
         applied.append(("_sort", ",".join(("-" if desc else "") + p.code for p, desc in req.sort)))
 
@@ -268,17 +362,25 @@ def history(context: Context, resource_type: str | None, resource_id: str | None
 
     https://hl7.org/fhir/R5/http.html#history: ``_count``, ``_since`` (an instant) and ``_at`` narrow it.
     """
-    r5_only(context, "history")
+    version = context.fhir_version
     if resource_type is not None:
-        checked_type(context.store, resource_type)
+        _served_type(context, resource_type)
     asked = dict(context.params)
     since_text = asked.get("_since")
     since = None if since_text is None else micros(parse_instant(since_text))
     count = whole_number("_count", asked.get("_count", "20"), MAX_COUNT)
     offset = whole_number("_offset", asked.get("_offset", "0"), MAX_OFFSET)
-    total, versions = context.store.history(resource_type, resource_id, since, count, offset)
+    if version == "5.0":
+        total, versions = context.store.history(resource_type, resource_id, since, count, offset)
+    else:  # the converted forms, in the R5 history's order (fhir_pub.search.versions for the names)
+        r5_type = None if resource_type is None else search_versions.R5_TYPES[version].get(resource_type)
+        renamed = search_versions.SERVED_TYPES[version]
+        total, versions = context.store.converted_history(
+            version, renamed, r5_type or resource_type, resource_id, since, count, offset
+        )
     if resource_id is not None and total == 0 and since is None:
-        raise NotFound(f"{resource_type}/{resource_id} is not in this publication")
+        at = "" if version == "5.0" else f" at FHIR {VERSION_NAMES[version][0]}"
+        raise NotFound(f"{resource_type}/{resource_id} is not in this publication{at}")
     entries = []
     for kind, rid, stored in versions:
         body = orjson.dumps(
@@ -301,7 +403,7 @@ def history(context: Context, resource_type: str | None, resource_id: str | None
         "total": total,
         "link": _history_links(context, path, count, offset, total),
     }
-    return Answer(bundle.with_entries(orjson.dumps(head), entries))
+    return Answer(bundle.with_entries(orjson.dumps(head), entries), fhir_version=version)
 
 
 def _history_links(context: Context, path: str, count: int, offset: int, total: int) -> list[dict[str, str]]:
@@ -403,9 +505,16 @@ _TYPE_FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]+\?)")
 
 
 def export_request(
-    store: Store, resource_type: str | None, pairs: Sequence[tuple[str, str]], lenient: bool
+    store: Store,
+    resource_type: str | None,
+    pairs: Sequence[tuple[str, str]],
+    lenient: bool,
+    version: FhirVersion = "5.0",
 ) -> tuple[ExportRequest, list[str]]:
-    """The export a kick-off asks for, checked against the publication; the warnings of lenient handling."""
+    """The export a kick-off asks for, checked against the publication; the warnings of lenient handling.
+
+    At R4B or R4 (``version``) the types and filters are that version's, and the files its forms.
+    """
     types: list[str] = []
     elements: list[str] = []
     filters: list[str] = []
@@ -438,12 +547,18 @@ def export_request(
                 f"_type must name only {resource_type} on [base]/{resource_type}/$export", expression="_type"
             )
         types = [resource_type]
-    unknown = sorted({t for t in [*types, *(f.split("?", 1)[0] for f in filters)] if t not in store.types})
+    served = store.types if version == "5.0" else store.converted_types(version)
+    unknown = sorted({t for t in [*types, *(f.split("?", 1)[0] for f in filters)] if t not in served})
     if unknown:
-        raise Invalid(f"not in this publication: {', '.join(unknown)}", expression="_type")
-    check_type_filters(store, filters)
+        at = "" if version == "5.0" else f" at FHIR {VERSION_NAMES[version][0]}"
+        raise Invalid(f"not in this publication{at}: {', '.join(unknown)}", expression="_type")
+    check_type_filters(store, filters, version)
     request = ExportRequest(
-        tuple(dict.fromkeys(types)), since, tuple(filters), tuple(dict.fromkeys(elements))
+        tuple(dict.fromkeys(types)),
+        since,
+        tuple(filters),
+        tuple(dict.fromkeys(elements)),
+        fhir_version=version,
     )
     return request, warnings
 
@@ -457,8 +572,9 @@ def export_kickoff(
     context: Context, jobs: JobStore, resource_type: str | None, kickoff_url: str, lenient: bool
 ) -> Answer:
     """Start an export job (202, its status URL in Content-Location); 429 when enough are running."""
-    r5_only(context, "$export")
-    asked, warnings = export_request(context.store, resource_type, context.params, lenient)
+    asked, warnings = export_request(
+        context.store, resource_type, context.params, lenient, context.fhir_version
+    )
     jobs.sweep()
     state = jobs.admit(asked, kickoff_url, context.base, warnings)
     if state is None:
@@ -466,7 +582,8 @@ def export_kickoff(
             f"{jobs.max_active} exports are running; try again later", headers={"Retry-After": "10"}
         )
     threading.Thread(target=jobs.run, args=(state, context.store, asked), daemon=True).start()
-    return _informational("export started", location=f"{context.base}/$export-status/{state['id']}")
+    location = f"{context.base}/$export-status/{state['id']}"
+    return _informational("export started", location=location, fhir_version=context.fhir_version)
 
 
 def _no_job(job_id: str) -> NotFound:

@@ -26,6 +26,7 @@ from fhir_pub.atomic import write_bytes
 from fhir_pub.errors import FhirPubError
 from fhir_pub.export import ExportRequest, ExportResult, export, manifest
 from fhir_pub.processes import alive
+from fhir_pub.search.versions import R5_TYPES
 from fhir_pub.store import Store
 
 ACTIVE = ("accepted", "running")
@@ -139,6 +140,7 @@ class JobStore:
                 "since": request.since.isoformat() if request.since else None,
                 "typeFilters": list(request.type_filters),
                 "elements": list(request.elements),
+                "fhirVersion": request.fhir_version,  # the files' FHIR version (4.3, 4.0: converted forms)
             },
         }
         self.beat(job_id)  # before the state: a sweep never sees this job without a heartbeat
@@ -178,7 +180,8 @@ class JobStore:
         job_id = state["id"]
         state = {**state, "status": "running", "progress": "exporting"}
         self.write(state)
-        total = max(1, store.count(request.types or None))
+        renamed = R5_TYPES.get(request.fhir_version, {})
+        total = max(1, store.count(tuple(renamed.get(t, t) for t in request.types) or None))
         done = [0]
         last = [time.monotonic()]
 

@@ -8,7 +8,10 @@ The layout under the folder keeps the URL path as the file path wherever a file 
   (https://hl7.org/fhir/R5/http.html#vread). A file system cannot hold both the file ``fhir/T/id`` and a
   folder ``fhir/T/id/_history``, so the web server maps ``/fhir/T/id/_history/v`` here (``nginx_config``);
   an object store, whose keys are flat, can take them at their own URLs;
-- ``errors/not-found``: the OperationOutcome to answer any 404 with.
+- ``errors/not-found``: the OperationOutcome to answer any 404 with;
+- ``fhir/R4B/...``, ``fhir/R4/...`` and ``vread/R4B/...``, ``vread/R4/...``: the same at FHIR R4B and R4
+  (the build's converted forms, that version's CapabilityStatement), as ``[base]/R4B`` and ``[base]/R4``
+  answer them. No resource type has a digit in its name, so these folders meet none.
 
 Bodies are the build's bytes, exactly what the server answers in JSON. Names have no extension (they are
 the URL's), so the web server must declare the type, ``application/fhir+json; charset=utf-8``. Each file's
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +32,8 @@ import orjson
 
 from fhir_pub.atomic import new_folder
 from fhir_pub.errors import PublicationError
-from fhir_pub.store import Store
+from fhir_pub.handlers import BASE_SUFFIXES, converted_capability
+from fhir_pub.store import Store, Stored
 from fhir_pub.validation.issues import Issue, operation_outcome
 
 METADATA = "fhir/metadata"
@@ -92,24 +96,68 @@ def write_static(store: Store, folder: Path, progress: Callable[[int], None] | N
         _write(scratch / METADATA, store.capability, built)
         _write(scratch / NOT_FOUND, NOT_FOUND_BODY, built)
         for kind in sorted(store.types):
-            (scratch / "fhir" / _name(_TYPE, kind, "resource type")).mkdir()
-            for rid, stored in store.stored(kind):
-                mtime = _timestamp(stored.last_updated)
-                _write(scratch / "fhir" / kind / _name(_ID, rid, "id"), stored.body, mtime)
-                versions = scratch / "vread" / kind / rid
-                versions.mkdir(parents=True)
-                _write(versions / _name(_ID, stored.version, "versionId"), stored.body, mtime)
-                resources += 1
-                if progress is not None:
-                    progress(1)
-    return StaticResult(resources, 2 * resources + 2)
+            _write_type(scratch / "fhir", scratch / "vread", kind, store.stored(kind))
+            resources += store.count((kind,))
+            if progress is not None:
+                progress(store.count((kind,)))
+        files = 2 * resources + 2
+        for version, suffix in BASE_SUFFIXES.items():  # the same reads at R4B and R4
+            name = suffix.strip("/")
+            reads, vreads = scratch / "fhir" / name, scratch / "vread" / name
+            reads.mkdir(parents=True)
+            _write(reads / "metadata", converted_capability(store, version, None), built)
+            for kind in store.converted_types(version):
+                files += 2 * _write_type(reads, vreads, kind, store.stored_converted(version, kind))
+            files += 1
+    return StaticResult(resources, files)
+
+
+def _write_type(reads: Path, vreads: Path, kind: str, stored: Iterable[tuple[str, Stored]]) -> int:
+    """Each resource of a type at ``reads/T/id`` and ``vreads/T/id/version``; how many."""
+    (reads / _name(_TYPE, kind, "resource type")).mkdir()
+    count = 0
+    for rid, one in stored:
+        mtime = _timestamp(one.last_updated)
+        _write(reads / kind / _name(_ID, rid, "id"), one.body, mtime)
+        versions = vreads / kind / rid
+        versions.mkdir(parents=True)
+        _write(versions / _name(_ID, one.version, "versionId"), one.body, mtime)
+        count += 1
+    return count
+
+
+_VREAD = "([A-Za-z]+)/([A-Za-z0-9.-]+)/_history/([A-Za-z0-9.-]+)"
+
+
+def _version_locations() -> str:
+    """The R4B and R4 bases: their vreads mapped alike, their Content-Type naming the version."""
+    out = []
+    for version, suffix in BASE_SUFFIXES.items():
+        name = suffix.strip("/")
+        media = f"application/fhir+json; charset=utf-8; fhirVersion={version}"
+        vread = f'"^/fhir/{name}/{_VREAD}$" /vread/{name}/$1/$2/$3'
+        out.append(f"""    location /fhir/{name}/ {{
+        rewrite {vread} last;
+        default_type "{media}";
+        charset off;
+        try_files $uri =404;
+    }}
+    location /vread/{name}/ {{
+        internal;
+        default_type "{media}";
+        charset off;
+        try_files $uri =404;
+    }}
+""")
+    return "".join(out)
 
 
 def nginx_config(root: str) -> str:
     """The lines of an nginx ``server`` block (a site of its own) that serve an export in ``root`` at /fhir.
 
     Every file is FHIR JSON (the empty ``types`` also keeps an id with a dot from being typed by its
-    "extension"); vreads are mapped to ``vread/``; anything else, search included, is a 404 with the
+    "extension"), at ``/fhir/R4B/`` and ``/fhir/R4/`` naming its ``fhirVersion``; vreads are mapped to
+    ``vread/``; anything else, search included, is a 404 with the
     OperationOutcome of ``errors/not-found``.
     """
     return f"""    root {root};
@@ -131,7 +179,7 @@ def nginx_config(root: str) -> str:
         internal;
         try_files $uri =404;
     }}
-    location /errors/ {{
+{_version_locations()}    location /errors/ {{
         internal;
     }}
     location / {{

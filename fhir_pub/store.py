@@ -17,6 +17,7 @@ from fhir_pub.errors import PublicationError
 from fhir_pub.search.engine import MAX_INCLUDES, Engine
 from fhir_pub.search.index import TOTALS_SCHEMA
 from fhir_pub.search.parameters import Registry, SearchParam
+from fhir_pub.search.versions import R5_TYPES, served_registry
 
 READ_BATCH = 500  # ids per statement of a batched read
 
@@ -66,6 +67,7 @@ class Store:
         self._local = threading.local()
         self._value_sets: Conformance | None = None
         self._converted_types: dict[str, tuple[str, ...]] = {}
+        self._registries: dict[str, Registry] = {}
         try:
             check_format(self.connection(), path)
             self.types = frozenset(
@@ -147,14 +149,24 @@ class Store:
         )
 
     def history(
-        self, resource_type: str | None, resource_id: str | None, since: int | None, count: int, offset: int
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        since: int | None,
+        count: int,
+        offset: int,
+        among: Sequence[str] | None = None,
     ) -> tuple[int, list[tuple[str, str, Stored]]]:
         """Versions newest first (one per resource here): of everything, of a type, or of one resource.
 
         ``since`` is an instant in microseconds since the epoch (``search.dates.micros``): only versions
         updated after it. The order is the ``resource_updated`` indexes' own, so a page is read, not sorted.
+        ``among``: only resources of these types (those converted to R4B or R4, for a history there).
         """
         where, args = ["1 = 1"], list[str | int]()
+        if among is not None:
+            where.append(f"type IN ({','.join('?' * len(among))})")
+            args.extend(among)
         if resource_type is not None:
             where.append("type = ?")
             args.append(resource_type)
@@ -170,6 +182,50 @@ class Store:
             f"SELECT type, id, body, version, last_updated FROM resource WHERE {clause} "
             "ORDER BY updated DESC, type, id LIMIT ? OFFSET ?",
             [*args, count, offset],
+        )
+        return total, [(r[0], r[1], Stored(bytes(r[2]), r[3], r[4])) for r in rows]
+
+    def converted_history(
+        self,
+        fhir_version: str,
+        renamed: Mapping[str, str],
+        resource_type: str | None,
+        resource_id: str | None,
+        since: int | None,
+        count: int,
+        offset: int,
+    ) -> tuple[int, list[tuple[str, str, Stored]]]:
+        """The history of the resources converted to a version, in :meth:`history`'s order, their forms there.
+
+        ``resource_type`` is the R5 type; ``renamed`` maps an R5 type to the version's name of it (R4's
+        Basic), and the rows answered carry the version's name. A resource without a form there is left out.
+        """
+        served = (
+            "r.type"
+            if not renamed
+            else ("CASE r.type " + " ".join("WHEN ? THEN ?" for _ in renamed) + " ELSE r.type END")
+        )
+        join_args: list[str | int] = [fhir_version, *(name for pair in renamed.items() for name in pair)]
+        where, args = ["1 = 1"], list[str | int]()
+        if resource_type is not None:
+            where.append("r.type = ?")
+            args.append(resource_type)
+        if resource_id is not None:
+            where.append("r.id = ?")
+            args.append(resource_id)
+        if since is not None:
+            where.append("r.updated > ?")
+            args.append(since)
+        source = (
+            f"FROM resource r JOIN converted c ON c.fhir_version = ? AND c.type = {served} AND c.id = r.id "
+            f"WHERE {' AND '.join(where)}"
+        )
+        db = self.connection()
+        total = db.execute(f"SELECT COUNT(*) {source}", [*join_args, *args]).fetchone()[0]
+        rows = db.execute(
+            f"SELECT c.type, c.id, c.body, c.version, c.last_updated {source} "
+            "ORDER BY r.updated DESC, r.type, r.id LIMIT ? OFFSET ?",
+            [*join_args, *args, count, offset],
         )
         return total, [(r[0], r[1], Stored(bytes(r[2]), r[3], r[4])) for r in rows]
 
@@ -235,11 +291,32 @@ class Store:
         for rid, body, updated in rows:
             yield rid, bytes(body), updated
 
+    def converted_bodies(self, fhir_version: str, resource_type: str) -> Iterator[tuple[str, bytes, int]]:
+        """As :meth:`bodies`, for the R4B (``4.3``) or R4 (``4.0``) forms of a type named as there."""
+        r5_type = R5_TYPES[fhir_version].get(resource_type, resource_type)
+        rows = self.connection().execute(
+            "SELECT c.id, c.body, r.updated FROM converted c JOIN resource r ON r.type = ? AND r.id = c.id "
+            "WHERE c.fhir_version = ? AND c.type = ? ORDER BY c.id",
+            (r5_type, fhir_version, resource_type),
+        )
+        for rid, body, updated in rows:
+            yield rid, bytes(body), updated
+
     def stored(self, resource_type: str) -> Iterator[tuple[str, Stored]]:
         """(id, what a read answers) of every resource of a type, by id, streamed."""
         rows = self.connection().execute(
             "SELECT id, body, version, last_updated FROM resource WHERE type = ? ORDER BY id",
             (resource_type,),
+        )
+        for rid, body, version, last_updated in rows:
+            yield rid, Stored(bytes(body), version, last_updated)
+
+    def stored_converted(self, fhir_version: str, resource_type: str) -> Iterator[tuple[str, Stored]]:
+        """As :meth:`stored`, for the R4B (``4.3``) or R4 (``4.0``) forms of a type named as there."""
+        rows = self.connection().execute(
+            "SELECT id, body, version, last_updated FROM converted WHERE fhir_version = ? AND type = ? "
+            "ORDER BY id",
+            (fhir_version, resource_type),
         )
         for rid, body, version, last_updated in rows:
             yield rid, Stored(bytes(body), version, last_updated)
@@ -289,6 +366,33 @@ class Store:
             .fetchone()
         )
         return None if row is None else Stored(bytes(row[0]), row[1], row[2])
+
+    def read_converted_many(
+        self, fhir_version: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], bytes]:
+        """The R4B (``4.3``) or R4 (``4.0``) bodies of many resources by ``(type, id)`` in that version."""
+        ids: dict[str, list[str]] = {}
+        for kind, rid in keys:
+            ids.setdefault(kind, []).append(rid)
+        found: dict[tuple[str, str], bytes] = {}
+        for kind, wanted in ids.items():
+            unique = list(dict.fromkeys(wanted))
+            for start in range(0, len(unique), READ_BATCH):
+                batch = unique[start : start + READ_BATCH]
+                rows = self.connection().execute(
+                    "SELECT id, body FROM converted WHERE fhir_version = ? AND type = ? "
+                    f"AND id IN ({','.join('?' * len(batch))})",
+                    [fhir_version, kind, *batch],
+                )
+                found.update(((kind, rid), bytes(body)) for rid, body in rows)
+        return found
+
+    def registry_at(self, fhir_version: str) -> Registry:
+        """The search parameters served at a FHIR version (``fhir_pub.search.versions``; made once)."""
+        found = self._registries.get(fhir_version)
+        if found is None:
+            found = self._registries[fhir_version] = served_registry(self.registry, fhir_version)
+        return found
 
     def converted_types(self, fhir_version: str) -> tuple[str, ...]:
         """The resource types served at FHIR ``fhir_version`` (4.3 or 4.0), sorted (read once)."""

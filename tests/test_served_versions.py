@@ -9,6 +9,7 @@ import orjson
 import pytest
 import requests
 from conftest import free_port, start, stop
+from fhir.resources.R4B import get_fhir_model_class as r4b_model
 from fhirclient import client as smart_client
 from flask.testing import FlaskClient
 from test_versions import CHECKS
@@ -84,32 +85,46 @@ def test_capability_statement_of_each_version(client: FlaskClient, store: Store,
     assert statement["implementation"]["url"] == f"http://localhost{BASES[version]}"
     (rest,) = statement["rest"]
     assert [r["type"] for r in rest["resource"]] == list(store.converted_types(version))
-    assert {i["code"] for r in rest["resource"] for i in r["interaction"]} == {"read", "vread"}
+    assert {i["code"] for r in rest["resource"] for i in r["interaction"]} == {
+        "read",
+        "vread",
+        "history-instance",
+        "history-type",
+        "search-type",
+    }
+    assert rest["interaction"] == [{"code": "history-system"}, {"code": "search-system"}]
+    assert [o["name"] for o in rest["operation"]] == ["export"]
+    assert statement["format"] == ["json", "xml"]
 
 
-@pytest.mark.parametrize("path", ["/fhir/R4B/ClinicalUseDefinition?type=warning", "/fhir/R4/_history"])
-def test_what_is_not_served_at_r4b_and_r4_says_so(client: FlaskClient, path: str) -> None:
-    """Search and history at the R4B and R4 bases are refused naming what is served there."""
-    response = client.get(path)
+@pytest.mark.parametrize("base", ["/fhir/R4B", "/fhir/R4"])
+def test_validate_at_r4b_and_r4_says_what_is_served(client: FlaskClient, base: str) -> None:
+    """$validate at the R4B and R4 bases is refused (404 not-supported), naming what is served there."""
+    response = client.post(
+        f"{base}/$validate",
+        data=b'{"resourceType": "Organization", "id": "x", "name": "x"}',
+        headers={"Content-Type": "application/fhir+json"},
+    )
     assert response.status_code == 404
     (issue,) = response.json["issue"]
     assert issue["code"] == "not-supported"
-    assert "read, vread and metadata" in issue["details"]["text"]
+    assert "read, vread, search, history, $export and metadata" in issue["details"]["text"]
 
 
-@pytest.mark.parametrize(
-    "path", ["/fhir/ClinicalUseDefinition?type=warning", "/fhir/Organization/_history", "/fhir/_history"]
-)
-def test_r5_only_interactions_asked_at_another_version_are_406(client: FlaskClient, path: str) -> None:
-    """Asked only for R4B, a search is not answered in R5: 406, naming the version it is served in."""
-    response = client.get(path, headers={"Accept": "application/fhir+json; fhirVersion=4.3"})
+def test_r5_only_interactions_asked_at_another_version_are_406(client: FlaskClient) -> None:
+    """Asked only for R4B, a $validate is not answered in R5: 406, naming the version it is served in."""
+    response = client.post(
+        "/fhir/$validate",
+        data=b'{"resourceType": "Organization", "id": "x", "name": "x"}',
+        headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json; fhirVersion=4.3"},
+    )
     assert response.status_code == 406
     assert "fhirVersion=5.0" in response.json["issue"][0]["details"]["text"]
     assert "fhirVersion" not in response.headers["Content-Type"]
 
 
 def test_preference_among_versions(client: FlaskClient) -> None:
-    """q-values choose among the versions an interaction is served in: R4 for a read, R5 for a search."""
+    """q-values choose among the versions an interaction is served in: R4 for a read and a search."""
     accept = {
         "Accept": "application/fhir+json; fhirVersion=4.0, application/fhir+json; fhirVersion=5.0; q=0.5"
     }
@@ -118,7 +133,7 @@ def test_preference_among_versions(client: FlaskClient) -> None:
     assert read.data == client.get("/fhir/R4/Organization/pfizer").data
     search = client.get("/fhir/Organization?_count=1", headers=accept)
     assert search.status_code == 200
-    assert search.headers["Content-Type"].endswith("fhirVersion=5.0")
+    assert search.headers["Content-Type"].endswith("fhirVersion=4.0")
     plain = {"Accept": "application/fhir+json, application/fhir+json; fhirVersion=4.3; q=0.5"}
     preferring_r5 = client.get("/fhir/Organization/pfizer", headers=plain)
     assert preferring_r5.data == client.get("/fhir/Organization/pfizer").data
@@ -127,10 +142,7 @@ def test_preference_among_versions(client: FlaskClient) -> None:
 
 def test_other_refusals(client: FlaskClient) -> None:
     assert client.get("/fhir/R4/ClinicalUseDefinition/warning-bleeding").status_code == 404  # R4: a Basic
-    assert (
-        client.get("/fhir/R4B/Organization/pfizer", headers={"Accept": "application/fhir+xml"}).status_code
-        == 406
-    )
+    assert client.get("/fhir/R4B/Organization/pfizer", headers={"Accept": "text/html"}).status_code == 406
     mismatch = client.get(
         "/fhir/R4B/Organization/pfizer", headers={"Accept": "application/fhir+json; fhirVersion=4.0"}
     )
@@ -184,3 +196,132 @@ def test_smart_client_with_its_r4_models(server: str) -> None:
     assert DocumentReference.read("medlineplus-a617041", smart.server).content
     assert Provenance.read("besponsa-msk", smart.server).target
     assert requests.get(f"{server}/R4/metadata", timeout=10).json()["fhirVersion"] == "4.0.1"
+
+
+class TestHistory:
+    """History at R4B and R4: the converted forms, in the R5 history's order, links on the base asked."""
+
+    @pytest.mark.parametrize(
+        ("version", "path"),
+        [
+            ("4.3", ""),
+            ("4.0", ""),
+            ("4.3", "/ClinicalUseDefinition"),
+            ("4.0", "/Basic"),
+            ("4.0", "/Provenance"),
+        ],
+    )
+    def test_entries_are_the_converted_reads(
+        self, client: FlaskClient, store: Store, version: str, path: str
+    ) -> None:
+        """Each entry is the read at that base, the total the converted resources', links on the base."""
+        base = BASES[version]
+        first = client.get(f"{base}{path}/_history?_count=7")
+        assert first.status_code == 200
+        assert first.headers["Content-Type"].endswith(f"fhirVersion={version}")
+        history = orjson.loads(first.data)
+        CHECKS[version](history)
+        kind = path.strip("/")
+        expected = (
+            store.connection()
+            .execute(
+                "SELECT COUNT(*) FROM converted WHERE fhir_version = ? AND (? = '' OR type = ?)",
+                (version, kind, kind),
+            )
+            .fetchone()[0]
+        )
+        assert history["total"] == expected
+        seen, url = [], f"{base}{path}/_history?_count=50"
+        while url:
+            page = client.get(url).json
+            for entry in page.get("entry", []):
+                resource = entry["resource"]
+                key = f"{resource['resourceType']}/{resource['id']}"
+                assert entry["fullUrl"] == f"http://localhost{base}/{key}"
+                assert entry["request"]["url"] == key
+                assert entry["response"]["etag"] == f'W/"{resource["meta"]["versionId"]}"'
+                assert client.get(f"{base}/{key}").json == resource
+                seen.append(key)
+            assert all(
+                link["url"].startswith(f"http://localhost{base}{path}/_history?") for link in page["link"]
+            )
+            nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
+            url = nxt[0].removeprefix("http://localhost") if nxt else ""
+        assert len(seen) == len(set(seen)) == expected
+        r5_order = [f"{k}/{i}" for k, i, _ in store.history(None, None, None, 10_000, 0)[1]]
+        renamed = [k.replace("ClinicalUseDefinition/", "Basic/") if version == "4.0" else k for k in r5_order]
+        assert seen == [k for k in renamed if k in set(seen)]
+
+    def test_instance_and_since(self, client: FlaskClient) -> None:
+        """One resource's history at R4; _since narrows it; an unknown id is 404; CUD is no R4 type."""
+        history = client.get("/fhir/R4/Basic/warning-bleeding/_history").json
+        (entry,) = history["entry"]
+        assert entry["resource"] == client.get("/fhir/R4/Basic/warning-bleeding").json
+        assert (
+            client.get("/fhir/R4/Basic/warning-bleeding/_history?_since=2999-01-01T00:00:00Z").json["total"]
+            == 0
+        )
+        assert client.get("/fhir/R4/Basic/nope/_history").status_code == 404
+        unknown = client.get("/fhir/R4/ClinicalUseDefinition/warning-bleeding/_history")
+        assert unknown.status_code == 404
+        assert "a clinical use is a Basic" in unknown.json["issue"][0]["details"]["text"]
+        assert client.get("/fhir/R4B/StructureDefinition/_history").status_code == 404  # not converted
+
+    def test_media_type_parameter_on_the_r5_base(self, client: FlaskClient) -> None:
+        """FhirVersion in Accept answers the converted history, its links on the R5 base asked."""
+        accept = {"Accept": "application/fhir+json; fhirVersion=4.3"}
+        asked = client.get("/fhir/Organization/_history?_count=3", headers=accept)
+        own = client.get("/fhir/R4B/Organization/_history?_count=3")
+        assert asked.headers["Content-Type"].endswith("fhirVersion=4.3")
+        assert [e["resource"] for e in asked.json["entry"]] == [e["resource"] for e in own.json["entry"]]
+        assert asked.json["link"][0]["url"].startswith("http://localhost/fhir/Organization/_history?")
+
+
+class TestXml:
+    """FHIR XML at R4B and R4, in the element order of R4B's definitions (which R4's types share here)."""
+
+    @pytest.mark.parametrize("version", ["4.3", "4.0"])
+    def test_every_resource_as_xml_parses_with_r4b_models(
+        self, client: FlaskClient, publication: Publication, version: str
+    ) -> None:
+        """Each read in XML is, by fhir.resources' R4B models, the same resource as the read in JSON."""
+        for entry in publication:
+            kind, rid = entry.resource["resourceType"], entry.resource["id"]
+            path = f"{BASES[version]}/{served_as(kind, version)}/{rid}"
+            xml = client.get(path, headers={"Accept": "application/fhir+xml"})
+            assert xml.status_code == 200, path
+            assert (
+                xml.headers["Content-Type"] == f"application/fhir+xml; charset=utf-8; fhirVersion={version}"
+            )
+            model = r4b_model(served_as(kind, version))
+            assert model.model_validate_xml(xml.data) == model.model_validate_json(client.get(path).data), (
+                path
+            )
+
+    def test_search_bundle_and_format_parameter(self, client: FlaskClient) -> None:
+        """A search Bundle in XML (_format=xml) parses with R4B's Bundle; HTML at R4B stays a 406."""
+        response = client.get("/fhir/R4/Basic?_count=3&_format=xml")
+        assert response.headers["Content-Type"] == "application/fhir+xml; charset=utf-8; fhirVersion=4.0"
+        bundle = r4b_model("Bundle").model_validate_xml(response.data)
+        assert [e.resource.get_resource_type() for e in bundle.entry] == ["Basic"] * 3
+        by_media_type = client.get(
+            "/fhir/ClinicalUseDefinition/warning-bleeding",
+            headers={"Accept": "application/fhir+xml; fhirVersion=4.3"},
+        )
+        assert by_media_type.headers["Content-Type"].endswith("fhirVersion=4.3")
+        assert (
+            by_media_type.data
+            == client.get("/fhir/R4B/ClinicalUseDefinition/warning-bleeding?_format=xml").data
+        )
+        html = client.get("/fhir/R4B/Organization/pfizer", headers={"Accept": "text/html"})
+        assert html.status_code == 406
+        assert b"served as FHIR JSON and XML" in html.data
+
+
+def test_no_openapi_document_at_r4b_and_r4(client: FlaskClient) -> None:
+    """The OpenAPI document describes the R5 base; the version bases answer 404, not R5's document."""
+    for base in BASES.values():
+        response = client.get(f"{base}/openapi.json")
+        assert response.status_code == 404
+        assert "/fhir/openapi.json" in response.json["issue"][0]["details"]["text"]
+    assert client.get("/fhir/openapi.json").status_code == 200

@@ -19,6 +19,7 @@ from conftest import free_port, start, stop
 
 from fhir_pub.cli import main
 from fhir_pub.errors import Invalid, PublicationError
+from fhir_pub.handlers import BASE_SUFFIXES, converted_capability
 from fhir_pub.static import nginx_config, write_static
 from fhir_pub.store import Store
 
@@ -34,11 +35,19 @@ def site(tmp_path_factory: pytest.TempPathFactory, built: Path) -> Path:
 
 
 def read_urls(store: Store) -> list[str]:
-    """Every read and vread path of a publication (after the base), and metadata, from the store itself."""
+    """Every read and vread path of a publication (after the base), and metadata, from the store itself.
+
+    At R5, then at R4B and R4 (``/R4B/...``, ``/R4/...``: the converted forms).
+    """
     paths = ["/metadata"]
     for kind in sorted(store.types):
         for rid, stored in store.stored(kind):
             paths += [f"/{kind}/{rid}", f"/{kind}/{rid}/_history/{stored.version}"]
+    for version, suffix in BASE_SUFFIXES.items():
+        paths.append(f"{suffix}/metadata")
+        for kind in store.converted_types(version):
+            for rid, stored in store.stored_converted(version, kind):
+                paths += [f"{suffix}/{kind}/{rid}", f"{suffix}/{kind}/{rid}/_history/{stored.version}"]
     return paths
 
 
@@ -114,8 +123,9 @@ class TestServedAsStaticFiles:
                 expected, found = ours.get(fhir_pub + path, timeout=5), theirs.get(plain + path, timeout=5)
                 assert (expected.status_code, found.status_code) == (200, 200), path
                 if path.endswith("/metadata"):
-                    served = expected.json()
-                    assert served["implementation"].pop("url") == fhir_pub
+                    served, base = expected.json(), fhir_pub + path.removesuffix("/metadata")
+                    assert served["implementation"].pop("url") == base
+                    assert served.pop("url", f"{base}/metadata") == f"{base}/metadata"  # R4B, R4: theirs
                     assert served == found.json()
                     assert "url" not in found.json()["implementation"]
                 else:
@@ -142,6 +152,12 @@ class TestWriteStatic:
             for rid, stored in store.stored(kind):
                 expected[f"fhir/{kind}/{rid}"] = stored.body
                 expected[f"vread/{kind}/{rid}/{stored.version}"] = stored.body
+        for version, suffix in BASE_SUFFIXES.items():
+            expected[f"fhir{suffix}/metadata"] = converted_capability(store, version, None)
+            for kind in store.converted_types(version):
+                for rid, stored in store.stored_converted(version, kind):
+                    expected[f"fhir{suffix}/{kind}/{rid}"] = stored.body
+                    expected[f"vread{suffix}/{kind}/{rid}/{stored.version}"] = stored.body
         found = files(site)
         assert orjson.loads(found.pop("errors/not-found")[0])["resourceType"] == "OperationOutcome"
         assert {path: body for path, (body, _) in found.items()} == expected
@@ -186,11 +202,12 @@ class TestCli:
     """``fhir-pub export --static DIR``."""
 
     def test_writes_every_file(self, built: Path, served: dict[str, Any], tmp_path: Path) -> None:
-        """Two files a resource served (read and vread), plus metadata and the error file."""
+        """Two files a resource served (read and vread), at R5, R4B and R4; each metadata; the error file."""
         out = tmp_path / "site"
         result = CliRunner().invoke(main, ["export", "--static", str(out), "--publication", str(built)])
         assert result.exit_code == 0, result.output
-        expected = 2 * len(served) + 2
+        converted = Store(built).connection().execute("SELECT COUNT(*) FROM converted").fetchone()[0]
+        expected = 2 * len(served) + 2 + 2 * converted + len(BASE_SUFFIXES)
         assert f"({len(served)} resources, {expected} files)" in result.output
         assert sum(1 for p in out.rglob("*") if p.is_file()) == expected
 

@@ -36,10 +36,12 @@ def entries(
     bodies: Mapping[tuple[str, str], bytes],
     summary: str | None = None,
     wanted: Sequence[str] | None = None,
+    release: str = "5.0",
 ) -> list[bytes]:
     """The entries of ``(mode, (type, id))`` in order, from their stored bodies, subsetted as asked.
 
     A key without a body is left out (an include whose target the publication does not hold).
+    ``release`` is the FHIR version of the bodies, whose definitions say what a summary keeps.
     """
     reduce = wanted is not None or summary in {"true", "text", "data"}
     made = []
@@ -47,7 +49,9 @@ def entries(
         body = bodies.get((kind, rid))
         if body is not None:
             made.append(
-                entry(f"{base}/{kind}/{rid}", subset(body, summary, wanted) if reduce else body, mode)
+                entry(
+                    f"{base}/{kind}/{rid}", subset(body, summary, wanted, release) if reduce else body, mode
+                )
             )
     return made
 
@@ -72,13 +76,13 @@ def with_entries(head: bytes, entries: Sequence[bytes]) -> bytes:
     return head[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
 
 
-def subset(body: bytes, summary: str | None, wanted: Sequence[str] | None) -> bytes:
+def subset(body: bytes, summary: str | None, wanted: Sequence[str] | None, release: str = "5.0") -> bytes:
     """The resource reduced per ``_summary`` (true, text, data) or ``_elements``, tagged SUBSETTED."""
     resource: dict[str, Any] = orjson.loads(body)
     kind = str(resource["resourceType"])
-    known = elements(kind)
+    known = elements(kind, release)
     # https://hl7.org/fhir/R5/search.html#elements: a server SHOULD keep the mandatory elements
-    required = mandatory(kind)
+    required = mandatory(kind, release)
     if summary == "data":
         keep: set[str] | frozenset[str] = set(resource) - {"text"}
     elif summary == "text":

@@ -6,7 +6,7 @@ each parameter *type* supports is its module's (``fhir_pub.search.types``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,15 @@ class Registry:
         for param in params:
             for base in param.base:
                 self.by_type.setdefault(base, {})[param.code] = param
+
+    def subset(self, keep: Callable[[str, str], bool]) -> Registry:
+        """The registry of the parameters ``keep(type, code)`` accepts (fhir_pub.search.versions)."""
+        out = Registry(())
+        out.by_type = {
+            kind: {code: p for code, p in by_code.items() if keep(kind, code)}
+            for kind, by_code in self.by_type.items()
+        }
+        return out
 
     def all(self) -> list[SearchParam]:
         """Every parameter once."""

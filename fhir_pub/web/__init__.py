@@ -65,8 +65,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(operations.blueprint, url_prefix="/fhir")
     app.register_blueprint(bulk.blueprint, url_prefix="/fhir")
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
-    for name, version in fhir.URL_VERSIONS.items():  # read, vread, metadata at R4B and R4
-        app.register_blueprint(fhir.blueprint, url_prefix=f"/fhir{BASE_SUFFIXES[version]}", name=name)
+    for name, version in fhir.URL_VERSIONS.items():  # R4B and R4 ($validate only says it is R5's)
+        prefix, suffix = f"/fhir{BASE_SUFFIXES[version]}", name.removeprefix("fhir")
+        app.register_blueprint(operations.blueprint, url_prefix=prefix, name=f"operations{suffix}")
+        app.register_blueprint(bulk.blueprint, url_prefix=prefix, name=f"bulk{suffix}")
+        app.register_blueprint(fhir.blueprint, url_prefix=prefix, name=name)
     app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
     app.add_url_rule("/", "landing", lambda: landing_page(app))
     app.register_blueprint(html.blueprint)  # /search/{type}: the landing page's forms

@@ -18,7 +18,7 @@ from fhir_pub import handlers
 from fhir_pub.errors import Gone, Invalid, NotFound, NotSupported
 from fhir_pub.jobs import JobStore
 from fhir_pub.settings import Settings
-from fhir_pub.web import formats
+from fhir_pub.web import fhir, formats
 from fhir_pub.web.state import app_state
 
 blueprint = Blueprint("bulk", __name__)
@@ -72,11 +72,13 @@ def _kickoff(resource_type: str | None) -> Response:
     accept = request.headers.get("Accept")
     if accept and accept.strip() != "*/*":
         formats.best_match(accept, ["application/fhir+json", "application/json"])  # else 406
-    formats.refuse_other_versions(request, "$export")
-    base = formats.base_url(_settings(), request)
+    version = fhir.fhir_version(fhir.ALL_VERSIONS)  # [base]/R4B, [base]/R4 or fhirVersion in Accept
+    root = formats.base_url(_settings(), request)
     query = request.query_string.decode("latin-1")
-    kickoff_url = base + request.path.removeprefix("/fhir") + (f"?{query}" if query else "")
-    context = handlers.Context(app_state().store, base, tuple(_parameters()))
+    kickoff_url = root + request.path.removeprefix("/fhir") + (f"?{query}" if query else "")
+    context = handlers.Context(
+        app_state().store, fhir.public_base(), tuple(_parameters()), fhir_version=version
+    )
     lenient = prefer.get("handling") == "lenient"
     return formats.respond(
         handlers.export_kickoff(context, jobs(), resource_type, kickoff_url, lenient), request
@@ -136,10 +138,13 @@ def file(job_id: str, name: str) -> Response:
     path: Path = jobs().root / job_id / "files" / name
     if not path.is_file():
         raise NotFound(f"no file {name} in export {job_id}")
+    version = state.get("params", {}).get("fhirVersion", "5.0")
+    # https://hl7.org/fhir/R5/http.html#version-parameter: a converted form names its version
+    media = "application/fhir+ndjson" + ("" if version == "5.0" else f"; fhirVersion={version}")
     if not request.accept_encodings.best_match(["gzip"]) or name.endswith(".gz"):
-        return send_file(path, mimetype="application/fhir+ndjson", max_age=0)
+        return send_file(path, mimetype=media, max_age=0)
     # Compressed as it streams: the file may be far larger than memory.
-    response = Response(_gzipped(path), mimetype="application/fhir+ndjson", direct_passthrough=True)
+    response = Response(_gzipped(path), mimetype=media, direct_passthrough=True)
     response.headers["Content-Encoding"] = "gzip"
     response.headers["Vary"] = "Accept-Encoding"
     response.headers["Cache-Control"] = "no-cache"

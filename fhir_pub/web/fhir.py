@@ -31,18 +31,30 @@ URL_VERSIONS: dict[str, handlers.FhirVersion] = {
 }
 
 
-ALL_VERSIONS: tuple[handlers.FhirVersion, ...] = tuple(handlers.VERSION_NAMES)  # read, vread, metadata
+ALL_VERSIONS: tuple[handlers.FhirVersion, ...] = tuple(
+    handlers.VERSION_NAMES
+)  # read, vread, search, history, metadata
 R5_ONLY: tuple[handlers.FhirVersion, ...] = ("5.0",)  # everything else, for now
+
+
+def base_version() -> handlers.FhirVersion | None:
+    """The version of the base the request came in at (``[base]/R4B``, ``[base]/R4``); None at R5's.
+
+    Each blueprint serving a version base is registered under its name with that base's suffix
+    (``fhir_r4b``, ``bulk_r4b``).
+    """
+    name = request.blueprint or ""
+    return next((v for key, v in URL_VERSIONS.items() if name.endswith(key.removeprefix("fhir"))), None)
 
 
 def fhir_version(served: Sequence[handlers.FhirVersion]) -> handlers.FhirVersion:
     """The FHIR version to answer in: the base URL's, else the most preferred one asked that is served.
 
     NotAcceptable (406) when the media types ask only for versions this interaction is not served in, or
-    for XML or HTML at R4B or R4 (served as FHIR JSON).
+    for HTML at R4B or R4 (served as FHIR JSON and XML).
     """
     asked = formats.asked_versions(request)
-    by_url = URL_VERSIONS.get(request.blueprint or "")
+    by_url = base_version()
     if by_url is not None:
         if asked and by_url not in asked:
             raise NotAcceptable(f"fhirVersion={asked[0]} asked at the FHIR {by_url} base {request.path[:80]}")
@@ -55,9 +67,9 @@ def fhir_version(served: Sequence[handlers.FhirVersion]) -> handlers.FhirVersion
             shown = ", ".join(f"fhirVersion={v}" for v in asked)
             raise NotAcceptable(f"{shown}: this interaction is served at FHIR R5 (fhirVersion=5.0) only")
         chosen = usable[0]  # type: ignore[assignment]  # one of served
-    if chosen != "5.0" and formats.preferred(request)[0] != "json":
+    if chosen != "5.0" and formats.preferred(request)[0] == "html":
         raise NotAcceptable(
-            f"FHIR {chosen} is served as FHIR JSON only; XML and HTML are served at fhirVersion=5.0"
+            f"FHIR {chosen} is served as FHIR JSON and XML; HTML is served at fhirVersion=5.0"
         )
     return chosen
 
@@ -69,7 +81,7 @@ def _context(
     state = app_state()
     return handlers.Context(
         state.store,
-        _base(),
+        public_base(),
         tuple(request.args.items(multi=True)) if pairs is None else tuple(pairs),
         # https://hl7.org/fhir/R5/search.html#errors: handling=strict turns ignored parameters into errors
         strict=formats.preferences(request).get("handling") == "strict",
@@ -79,11 +91,14 @@ def _context(
     )
 
 
-def _base() -> str:
-    """The public FHIR base URL: configured, or this request's (worked out once per request)."""
+def public_base() -> str:
+    """The public FHIR base URL: configured, or this request's (worked out once per request).
+
+    At ``[base]/R4B`` and ``[base]/R4`` it is that version's base.
+    """
     base: str | None = g.get("fhir_base")
     if base is None:
-        version = URL_VERSIONS.get(request.blueprint or "")
+        version = base_version()
         suffix = "" if version is None else handlers.BASE_SUFFIXES[version]
         base = g.fhir_base = formats.base_url(app_state().settings, request) + suffix
     return base
@@ -97,8 +112,12 @@ def metadata() -> Response:
 
 @blueprint.get("/openapi.json")
 def openapi_document() -> Response:
-    """The endpoint described in OpenAPI 3.1, derived from the CapabilityStatement."""
-    document = openapi(orjson.loads(app_state().store.capability), _base())
+    """The endpoint described in OpenAPI 3.1, derived from the CapabilityStatement (R5's base only)."""
+    if base_version() is not None:  # derived from R5's statement, it would describe the wrong version
+        raise NotFound(
+            f"no OpenAPI document at {request.path[:80]}: it describes the R5 base, /fhir/openapi.json"
+        )
+    document = openapi(orjson.loads(app_state().store.capability), public_base())
     return Response(orjson.dumps(document), content_type="application/json")
 
 
@@ -118,26 +137,28 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
 @blueprint.get("/<resource_type>")
 def search_type(resource_type: str) -> Response:
     """Search one type: ``GET [base]/[type]?params``."""
-    return formats.respond(handlers.search(_context(), resource_type), request)
+    return formats.respond(handlers.search(_context(served=ALL_VERSIONS), resource_type), request)
 
 
 @blueprint.post("/<resource_type>/_search")
 def search_post(resource_type: str) -> Response:
     """Search by POST: parameters in a form body (and the query string)."""
-    return formats.respond(handlers.search(_context(_form_pairs()), resource_type), request)
+    return formats.respond(
+        handlers.search(_context(_form_pairs(), served=ALL_VERSIONS), resource_type), request
+    )
 
 
 @blueprint.get("")
 @blueprint.get("/")
 def search_system() -> Response:
     """Search across types: ``GET [base]?_type=A,B&params`` (all types without ``_type``)."""
-    return formats.respond(handlers.search(_context(), None), request)
+    return formats.respond(handlers.search(_context(served=ALL_VERSIONS), None), request)
 
 
 @blueprint.post("/_search")
 def search_system_post() -> Response:
     """System search by POST (https://hl7.org/fhir/R5/http.html#search): a form body, as GET [base]?."""
-    return formats.respond(handlers.search(_context(_form_pairs()), None), request)
+    return formats.respond(handlers.search(_context(_form_pairs(), served=ALL_VERSIONS), None), request)
 
 
 def _form_pairs() -> list[tuple[str, str]]:
@@ -182,16 +203,18 @@ def allowed_methods() -> str:
 @blueprint.get("/<resource_type>/<resource_id>/_history")
 def history_instance(resource_type: str, resource_id: str) -> Response:
     """The history of one resource."""
-    return formats.respond(handlers.history(_context(), resource_type, resource_id), request)
+    return formats.respond(
+        handlers.history(_context(served=ALL_VERSIONS), resource_type, resource_id), request
+    )
 
 
 @blueprint.get("/<resource_type>/_history")
 def history_type(resource_type: str) -> Response:
     """The history of every resource of a type."""
-    return formats.respond(handlers.history(_context(), resource_type, None), request)
+    return formats.respond(handlers.history(_context(served=ALL_VERSIONS), resource_type, None), request)
 
 
 @blueprint.get("/_history")
 def history_system() -> Response:
     """The history of the whole publication."""
-    return formats.respond(handlers.history(_context(), None, None), request)
+    return formats.respond(handlers.history(_context(served=ALL_VERSIONS), None, None), request)

@@ -1,6 +1,7 @@
 """FHIR JSON to FHIR XML, by the format's mapping rules (https://hl7.org/fhir/R5/xml.html).
 
-Only the order of elements comes from the R5 definitions; the values are mapped as they are. So XML works
+Only the order of elements comes from the definitions (R5's, or R4B's for an R4B or R4 resource: the
+types converted to R4 are R4's in R4B too); the values are mapped as they are. So XML works
 for incomplete resources, which ``_elements`` and ``_summary`` produce on purpose (a model would refuse
 them), keeps each value's exact JSON spelling, and is cheap.
 """
@@ -21,17 +22,18 @@ _XHTML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False
 
 
 @cache
-def _order(type_name: str) -> dict[str, int]:
+def _order(type_name: str, release: str) -> dict[str, int]:
     """Each element's position in its type's definition (unknown types keep the JSON order)."""
     try:
-        return {name: index for index, name in enumerate(model_class(type_name).elements_sequence())}
+        sequence = model_class(type_name, release).elements_sequence()
     except (KeyError, ValueError, AttributeError):
         return {}
+    return {name: index for index, name in enumerate(sequence)}
 
 
-def _child_type(type_name: str, name: str) -> str:
+def _child_type(type_name: str, name: str, release: str) -> str:
     try:
-        info = elements(type_name).get(name)
+        info = elements(type_name, release).get(name)
     except (KeyError, ValueError, AttributeError):
         return ""
     return info.type_name if info is not None else ""
@@ -44,10 +46,10 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _element(parent: etree._Element, name: str, value: Any, extra: Any, type_name: str) -> None:
+def _element(parent: etree._Element, name: str, value: Any, extra: Any, type_name: str, release: str) -> None:
     """Add element ``name`` of type ``type_name`` (``extra`` is a primitive's ``_name``) to ``parent``."""
     if isinstance(value, dict) and isinstance(value.get("resourceType"), str):
-        _resource(etree.SubElement(parent, f"{{{FHIR_NS}}}{name}"), value)
+        _resource(etree.SubElement(parent, f"{{{FHIR_NS}}}{name}"), value, release)
         return
     if name == "div" and isinstance(value, str):
         parent.append(etree.fromstring(value.encode(), _XHTML))
@@ -59,23 +61,23 @@ def _element(parent: etree._Element, name: str, value: Any, extra: Any, type_nam
         if type_name == "Extension" and "url" in value:
             child.set("url", _text(value["url"]))
         skip = {"id", "url"} if type_name == "Extension" else {"id"}
-        _children(child, {k: v for k, v in value.items() if k not in skip}, type_name)
+        _children(child, {k: v for k, v in value.items() if k not in skip}, type_name, release)
         return
     if isinstance(extra, dict) and "id" in extra:
         child.set("id", _text(extra["id"]))
     if value is not None:
         child.set("value", _text(value))
     if isinstance(extra, dict):
-        _children(child, {k: v for k, v in extra.items() if k != "id"}, "Element")
+        _children(child, {k: v for k, v in extra.items() if k != "id"}, "Element", release)
 
 
-def _children(node: etree._Element, value: dict[str, Any], type_name: str) -> None:
+def _children(node: etree._Element, value: dict[str, Any], type_name: str, release: str) -> None:
     """The elements of an object in definition order, each primitive merged with its ``_name``."""
     names = [k[1:] if k.startswith("_") else k for k in value if k not in {"resourceType", "fhir_comments"}]
-    order = _order(type_name)
+    order = _order(type_name, release)
     for name in sorted(dict.fromkeys(names), key=lambda n: order.get(n, len(order))):
         item, extra = value.get(name), value.get(f"_{name}")
-        child_type = _child_type(type_name, name) or ("Extension" if name in EXTENSIONS else "")
+        child_type = _child_type(type_name, name, release) or ("Extension" if name in EXTENSIONS else "")
         if isinstance(item, list) or isinstance(extra, list):
             items = item if isinstance(item, list) else []
             extras = extra if isinstance(extra, list) else []
@@ -83,21 +85,21 @@ def _children(node: etree._Element, value: dict[str, Any], type_name: str) -> No
                 one = items[index] if index < len(items) else None
                 more = extras[index] if index < len(extras) else None
                 if one is not None or more is not None:
-                    _element(node, name, one, more, child_type)
+                    _element(node, name, one, more, child_type, release)
         else:
-            _element(node, name, item, extra, child_type)
+            _element(node, name, item, extra, child_type, release)
 
 
-def _resource(parent: etree._Element | None, resource: dict[str, Any]) -> etree._Element:
+def _resource(parent: etree._Element | None, resource: dict[str, Any], release: str) -> etree._Element:
     """A resource as an element named for its type, under ``parent`` or as the document's root."""
     kind = str(resource["resourceType"])
     tag = f"{{{FHIR_NS}}}{kind}"
     node = etree.Element(tag, nsmap={None: FHIR_NS}) if parent is None else etree.SubElement(parent, tag)
-    _children(node, resource, kind if is_resource_type(kind) else "")
+    _children(node, resource, kind if is_resource_type(kind, release) else "", release)
     return node
 
 
-def dumps(resource: dict[str, Any], pretty: bool = False) -> bytes:
-    """The FHIR XML document for a FHIR JSON resource."""
-    tree = _resource(None, resource)
+def dumps(resource: dict[str, Any], pretty: bool = False, release: str = "5.0") -> bytes:
+    """The FHIR XML document for a FHIR JSON resource of FHIR ``release`` (5.0, 4.3, 4.0)."""
+    tree = _resource(None, resource, release)
     return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8", pretty_print=pretty))

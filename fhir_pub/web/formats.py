@@ -56,7 +56,7 @@ ACCEPTED = {
 
 # https://hl7.org/fhir/R5/http.html#version-parameter: the FHIR versions this endpoint serves, as the
 # fhirVersion media-type parameter names them (major.minor; a patch such as 5.0.0 names the same).
-# R4B and R4 answer read, vread and metadata (the resources the build converted); R5 everything.
+# R4B and R4 answer read, vread, search, history and metadata (the resources the build converted).
 FHIR_VERSIONS: tuple[str, ...] = tuple(VERSION_NAMES)
 
 
@@ -202,9 +202,9 @@ def respond(answer: Answer, request: Request, headers: Mapping[str, str] | None 
             del response.headers["Content-Type"]
         return response
     fmt, asked = preferred(request)
-    if answer.fhir_version != "5.0" and fmt != "json":
+    if answer.fhir_version != "5.0" and fmt == "html":
         raise NotAcceptable(
-            f"FHIR {answer.fhir_version} is served as FHIR JSON only; XML and HTML at fhirVersion=5.0"
+            f"FHIR {answer.fhir_version} is served as FHIR JSON and XML; HTML at fhirVersion=5.0"
         )
     if answer.status >= 400 and asked not in (None, "5.0"):
         fmt = "json"  # an error to an R4B or R4 request: FHIR JSON, as those versions are served
@@ -223,7 +223,7 @@ def respond(answer: Answer, request: Request, headers: Mapping[str, str] | None 
         response.set_data(body)
         response.content_type = FHIR_JSON + suffix
     elif fmt == "xml":
-        response.set_data(fhirxml.dumps(orjson.loads(answer.body), pretty))
+        response.set_data(fhirxml.dumps(orjson.loads(answer.body), pretty, answer.fhir_version))
         response.content_type = FHIR_XML + suffix
     else:
         state = app_state()

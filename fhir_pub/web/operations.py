@@ -12,7 +12,7 @@ from flask import Blueprint, Response, request
 
 from fhir_pub import handlers
 from fhir_pub.errors import Invalid, UnsupportedMediaType
-from fhir_pub.web import formats
+from fhir_pub.web import fhir, formats
 from fhir_pub.web.state import app_state
 
 blueprint = Blueprint("operations", __name__)
@@ -39,7 +39,9 @@ def _validate(resource_type: str | None) -> Response:
     state = app_state()
     asked = handlers.validate_arguments(_body())
     formats.refuse_other_versions(request, "$validate")
-    context = handlers.Context(state.store, formats.base_url(state.settings, request))
+    # At [base]/R4B and [base]/R4 the handler refuses, naming what is served there
+    version = fhir.base_version() or "5.0"
+    context = handlers.Context(state.store, fhir.public_base(), fhir_version=version)
     return formats.respond(handlers.validate(context, state.validator(), resource_type, asked), request)
 
 
