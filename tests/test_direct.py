@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from fhir_pub.handlers import BASE_SUFFIXES
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
 from fhir_pub.web import create_app
@@ -64,6 +66,17 @@ def keys(built: Path) -> list[tuple[str, str, str]]:
     return [(kind, rid, stored.version) for kind in sorted(store.types) for rid, stored in store.stored(kind)]
 
 
+def converted_paths(built: Path) -> list[str]:
+    """The read path of every resource at the R4B and R4 bases (R4's clinical uses are Basic there)."""
+    store = Store(built)
+    with sqlite3.connect(f"file:{built}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT fhir_version, type, id FROM converted ORDER BY 1, 2, 3").fetchall()
+    db.close()
+    assert {version for version, _, _ in rows} == set(BASE_SUFFIXES)
+    assert all(store.read_converted(v, kind, rid) is not None for v, kind, rid in rows[::20])
+    return [f"/fhir{BASE_SUFFIXES[version]}/{kind}/{rid}" for version, kind, rid in rows]
+
+
 def test_every_resource_alike(built: Path) -> None:
     """Each resource, read plainly and with gzip, answers the same on both paths; most skip the full path."""
     direct_app, full = app_of(built, True), app_of(built, False).test_client()
@@ -77,6 +90,21 @@ def test_every_resource_alike(built: Path) -> None:
         assert answer(client, "GET", path, headers) == answer(full, "GET", path, headers), path
     requests = 2 * len(resources)
     assert counting.calls < requests / 10  # learned once per variant, not once per resource
+
+
+def test_every_converted_resource_alike(built: Path) -> None:
+    """Each resource read at [base]/R4B and [base]/R4 answers as the full path does, mostly without it."""
+    direct_app, full = app_of(built, True), app_of(built, False).test_client()
+    counting = Counting(direct_app.wsgi_app.app)  # type: ignore[attr-defined]
+    client = direct_app.test_client()
+    paths = converted_paths(built)
+    assert any("/R4/Basic/" in path for path in paths)
+    for path, encoding in itertools.product(paths, [None, "gzip"]):
+        headers = {"Accept-Encoding": encoding} if encoding else {}
+        got = answer(client, "GET", path, headers)
+        assert got[0] == "200 OK", path
+        assert got == answer(full, "GET", path, headers), path
+    assert counting.calls < 2 * len(paths) / 10
 
 
 def test_variants_alike(built: Path) -> None:
@@ -94,6 +122,7 @@ def test_variants_alike(built: Path) -> None:
             {"If-Match": f'W/"{version}"'},
         ]
         paths = [f"/fhir/{kind}/{rid}", f"/fhir/{kind}/{rid}/_history/{version}"]
+        paths += [f"/fhir{suffix}/{kind}/{rid}" for suffix in BASE_SUFFIXES.values()]
         for path, method, accept, encoding, conditional in itertools.product(
             paths, ["GET", "HEAD"], ACCEPTS, ENCODINGS, conditionals
         ):
@@ -118,6 +147,11 @@ def test_variants_alike(built: Path) -> None:
         "/fhir/Organization/fda?_pretty=true",
         "/fhir/Organization/fda/",
         "/fhir/organization/fda",
+        "/fhir/R4/ClinicalUseDefinition/warning-bleeding",
+        "/fhir/R4B/Organization/nope",
+        "/fhir/R4B/Organization/fda/_history/99",
+        "/fhir/R4/Organization/fda?_summary=true",
+        "/fhir/R5/Organization/fda",
     ],
 )
 def test_everything_else_alike(built: Path, path: str) -> None:

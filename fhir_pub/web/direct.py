@@ -1,5 +1,7 @@
 """Direct reads: a default read or vread answered with one indexed lookup, before any framework code.
 
+At the R5 base the stored resource; at ``[base]/R4B`` and ``[base]/R4`` the form the build converted it to.
+
 The publication never changes, so a read's answer is a function of the stored resource and of the request
 headers that can change it (``Accept``, ``Accept-Encoding``, ``Origin``, ``Prefer``, host, scheme, forwarded
 headers). For each combination of those headers (a *variant*) the first read goes through the full Flask
@@ -27,10 +29,15 @@ from typing import Any
 
 from werkzeug.http import http_date
 
+from fhir_pub.handlers import BASE_SUFFIXES
 from fhir_pub.store import Store, Stored
 from fhir_pub.web.cache import CONDITIONAL, KEY_FIELDS, Entry, Environ, StartResponse, WSGIApp, not_modified
 
-READ = re.compile(r"/fhir/([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(/_history/([A-Za-z0-9\-.]{1,64}))?")
+# [base], or a version's own base ([base]/R4B, [base]/R4), then Type/id and an optional /_history/vid.
+READ = re.compile(
+    r"/fhir(/R4B|/R4)?/([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(/_history/([A-Za-z0-9\-.]{1,64}))?"
+)
+VERSION_OF_BASE = {suffix: version for version, suffix in BASE_SUFFIXES.items()}
 # Every request input a read's answer can depend on, but the path (the query string is always empty here).
 VARIANT_FIELDS = tuple(field for field in KEY_FIELDS if field not in ("PATH_INFO", "QUERY_STRING"))
 MIN_COMPRESSED = 500  # bytes: flask-compress leaves smaller bodies alone (COMPRESS_MIN_SIZE)
@@ -63,12 +70,17 @@ class DirectReads:
         match = READ.fullmatch(path)
         if match is None:
             return self.app(environ, start_response)
-        stored = self.store.read(match[1], match[2])
-        if stored is None or (match[4] is not None and match[4] != stored.version):
+        base, kind, rid, vid = match[1], match[2], match[3], match[5]
+        if base is None:
+            stored = self.store.read(kind, rid)
+        else:  # the form the build converted the resource to, at that version's base
+            stored = self.store.read_converted(VERSION_OF_BASE[base], kind, rid)
+        if stored is None or (vid is not None and vid != stored.version):
             return self.app(environ, start_response)  # the full path words the 404
         key = (
             method,
-            match[4] is not None,
+            base,
+            vid is not None,
             len(stored.body) >= MIN_COMPRESSED,
             *map(environ.get, VARIANT_FIELDS),
         )
