@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from fhir_pub.capability import BULK_DATA, EXPORT
+from fhir_pub.capability import BULK_DATA, EXPORT, VALIDATE
 from fhir_pub.errors import Invalid, NotFound, NotSupported, TooManyRequests
 from fhir_pub.export import OUTPUT_FORMATS, ExportRequest, check_type_filters
 from fhir_pub.jobs import ACTIVE, JobStore
@@ -33,7 +33,7 @@ from fhir_pub.search.dates import micros, now_micros, parse_instant
 from fhir_pub.search.engine import Result
 from fhir_pub.search.request import MAX_COUNT, MAX_OFFSET, SearchRequest, parse, whole_number
 from fhir_pub.store import Store, Stored
-from fhir_pub.validation import Validator, candidate_from_bytes
+from fhir_pub.validation import Validator, candidate_from_bytes, earlier
 from fhir_pub.validation.issues import Issue, operation_outcome
 
 Pairs = tuple[tuple[str, str], ...]
@@ -98,8 +98,8 @@ def capability(context: Context) -> Answer:
     return Answer(_capability(context.store.capability, context.base))
 
 
-# What R4B and R4 serve (fhir_pub.search.versions for the search parameters); $validate: R5 only.
-SERVED_CONVERTED = "read, vread, search, history, $export and metadata"
+# What R4B and R4 serve (fhir_pub.search.versions for the search parameters); $validate checks that
+# version's structure (validation.earlier).
 CONVERTED_TYPE_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
 CONVERTED_SYSTEM_INTERACTIONS = ("history-system", "search-system")
 
@@ -159,8 +159,8 @@ def converted_capability(store: Store, version: FhirVersion, base: str | None) -
         "text": {
             "status": "generated",
             "div": f'<div xmlns="http://www.w3.org/1999/xhtml">fhir-pub at FHIR {name} ({release}): '
-            f"{', '.join(CONVERTED_TYPE_INTERACTIONS)} of {', '.join(kinds)}; $export. $validate: "
-            "FHIR R5.</div>",
+            f"{', '.join(CONVERTED_TYPE_INTERACTIONS)} of {', '.join(kinds)}; $export; $validate "
+            f"(FHIR {name}'s structure and datatypes).</div>",
         },
         **({"url": f"{base}/metadata"} if base is not None else {}),
         "name": f"FhirPub{name}",
@@ -179,11 +179,12 @@ def converted_capability(store: Store, version: FhirVersion, base: str | None) -
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Read-only. $validate: the R5 base. Search parameters whose "
+                "documentation": f"Read-only. $validate checks FHIR {name}'s structure and datatypes, "
+                "not its invariants or bindings (validation.earlier). Search parameters whose "
                 f"element is an extension at FHIR {name} are not served here (docs/versions.md).",
                 "resource": resources,
                 "interaction": [{"code": code} for code in CONVERTED_SYSTEM_INTERACTIONS],
-                "operation": [EXPORT],  # [type]/$export too, as at R5 (the _type shorthand)
+                "operation": [EXPORT, VALIDATE],  # [type]/$export too, as at R5 (the _type shorthand)
             }
         ],
     }
@@ -227,15 +228,6 @@ def _resource(context: Context, stored: Stored, path: str) -> Answer:
         location=f"{context.base}{path}",
         fhir_version=context.fhir_version,
     )
-
-
-def r5_only(context: Context, what: str) -> None:
-    """NotSupported for an interaction asked at R4B or R4, which answer only what they serve (metadata)."""
-    if context.fhir_version != "5.0":
-        name = VERSION_NAMES[context.fhir_version][0]
-        raise NotSupported(
-            f"{what} is served at FHIR R5 only; at FHIR {name} this server answers {SERVED_CONVERTED}"
-        )
 
 
 def read(context: Context, resource_type: str, resource_id: str) -> Answer:
@@ -455,11 +447,15 @@ def validate_arguments(body: Any) -> ValidateRequest:
 def validate(
     context: Context, validator: Validator, resource_type: str | None, asked: ValidateRequest
 ) -> Answer:
-    """``$validate`` (https://hl7.org/fhir/R5/resource-operation-validate.html): an OperationOutcome, 200."""
-    r5_only(context, "$validate")
+    """``$validate`` (https://hl7.org/fhir/R5/resource-operation-validate.html): an OperationOutcome, 200.
+
+    At R4B and R4, the resource is checked against that version's own models (``validation.earlier``).
+    """
+    version = context.fhir_version
     profile = asked.profile.split("|", 1)[0] if asked.profile else None
-    if profile is not None and profile not in validator.schemas:
-        raise Invalid(f"profile {asked.profile} is not known to this publisher")
+    if profile is not None and (version != "5.0" or profile not in validator.schemas):
+        known = "" if version == "5.0" else f" at FHIR {VERSION_NAMES[version][0]}"
+        raise Invalid(f"profile {asked.profile} is not known to this publisher{known}")
     resource = asked.resource
     if (
         resource_type is not None
@@ -471,7 +467,12 @@ def validate(
         issue = Issue(
             "error", "not-supported", "this publication is read-only: nothing can be deleted", layer="request"
         )
-        return Answer(orjson.dumps(operation_outcome([issue])))
+        return Answer(orjson.dumps(operation_outcome([issue])), fhir_version=version)
+    if version != "5.0":
+        if not isinstance(resource, dict):
+            raise Invalid("the body is not a resource (a JSON object)")
+        issues = [earlier.mode(version), *earlier.check(resource, version)]
+        return Answer(orjson.dumps(operation_outcome(issues)), fhir_version=version)
     candidate = candidate_from_bytes(orjson.dumps(resource), "resource")
     if joins(validator, resource):
         # Publication mode: the resource joins the publication in place of any published version of it;

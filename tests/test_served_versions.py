@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -93,34 +94,65 @@ def test_capability_statement_of_each_version(client: FlaskClient, store: Store,
         "search-type",
     }
     assert rest["interaction"] == [{"code": "history-system"}, {"code": "search-system"}]
-    assert [o["name"] for o in rest["operation"]] == ["export"]
+    assert [o["name"] for o in rest["operation"]] == ["export", "validate"]
     assert statement["format"] == ["json", "xml"]
 
 
-@pytest.mark.parametrize("base", ["/fhir/R4B", "/fhir/R4"])
-def test_validate_at_r4b_and_r4_says_what_is_served(client: FlaskClient, base: str) -> None:
-    """$validate at the R4B and R4 bases is refused (404 not-supported), naming what is served there."""
-    response = client.post(
-        f"{base}/$validate",
-        data=b'{"resourceType": "Organization", "id": "x", "name": "x"}',
-        headers={"Content-Type": "application/fhir+json"},
+def validated(client: FlaskClient, path: str, body: Any, **headers: str) -> Any:
+    """The answer of a $validate of ``body`` (JSON) at ``path``."""
+    return client.post(
+        path, data=orjson.dumps(body), headers={"Content-Type": "application/fhir+json", **headers}
     )
-    assert response.status_code == 404
-    (issue,) = response.json["issue"]
-    assert issue["code"] == "not-supported"
-    assert "read, vread, search, history, $export and metadata" in issue["details"]["text"]
 
 
-def test_r5_only_interactions_asked_at_another_version_are_406(client: FlaskClient) -> None:
-    """Asked only for R4B, a $validate is not answered in R5: 406, naming the version it is served in."""
-    response = client.post(
-        "/fhir/$validate",
-        data=b'{"resourceType": "Organization", "id": "x", "name": "x"}',
-        headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json; fhirVersion=4.3"},
-    )
-    assert response.status_code == 406
-    assert "fhirVersion=5.0" in response.json["issue"][0]["details"]["text"]
-    assert "fhirVersion" not in response.headers["Content-Type"]
+@pytest.mark.parametrize(
+    ("base", "version", "name"), [("/fhir/R4B", "4.3", "R4B"), ("/fhir/R4", "4.0", "R4")]
+)
+def test_validate_at_r4b_and_r4(client: FlaskClient, built: Path, base: str, version: str, name: str) -> None:
+    """$validate at a version's base checks that version: its resources pass, a broken one fails."""
+    store = Store(built)
+    kinds = store.converted_types(version)
+    assert ("Basic" in kinds) == (version == "4.0")
+    for kind in kinds:
+        listed = client.get(f"{base}/{kind}?_count=3").json
+        for entry in listed["entry"]:
+            answer = validated(client, f"{base}/{kind}/$validate", entry["resource"])
+            assert answer.status_code == 200
+            assert answer.headers["Content-Type"].endswith(f"fhirVersion={version}")
+            issues = answer.json["issue"]
+            assert [i["severity"] for i in issues] == ["information"], (kind, issues)
+            assert f"FHIR {name}" in issues[0]["details"]["text"]
+    broken = {"resourceType": "Organization", "active": "maybe", "name": "x", "extra": 1}
+    issues = validated(client, f"{base}/$validate", broken).json["issue"]
+    errors = {i["expression"][0] for i in issues if i["severity"] == "error"}
+    assert "Organization.active" in errors
+    assert len(errors) == 2  # the unknown element too
+    r5_only = {"resourceType": "ClinicalUseDefinition", "type": "warning"}
+    issues = validated(client, f"{base}/$validate", r5_only).json["issue"]
+    assert any(i["severity"] == "error" for i in issues) == (version == "4.0")
+    profiled = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "resource", "resource": broken},
+            {"name": "profile", "valueCanonical": "http://x.org/p"},
+        ],
+    }
+    refused = validated(client, f"{base}/$validate", profiled)
+    assert refused.status_code == 400
+    assert f"at FHIR {name}" in refused.json["issue"][0]["details"]["text"]
+
+
+def test_validate_asked_in_another_version(client: FlaskClient) -> None:
+    """At the R5 base, fhirVersion=4.3 in Accept validates in R4B; an unserved version is a 406."""
+    r5_form = {"resourceType": "MedicationKnowledge", "name": ["x"]}  # R5's name is R4B's synonym
+    as_r4b = validated(client, "/fhir/$validate", r5_form, Accept="application/fhir+json; fhirVersion=4.3")
+    assert as_r4b.status_code == 200
+    assert as_r4b.headers["Content-Type"].endswith("fhirVersion=4.3")
+    assert "MedicationKnowledge.name" in {i.get("expression", [""])[0] for i in as_r4b.json["issue"]}
+    as_r5 = validated(client, "/fhir/$validate", r5_form)
+    assert not [i for i in as_r5.json["issue"] if i.get("expression") == ["MedicationKnowledge.name"]]
+    refused = validated(client, "/fhir/$validate", r5_form, Accept="application/fhir+json; fhirVersion=3.0")
+    assert refused.status_code == 406
 
 
 def test_preference_among_versions(client: FlaskClient) -> None:
@@ -153,13 +185,6 @@ def test_other_refusals(client: FlaskClient) -> None:
         ).status_code
         == 406
     )
-    validate = client.post(
-        "/fhir/$validate",
-        data=b'{"resourceType": "Organization", "id": "x", "name": "x"}',
-        headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json; fhirVersion=4.3"},
-    )
-    assert validate.status_code == 406
-    assert "served at FHIR R5" in validate.json["issue"][0]["details"]["text"]
 
 
 @pytest.fixture(scope="module")

@@ -138,14 +138,6 @@ def asked_versions(request: Request) -> tuple[str, ...]:
     return tuple(found) if named else ()
 
 
-def refuse_other_versions(request: Request, what: str) -> None:
-    """NotAcceptable when a request for an R5-only interaction accepts only R4B or R4."""
-    asked = asked_versions(request)
-    if asked and "5.0" not in asked:
-        shown = ", ".join(f"fhirVersion={v}" for v in asked)
-        raise NotAcceptable(f"{shown}: {what} is served at FHIR R5 (fhirVersion=5.0) only")
-
-
 def preferences(request: Request) -> dict[str, str]:
     """The ``Prefer`` header's preferences, names and values lowercased.
 

@@ -16,6 +16,8 @@ from fhir_pub.web import fhir, formats
 from fhir_pub.web.state import app_state
 
 blueprint = Blueprint("operations", __name__)
+# The answer's format and version are negotiated before the body is read: an unserved one is a 406.
+blueprint.before_request(lambda: (formats.negotiated(request), None)[1])
 JSON_BODIES = {"application/fhir+json", "application/json"}
 XML_BODIES = {"application/fhir+xml", "application/xml", "text/xml"}
 
@@ -38,9 +40,8 @@ def _body() -> Any:
 def _validate(resource_type: str | None) -> Response:
     state = app_state()
     asked = handlers.validate_arguments(_body())
-    formats.refuse_other_versions(request, "$validate")
-    # At [base]/R4B and [base]/R4 the handler refuses, naming what is served there
-    version = fhir.base_version() or "5.0"
+    # At [base]/R4B and [base]/R4, or asked with fhirVersion, the resource is validated in that version
+    version = fhir.fhir_version(fhir.ALL_VERSIONS)
     context = handlers.Context(state.store, fhir.public_base(), fhir_version=version)
     return formats.respond(handlers.validate(context, state.validator(), resource_type, asked), request)
 
