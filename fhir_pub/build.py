@@ -32,6 +32,7 @@ from fhir_pub.graph import key_of
 from fhir_pub.parallel import cores, ordered_map, spans
 from fhir_pub.processes import alive
 from fhir_pub.publication import bundled_dir, resource_files
+from fhir_pub.reuse import Previous, Reaches, Reuser, encode, reuse_key
 from fhir_pub.search.dates import parse_range
 from fhir_pub.search.index import INDEX_SCHEMA, Indexer, IndexRows, write_totals
 from fhir_pub.search.parameters import registry
@@ -74,6 +75,7 @@ class Built:
     digest: str
     attached: list[str]
     conformance: int = 0  # served beside them (profiles/)
+    reused: int = 0  # of ``resources``, how many were taken over from the previous publication
 
 
 def _digest_file(digest: Any, relative: str, file_digest: bytes) -> None:
@@ -206,11 +208,25 @@ class _Files(Mapping[str, Mapping[str, Any]]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key.count("/") == 1 and f"{key}.json" in self.files
 
+    def digest(self, key: str) -> bytes | None:
+        """The SHA-256 of the file that holds ``key`` now, or None if the publication has none."""
+        if key not in self:
+            return None
+        try:
+            return hashlib.sha256((self.root / f"{key}.json").read_bytes()).digest()
+        except OSError:
+            return None
+
     def __iter__(self) -> Iterator[str]:
         return (name[: -len(".json")] for name in self.files)
 
     def __len__(self) -> int:
         return len(self.files)
+
+
+# One clean resource of a chunk: its number, the resource, its reuse record, its converted forms, and
+# whether it was taken over from the previous publication.
+_Clean = tuple[int, dict[str, Any], bytes | None, list[tuple[str, str, str, str, str, bytes]], bool]
 
 
 @dataclass
@@ -219,6 +235,8 @@ class _Rows:
 
     resources: list[tuple[str, str, str, str, bytes, int]] = field(default_factory=list)
     converted: list[tuple[str, str, str, str, str, bytes]] = field(default_factory=list)
+    reuse: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
+    reused: int = 0
     index: IndexRows = field(default_factory=IndexRows)
     digests: list[tuple[str, bytes]] = field(default_factory=list)
     profiles: dict[str, set[str]] = field(default_factory=dict)
@@ -269,10 +287,17 @@ class _Reader:
                 os.close(fd)
         self._advised = max(self._advised, stop)
 
-    def rows(self, checked: list[tuple[int, dict[str, Any]]]) -> _Rows:
-        """The rows of a chunk's checked resources: the resource, its index rows, its file's digest."""
+    def digest(self, index: int) -> bytes:
+        """The SHA-256 of file ``index``, once :meth:`read` read it."""
+        return self._read[index][0]
+
+    def rows(self, checked: list[_Clean]) -> _Rows:
+        """The rows of a chunk's checked resources: the resource, its index rows, its file's digest.
+
+        Each comes with its converted forms (copied from the previous publication when taken over).
+        """
         out = _Rows()
-        for index, resource in checked:
+        for index, resource, record, converted, taken in checked:
             relative = self.files[index]
             digest, attached = self._read.pop(index)
             out.digests.append((relative, digest))
@@ -289,7 +314,9 @@ class _Reader:
             row = (resource["resourceType"], resource["id"], meta["versionId"], meta["lastUpdated"])
             updated = parse_range(meta["lastUpdated"]).low  # an instant (the profiles): its exact moment
             out.resources.append((*row, orjson.dumps(resource), updated))
-            out.converted.extend(_converted(resource))
+            out.converted.extend(converted)
+            out.reuse.append((relative, digest, record))
+            out.reused += taken
             out.profiles.setdefault(resource["resourceType"], set()).update(declared_profiles(resource))
             self.indexer.add(resource, out.index)
         self._read.clear()
@@ -303,10 +330,17 @@ def build(
     attach_dir: Path | None = None,
     workers: int | None = None,
     verified_codes: Path | None = None,
+    reuse: Path | None = None,
+    built_at: datetime | None = None,
 ) -> Built:
     """Validate, then write the publication to ``out`` atomically; BuildError on any validation error.
 
     ``verified_codes``, a project's ``verified-codes.json``, adds its codes to the profiles' own.
+
+    ``reuse``: a previous publication (it may be ``out`` itself) whose unchanged resources keep their
+    validation result and converted forms (``fhir_pub.reuse``); one of another format or built from
+    other profiles, codes or code is ignored. Either way the file written is the one a cold build
+    writes. ``built_at`` (default: now) is the time the file records, to the second.
 
     The files are read once and streamed in chunks (validated, indexed and written as they come), in
     ``workers`` processes (default: one per core) for a large publication; only ids and references are
@@ -324,16 +358,37 @@ def build(
     resolvable = _Files(resources_dir, placed, Attachments(attach_dir) if attach_dir is not None else None)
     reader = _Reader(resources_dir, files, resolvable, Indexer(params, resolvable))
     graph = GraphCheck(validator, resolvable, reader.source)
+    reaches = Reaches(validator)
+    inputs = _inputs(profiles_dir, verified_codes, attach_dir)
+    previous = Previous.open(reuse, reuse_key(inputs))
+    reuser = None
+    if previous is not None:
+        reuser = Reuser(previous, resolvable.__contains__, resolvable.digest, resolvable.get)
 
     def work(span: tuple[int, int]) -> tuple[list[Checked], _Rows]:
         """One span of files, read, checked, and (the clean ones) made into rows, in one process."""
-        checks, clean = [], []
+        checks: list[Checked] = []
+        clean: list[_Clean] = []
+        known = {} if previous is None else previous.records(files[span[0]], files[span[1] - 1])
         for index in range(*span):
             candidate = reader.read(index)
+            resource = candidate.resource
+            taken = None
+            if reuser is not None and resource is not None:
+                source = reader.source(index)
+                taken = reuser.taken(index, files[index], reader.digest(index), resource, known, source)
+            if taken is not None and resource is not None and previous is not None:
+                checked, kept, forms = taken
+                checks.append(checked)
+                clean.append((index, resource, kept, previous.converted(str(resource["id"]), forms), True))
+                continue
             checked = validator.check(candidate, index, resolvable.type_of)
             checks.append(checked)
-            if checked.clean and candidate.resource is not None:
-                clean.append((index, candidate.resource))
+            if checked.clean and resource is not None and checked.facts is not None:
+                converted = list(_converted(resource))
+                forms = [(row[0], row[1]) for row in converted]
+                record = encode(checked, *reaches.reads(resource, checked.facts), forms)
+                clean.append((index, resource, record, converted, False))
         return checks, reader.rows(clean)
 
     digest = hashlib.sha256(__version__.encode())
@@ -341,7 +396,7 @@ def build(
     types: dict[str, set[str]] = {}
     attached: list[str] = []
     misplaced: list[str] = []
-    count = 0
+    count = reused = 0
 
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(out)
@@ -376,6 +431,9 @@ def build(
                     attached.extend(rows.attached)
                     misplaced.extend(rows.misplaced)
                     count += len(rows.resources)
+                    reused += rows.reused
+            if previous is not None:
+                previous.close()
             report = graph.report()
             if not report.ok:
                 raise BuildError(report)
@@ -387,20 +445,19 @@ def build(
             _insert(db, served, failed)
             for kind in served.profiles:
                 types.setdefault(kind, set())
-            for path in resource_files(profiles_dir):
-                file_digest = hashlib.sha256(path.read_bytes()).digest()
-                _digest_file(digest, path.relative_to(profiles_dir).as_posix(), file_digest)
-            if verified_codes is not None:  # its codes are part of what was built: a new one, a new digest
-                code_digest = hashlib.sha256(verified_codes.read_bytes()).digest()
-                _digest_file(digest, f"../{verified_codes.name}", code_digest)
+            # The profiles' files, then the verified codes (a new code, a new digest): not the leaflet copies.
+            for relative, file_digest in inputs:
+                if not relative.startswith(ATTACHED):
+                    _digest_file(digest, relative, file_digest)
             # Secondary indexes after the bulk insert: one sorted build each, not a million B-tree updates.
             for statement in later:
                 db.execute(statement)
             write_totals(db)
-            built_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            moment = (built_at or datetime.now(UTC)).astimezone(UTC)
+            stamp = moment.isoformat(timespec="seconds").replace("+00:00", "Z")
             capability = capability_statement(
                 {t: sorted(p) for t, p in sorted(types.items())},
-                built_at,
+                stamp,
                 *search_capability(params, set(types), failed),
                 guides=[r["url"] for r in conformance.of_type("ImplementationGuide")],
             )
@@ -410,15 +467,35 @@ def build(
                 "conformance": orjson.dumps(list(conformance.by_url.values())),
                 "search_params": orjson.dumps([p.__dict__ for p in offered]),
                 "digest": digest.hexdigest().encode(),
-                "built_at": built_at.encode(),
+                "built_at": stamp.encode(),
                 "fhir_pub_version": __version__.encode(),
+                "reuse_key": reuse_key(inputs).encode(),
             }
             db.executemany("INSERT INTO info VALUES (?, ?)", info.items())
             write_ndjson(db)
             db.execute("COMMIT")
         finally:
             db.close()
-    return Built(out, count, digest.hexdigest(), attached, len(served.resources))
+    return Built(out, count, digest.hexdigest(), attached, len(served.resources), reused)
+
+
+ATTACHED = "attach:"  # the names of leaflet copies among a build's inputs
+
+
+def _inputs(
+    profiles_dir: Path, verified_codes: Path | None, attach_dir: Path | None
+) -> list[tuple[str, bytes]]:
+    """(name, SHA-256) of every file besides the resources that a build reads: profiles, codes, copies."""
+    inputs = [
+        (path.relative_to(profiles_dir).as_posix(), hashlib.sha256(path.read_bytes()).digest())
+        for path in resource_files(profiles_dir)
+    ]
+    if verified_codes is not None:
+        inputs.append((f"../{verified_codes.name}", hashlib.sha256(verified_codes.read_bytes()).digest()))
+    if attach_dir is not None:
+        for name, path in Attachments(attach_dir).files.items():
+            inputs.append((f"{ATTACHED}{name}", hashlib.sha256(path.read_bytes()).digest()))
+    return inputs
 
 
 def _converted(resource: dict[str, Any]) -> Iterator[tuple[str, str, str, str, str, bytes]]:
@@ -443,6 +520,7 @@ def _insert(db: sqlite3.Connection, rows: _Rows, failed: dict[str, str]) -> None
     """Write one chunk's resources and index rows; note the parameters that failed on it."""
     db.executemany("INSERT INTO resource VALUES (?, ?, ?, ?, ?, ?)", rows.resources)
     db.executemany("INSERT INTO converted VALUES (?, ?, ?, ?, ?, ?)", rows.converted)
+    db.executemany("INSERT INTO reuse VALUES (?, ?, ?)", rows.reuse)
     for table, table_rows in rows.index.rows.items():
         if table_rows:
             marks = ",".join("?" * len(table_rows[0]))
