@@ -32,16 +32,18 @@ from fhir_pub.graph import key_of
 from fhir_pub.parallel import cores, ordered_map, spans
 from fhir_pub.processes import alive
 from fhir_pub.publication import bundled_dir, resource_files
-from fhir_pub.reuse import Previous, Reaches, Reuser, encode, reuse_key
+from fhir_pub.reuse import Kept, Previous, Reaches, Record, Reuser, Stored, encode, reuse_key
 from fhir_pub.search.dates import parse_range
-from fhir_pub.search.index import INDEX_SCHEMA, Indexer, IndexRows, write_totals
+from fhir_pub.search.index import INDEX_SCHEMA, TABLES, Indexer, IndexRows, write_totals
 from fhir_pub.search.parameters import registry
+from fhir_pub.search.types import TYPES, text
 from fhir_pub.validation import Candidate, Report, Validator
 from fhir_pub.validation.validator import (
     CHUNK,
     MAX_BYTES,
     Checked,
     GraphCheck,
+    candidate_from_bytes,
     declared_profiles,
     read_candidate,
     resolving,
@@ -224,9 +226,19 @@ class _Files(Mapping[str, Mapping[str, Any]]):
         return len(self.files)
 
 
-# One clean resource of a chunk: its number, the resource, its reuse record, its converted forms, and
-# whether it was taken over from the previous publication.
-_Clean = tuple[int, dict[str, Any], bytes | None, list[tuple[str, str, str, str, str, bytes]], bool]
+ConvertedRows = list[tuple[str, str, str, str, str, bytes]]
+
+
+@dataclass
+class _Clean:
+    """One clean resource of a chunk: checked here (with its converted forms), or taken over (``kept``)."""
+
+    index: int
+    resource: dict[str, Any]
+    record: bytes | None  # what the reuse table keeps of it
+    converted: ConvertedRows = field(default_factory=list)
+    kept: Record | None = None
+    stored: Stored | None = None
 
 
 @dataclass
@@ -234,7 +246,7 @@ class _Rows:
     """What one chunk adds to the publication file."""
 
     resources: list[tuple[str, str, str, str, bytes, int]] = field(default_factory=list)
-    converted: list[tuple[str, str, str, str, str, bytes]] = field(default_factory=list)
+    converted: ConvertedRows = field(default_factory=list)
     reuse: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
     reused: int = 0
     index: IndexRows = field(default_factory=IndexRows)
@@ -255,15 +267,32 @@ class _Reader:
         self.root, self.files, self.resolvable, self.indexer = root, files, files_map, indexer
         self._read: dict[int, tuple[bytes, list[str]]] = {}
         self._advised = 0
+        self._order: dict[str, list[tuple[str, str]]] = {}
 
     def source(self, index: int) -> str:
         """The file resource ``index`` is read from."""
         return str(self.root / self.files[index])
 
-    def read(self, index: int) -> Candidate:
-        """Read and parse one file (its leaflet copies embedded)."""
+    def raw(self, index: int) -> bytes | None:
+        """The bytes of one file (None if it cannot be read whole: :meth:`read` then says why)."""
         self._read_ahead(index)
-        candidate, data = read_candidate(self.root / self.files[index])
+        try:
+            with (self.root / self.files[index]).open("rb", buffering=0) as file:
+                if os.fstat(file.fileno()).st_size > MAX_BYTES:
+                    return None
+                data = file.readall()
+        except OSError:
+            return None
+        self._read[index] = (hashlib.sha256(data).digest(), [])
+        return data
+
+    def read(self, index: int, data: bytes | None = None) -> Candidate:
+        """Read (unless ``data`` holds its bytes) and parse one file, its leaflet copies embedded."""
+        if data is None:
+            self._read_ahead(index)
+            candidate, data = read_candidate(self.root / self.files[index])
+        else:
+            candidate = candidate_from_bytes(data, self.source(index))
         attached: list[str] = []
         if candidate.resource is not None and self.resolvable.attachments is not None:
             attached = self.resolvable.attachments.embed(candidate.resource)
@@ -288,39 +317,90 @@ class _Reader:
         self._advised = max(self._advised, stop)
 
     def digest(self, index: int) -> bytes:
-        """The SHA-256 of file ``index``, once :meth:`read` read it."""
+        """The SHA-256 of file ``index``, once :meth:`raw` or :meth:`read` read it."""
         return self._read[index][0]
 
-    def rows(self, checked: list[_Clean]) -> _Rows:
-        """The rows of a chunk's checked resources: the resource, its index rows, its file's digest.
+    def rows(self, clean: list[_Clean], previous: Previous | None) -> _Rows:
+        """The rows of a chunk's clean resources: the resource, its index rows, its file's digest.
 
-        Each comes with its converted forms (copied from the previous publication when taken over).
+        The rows of those taken over are copied from ``previous``, in the order a cold build writes them.
         """
         out = _Rows()
-        for index, resource, record, converted, taken in checked:
+        kept = None
+        if previous is not None and any(entry.kept is not None for entry in clean):
+            taken = [entry for entry in clean if entry.stored is not None and entry.kept is not None]
+            keys = [_key_pair(self.files[entry.index]) for entry in taken]
+            numbers = [entry.stored.number for entry in taken if entry.stored is not None]
+            kept = previous.kept(keys, numbers, TABLES)
+        for entry in clean:
+            index, resource, record = entry.index, entry.resource, entry.record
             relative = self.files[index]
             digest, attached = self._read.pop(index)
             out.digests.append((relative, digest))
             out.attached.extend(attached)
-            key = key_of(resource)
+            if entry.kept is not None and entry.stored is not None and kept is not None and previous:
+                key = _key_pair(relative)
+                out.resources.append(kept.resource[key])
+                out.converted.extend(previous.converted(key[1], entry.kept.forms))
+                self._copy_index(key, entry.stored.number, resource, kept, out.index)
+                out.reuse.append((relative, digest, None if out.index.failed else record))
+                out.reused += 1
+                out.profiles.setdefault(key[0], set()).update(declared_profiles(resource))
+                continue
+            key_text = key_of(resource)
             if not resource.get("id"):
                 out.misplaced.append(f"{self.source(index)}: not a FHIR resource (needs resourceType and id)")
                 continue
-            if _key_of_path(relative) != key:
+            if _key_of_path(relative) != key_text:
                 expected = f"{resource['resourceType']}/{resource['id']}.json"
-                out.misplaced.append(f"{self.source(index)}: holds {key}, so it belongs at {expected}")
+                out.misplaced.append(f"{self.source(index)}: holds {key_text}, so it belongs at {expected}")
                 continue
             meta = resource["meta"]  # the profiles require versionId and lastUpdated
             row = (resource["resourceType"], resource["id"], meta["versionId"], meta["lastUpdated"])
             updated = parse_range(meta["lastUpdated"]).low  # an instant (the profiles): its exact moment
             out.resources.append((*row, orjson.dumps(resource), updated))
-            out.converted.extend(converted)
-            out.reuse.append((relative, digest, record))
-            out.reused += taken
+            out.converted.extend(entry.converted)
             out.profiles.setdefault(resource["resourceType"], set()).update(declared_profiles(resource))
             self.indexer.add(resource, out.index)
+            # A parameter that failed in this chunk is skipped for the rest of it: rows that depend on
+            # the chunk are not kept for reuse, nor are a resource's embedded leaflet copies.
+            out.reuse.append((relative, digest, None if out.index.failed or attached else record))
         self._read.clear()
         return out
+
+    def _copy_index(
+        self, key: tuple[str, str], number: int, resource: Mapping[str, Any], kept: Kept, out: IndexRows
+    ) -> None:
+        """Add a taken-over resource's index rows from the previous publication, as :class:`Indexer` would.
+
+        The parameters that failed earlier in this chunk are skipped (the indexer skips them too), and the
+        ``search_present`` rows follow from the rows kept, in the order of the type's parameters.
+        """
+        kind, rid = key
+        text_row = kept.text.get(number)
+        out.rows[text.TABLE].append(
+            text_row if text_row is not None and text_row[:2] == key else text.row(resource)
+        )
+        order = self._order.get(kind)
+        if order is None:
+            order = self._order[kind] = [
+                (p.code, p.url)
+                for p in self.indexer.registry.for_type(kind).values()
+                if p.type in TYPES and TYPES[p.type].table is not None
+            ]
+        skipped = {code for code, url in order if url in out.failed}
+        present: set[str] = set()
+        for table in TABLES:
+            rows = [row for row in kept.index_rows(table, key) if row[2] not in skipped]
+            out.rows[table].extend(rows)
+            present.update(row[2] for row in rows)
+        out.rows["search_present"].extend((kind, rid, code) for code, _ in order if code in present)
+
+
+def _key_pair(relative: str) -> tuple[str, str]:
+    """(type, id) of the file ``Type/id.json``."""
+    kind, _, name = relative.partition("/")
+    return kind, name[: -len(".json")]
 
 
 def build(
@@ -366,30 +446,36 @@ def build(
         reuser = Reuser(previous, resolvable.__contains__, resolvable.digest, resolvable.get)
 
     def work(span: tuple[int, int]) -> tuple[list[Checked], _Rows]:
-        """One span of files, read, checked, and (the clean ones) made into rows, in one process."""
+        """One span of files, read, checked, and (the clean ones) made into rows, in one process.
+
+        A resource the previous publication holds is taken over when :class:`Reuser` says so: its bytes
+        are read and hashed, and parsed only for its declared profiles; nothing is checked or converted.
+        """
         checks: list[Checked] = []
         clean: list[_Clean] = []
         known = {} if previous is None else previous.records(files[span[0]], files[span[1] - 1])
         for index in range(*span):
-            candidate = reader.read(index)
-            resource = candidate.resource
-            taken = None
-            if reuser is not None and resource is not None:
-                source = reader.source(index)
-                taken = reuser.taken(index, files[index], reader.digest(index), resource, known, source)
-            if taken is not None and resource is not None and previous is not None:
-                checked, kept, forms = taken
-                checks.append(checked)
-                clean.append((index, resource, kept, previous.converted(str(resource["id"]), forms), True))
-                continue
+            stored, data = known.get(files[index]), None
+            if reuser is not None and stored is not None and stored.record is not None:
+                data = reader.raw(index)
+                record = None
+                if data is not None:
+                    source = reader.source(index)
+                    record = reuser.take(files[index], reader.digest(index), stored, source)
+                if record is not None and data is not None:
+                    checks.append(record.checked(index))
+                    clean.append(_Clean(index, orjson.loads(data), stored.record, kept=record, stored=stored))
+                    continue
+            candidate = reader.read(index, data)
             checked = validator.check(candidate, index, resolvable.type_of)
             checks.append(checked)
+            resource = candidate.resource
             if checked.clean and resource is not None and checked.facts is not None:
                 converted = list(_converted(resource))
                 forms = [(row[0], row[1]) for row in converted]
-                record = encode(checked, *reaches.reads(resource, checked.facts), forms)
-                clean.append((index, resource, record, converted, False))
-        return checks, reader.rows(clean)
+                made = encode(checked, *reaches.reads(resource, checked.facts), forms)
+                clean.append(_Clean(index, resource, made, converted))
+        return checks, reader.rows(clean, previous)
 
     digest = hashlib.sha256(__version__.encode())
     failed: dict[str, str] = {}

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from fhir_pub.artifact import FORMAT_VERSION
-from fhir_pub.graph import Facts, facts_of, links
+from fhir_pub.graph import Facts, links
 from fhir_pub.validation.invariants import Deferred
 from fhir_pub.validation.issues import Issue
 from fhir_pub.validation.validator import Checked, Validator, declared_profiles
@@ -160,9 +160,13 @@ def encode(checked: Checked, reads: list[str], depth: int, forms: list[tuple[str
     for the graph that read the resource itself are not kept (they would need its elements); such a
     resource is checked again in every build. Empty parts are left out: most records are a few bytes.
     """
-    if checked.input or checked.graph or any(item.focus is not None for item in checked.deferred):
+    facts = checked.facts
+    if facts is None or checked.input or checked.graph or any(i.focus is not None for i in checked.deferred):
         return None
     parts: dict[str, Any] = {
+        "f": facts.references,
+        "u": facts.uses if facts.uses != facts.references else (),
+        "s": facts.sources,
         "d": [[item.number, item.expression, item.type_path] for item in checked.deferred],
         "l": [_issue(i) for i in checked.layered],
         "i": [_issue(i) for i in checked.invariant],
@@ -187,11 +191,17 @@ class Record:
     reads: list[str]
     depth: int
     forms: list[tuple[str, str]]
+    facts: Facts
 
     @classmethod
-    def decode(cls, data: bytes, source: str) -> Record:
-        """The record ``data`` holds, its issues placed at ``source``."""
+    def decode(cls, data: bytes, relative: str, source: str) -> Record:
+        """The record ``data`` holds for the file ``relative`` (``Type/id.json``); issues at ``source``."""
         parts = orjson.loads(data)
+        key = relative[: -len(".json")]
+        references = tuple(parts.get("f", ()))
+        uses = tuple(parts["u"]) if "u" in parts else references
+        sources = tuple((target, tuple(named)) for target, named in parts.get("s", ()))
+        facts = Facts(key, key.split("/", 1)[0], references, uses, sources)
         deferred = tuple(
             Deferred(number, where, path, None, None) for number, where, path in parts.get("d", ())
         )
@@ -203,11 +213,41 @@ class Record:
 
         forms = [(version, kind) for version, kind in parts.get("c", ())]
         layered, invariant = issues(parts.get("l", [])), issues(parts.get("i", []))
-        return cls(deferred, layered, invariant, parts.get("r", []), parts.get("k", 0), forms)
+        return cls(deferred, layered, invariant, parts.get("r", []), parts.get("k", 0), forms, facts)
 
-    def checked(self, index: int, facts: Facts) -> Checked:
+    def checked(self, index: int) -> Checked:
         """The result :meth:`Validator.check` gave, for resource ``index`` of this build."""
-        return Checked(index, [], self.layered, [], self.invariant, facts, self.deferred)
+        return Checked(index, [], self.layered, [], self.invariant, self.facts, self.deferred)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One file's row in the previous publication's ``reuse`` table.
+
+    ``number`` is its rowid, which is also its resource's row in ``search_text``: a build adds one row
+    to each per resource it writes, in the same order.
+    """
+
+    number: int
+    digest: bytes
+    record: bytes | None
+
+
+Key = tuple[str, str]  # (type, id)
+Numbered = list[tuple[int, tuple[Any, ...]]]  # rows with their rowid
+
+
+@dataclass
+class Kept:
+    """The rows of some resources in the previous publication, by (type, id): read a span at a time."""
+
+    resource: dict[Key, tuple[Any, ...]]
+    index: dict[str, dict[Key, Numbered]]
+    text: dict[int, tuple[Any, ...]]
+
+    def index_rows(self, table: str, key: Key) -> list[tuple[Any, ...]]:
+        """The rows ``table`` had for one resource, in the order they were written."""
+        return [row for _, row in sorted(self.index[table].get(key, ()))]
 
 
 ConvertedRow = tuple[str, str, str, str, str, bytes]
@@ -234,7 +274,7 @@ class Previous:
             if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
                 return None
             row = db.execute("SELECT value FROM info WHERE key = 'reuse_key'").fetchone()
-        except sqlite3.Error:
+        except sqlite3.Error:  # not SQLite, or not a publication
             return None
         finally:
             previous.close()
@@ -248,22 +288,37 @@ class Previous:
         return self._db[1]
 
     def close(self) -> None:
-        """Close this process's connection."""
+        """Close the calling process's connection."""
         if self._db is not None and self._db[0] == os.getpid():
             self._db[1].close()
         self._db = None
 
-    def records(self, first: str, last: str) -> dict[str, tuple[bytes, bytes | None]]:
-        """(digest, record) by file, for the files from ``first`` to ``last`` (``Type/id.json``)."""
-        rows = self.db().execute(
-            "SELECT path, digest, record FROM reuse WHERE path BETWEEN ? AND ?", (first, last)
-        )
-        return {path: (digest, record) for path, digest, record in rows}
+    def records(self, first: str, last: str) -> dict[str, Stored]:
+        """What was stored for each file from ``first`` to ``last`` (``Type/id.json``)."""
+        query = "SELECT path, rowid, digest, record FROM reuse WHERE path BETWEEN ? AND ?"
+        rows = self.db().execute(query, (first, last))
+        return {path: Stored(number, bytes(digest), record) for path, number, digest, record in rows}
 
     def digest(self, relative: str) -> bytes | None:
         """The SHA-256 the file had, or None if it was not in the previous publication."""
         row = self.db().execute("SELECT digest FROM reuse WHERE path = ?", (relative,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def kept(self, keys: Sequence[Key], numbers: Sequence[int], tables: Sequence[str]) -> Kept:
+        """The resource, index and full-text rows of ``keys`` (and of their neighbours), read by range."""
+        db = self.db()
+        bounds = (*min(keys), *max(keys))
+        where = "(type, id) >= (?, ?) AND (type, id) <= (?, ?)"
+        resource = {(r[0], r[1]): r for r in db.execute(f"SELECT * FROM resource WHERE {where}", bounds)}
+        index: dict[str, dict[Key, Numbered]] = {}
+        for table in tables:
+            by_key: dict[Key, Numbered] = {}
+            for number, *row in db.execute(f"SELECT rowid, * FROM {table} WHERE {where}", bounds):
+                by_key.setdefault((row[0], row[1]), []).append((number, tuple(row)))
+            index[table] = by_key
+        query = "SELECT rowid, * FROM search_text WHERE rowid BETWEEN ? AND ?"
+        text = {number: tuple(row) for number, *row in db.execute(query, (min(numbers), max(numbers)))}
+        return Kept(resource, index, text)
 
     def converted(self, rid: str, forms: Sequence[tuple[str, str]]) -> list[ConvertedRow]:
         """The stored converted forms of resource ``rid``, each (FHIR version, type) of ``forms`` in turn."""
@@ -290,26 +345,21 @@ class Reuser:
         self.previous, self.exists, self.current, self.resolve = previous, exists, current, resolve
         self._steady: dict[str, bool] = {}
 
-    def taken(
-        self,
-        index: int,
-        relative: str,
-        digest: bytes,
-        resource: Mapping[str, Any],
-        known: Mapping[str, tuple[bytes, bytes | None]],
-        source: str,
-    ) -> tuple[Checked, bytes, list[tuple[str, str]]] | None:
-        """The reused check of the resource at ``relative`` and its record, or None to check it again."""
-        stored = known.get(relative)
-        if stored is None or stored[1] is None or bytes(stored[0]) != digest:
+    def take(self, relative: str, digest: bytes, stored: Stored | None, source: str) -> Record | None:
+        """The record of the file ``relative`` if its resource is taken over, else None (check it again).
+
+        Taken over: the same bytes, a record (it was reusable), every reference still names a resource
+        of the publication (else checking it again reports the one that does not), and nothing its
+        invariants may read changed.
+        """
+        if stored is None or stored.record is None or stored.digest != digest:
             return None
-        found = list(links(resource))
-        if not all(link.reference.startswith("#") or self.exists(link.reference) for link in found):
-            return None  # a target is gone: checking it again reports the reference
-        record = Record.decode(stored[1], source)
+        record = Record.decode(stored.record, relative, source)
+        if not all(ref.startswith("#") or self.exists(ref) for ref in record.facts.references):
+            return None
         if not all(self.steady(key, record.depth) for key in record.reads):
             return None
-        return record.checked(index, facts_of(resource, found)), stored[1], record.forms
+        return record
 
     def steady(self, key: str, depth: int) -> bool:
         """Whether ``key``'s file is unchanged since the previous build (and, to ``depth``, its targets')."""
