@@ -265,6 +265,7 @@ class _Reader:
 
     def __init__(self, root: Path, files: list[str], files_map: _Files, indexer: Indexer) -> None:
         self.root, self.files, self.resolvable, self.indexer = root, files, files_map, indexer
+        self._folder = f"{root}{os.sep}"  # paths as strings: pathlib costs more than the read, per file
         self._read: dict[int, tuple[bytes, list[str]]] = {}
         self._advised = 0
         self._order: dict[str, list[tuple[str, str]]] = {}
@@ -277,7 +278,7 @@ class _Reader:
         """The bytes of one file (None if it cannot be read whole: :meth:`read` then says why)."""
         self._read_ahead(index)
         try:
-            with (self.root / self.files[index]).open("rb", buffering=0) as file:
+            with open(self._folder + self.files[index], "rb", buffering=0) as file:  # noqa: PTH123
                 if os.fstat(file.fileno()).st_size > MAX_BYTES:
                     return None
                 data = file.readall()
@@ -306,7 +307,7 @@ class _Reader:
         stop = min(index + READ_AHEAD, len(self.files))
         for ahead in range(max(index + 1, self._advised), stop):
             try:
-                fd = os.open(self.root / self.files[ahead], os.O_RDONLY | os.O_NONBLOCK)
+                fd = os.open(self._folder + self.files[ahead], os.O_RDONLY | os.O_NONBLOCK)
             except OSError:
                 continue  # reading it will report the problem
             try:
@@ -460,8 +461,7 @@ def build(
                 data = reader.raw(index)
                 record = None
                 if data is not None:
-                    source = reader.source(index)
-                    record = reuser.take(files[index], reader.digest(index), stored, source)
+                    record = reuser.take(files[index], reader.digest(index), stored, reader.source, index)
                 if record is not None and data is not None:
                     checks.append(record.checked(index))
                     clean.append(_Clean(index, orjson.loads(data), stored.record, kept=record, stored=stored))

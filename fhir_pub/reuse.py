@@ -194,8 +194,8 @@ class Record:
     facts: Facts
 
     @classmethod
-    def decode(cls, data: bytes, relative: str, source: str) -> Record:
-        """The record ``data`` holds for the file ``relative`` (``Type/id.json``); issues at ``source``."""
+    def decode(cls, data: bytes, relative: str, source: Callable[[int], str], index: int) -> Record:
+        """The record ``data`` holds for file ``index`` (``relative``), its issues at ``source(index)``."""
         parts = orjson.loads(data)
         key = relative[: -len(".json")]
         references = tuple(parts.get("f", ()))
@@ -207,8 +207,11 @@ class Record:
         )
 
         def issues(rows: list[list[Any]]) -> list[Issue]:
+            if not rows:
+                return []
+            named = source(index)
             return [
-                Issue(sev, code, text, at, source, rule, layer) for sev, code, text, at, rule, layer in rows
+                Issue(sev, code, text, at, named, rule, layer) for sev, code, text, at, rule, layer in rows
             ]
 
         forms = [(version, kind) for version, kind in parts.get("c", ())]
@@ -345,8 +348,12 @@ class Reuser:
         self.previous, self.exists, self.current, self.resolve = previous, exists, current, resolve
         self._steady: dict[str, bool] = {}
 
-    def take(self, relative: str, digest: bytes, stored: Stored | None, source: str) -> Record | None:
-        """The record of the file ``relative`` if its resource is taken over, else None (check it again).
+    def take(
+        self, relative: str, digest: bytes, stored: Stored | None, source: Callable[[int], str], index: int
+    ) -> Record | None:
+        """The record of file ``index`` (``relative``) if its resource is taken over, else None.
+
+        ``source(index)`` names the file in issues. Else it is checked again.
 
         Taken over: the same bytes, a record (it was reusable), every reference still names a resource
         of the publication (else checking it again reports the one that does not), and nothing its
@@ -354,7 +361,7 @@ class Reuser:
         """
         if stored is None or stored.record is None or stored.digest != digest:
             return None
-        record = Record.decode(stored.record, relative, source)
+        record = Record.decode(stored.record, relative, source, index)
         if not all(ref.startswith("#") or self.exists(ref) for ref in record.facts.references):
             return None
         if not all(self.steady(key, record.depth) for key in record.reads):
