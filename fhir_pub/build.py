@@ -439,7 +439,7 @@ def build(
     resolvable = _Files(resources_dir, placed, Attachments(attach_dir) if attach_dir is not None else None)
     reader = _Reader(resources_dir, files, resolvable, Indexer(params, resolvable))
     graph = GraphCheck(validator, resolvable, reader.source)
-    reaches = Reaches(validator)
+    reaches = Reaches(validator, params)
     inputs = _inputs(profiles_dir, verified_codes, attach_dir)
     previous = Previous.open(reuse, reuse_key(inputs))
     reuser = None

@@ -31,6 +31,7 @@ import orjson
 
 from fhir_pub.artifact import FORMAT_VERSION
 from fhir_pub.graph import Facts, links
+from fhir_pub.search.parameters import Registry
 from fhir_pub.validation.invariants import Deferred
 from fhir_pub.validation.issues import Issue
 from fhir_pub.validation.validator import Checked, Validator, declared_profiles
@@ -38,6 +39,8 @@ from fhir_pub.validation.validator import Checked, Validator, declared_profiles
 # What validation runs on: a new release of any of them may judge the same bytes differently.
 LIBRARIES = ("fhir.resources", "fhir-core", "jsonschema", "fhirpathpy", "orjson", "pydantic")
 _RESOLVE = re.compile(r"\bresolve\s*\(")
+# ``resolve() is T`` reads only whether the target exists and its type, which its key fixes.
+_RESOLVE_TYPE = re.compile(r"\bresolve\s*\(\s*\)\s+is\s")
 _PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
 
@@ -87,7 +90,9 @@ class Reach:
 class Reaches:
     """What each resource profile's invariants may read of other resources, worked out once per build."""
 
-    def __init__(self, validator: Validator) -> None:
+    def __init__(self, validator: Validator, params: Registry) -> None:
+        self.params = params
+        self._indexed: dict[str, int] = {}  # by type: how deep its index rows read other resources
         resource_profiles = validator.conformance.resource_profiles
         found: dict[str, tuple[set[tuple[str, ...]], bool, int]] = {}
         self.everywhere = 0  # a datatype's invariant resolves: it may apply anywhere
@@ -122,8 +127,8 @@ class Reaches:
     def reads(self, resource: Mapping[str, Any], facts: Facts) -> tuple[list[str], int]:
         """The resources the invariants of ``resource`` may read (sorted keys), and how deep from there."""
         keys: set[str] = set()
-        depth = self.everywhere
-        if self.everywhere:
+        depth = max(self.everywhere, self.indexed(facts.kind))
+        if depth:
             keys.update(facts.references)
         for url in declared_profiles(resource):
             reach = self.by_profile.get(url.split("|", 1)[0])
@@ -135,6 +140,23 @@ class Reaches:
             for path in reach.paths:
                 keys.update(_references_at(resource, path))
         return sorted(key for key in keys if not key.startswith("#")), depth
+
+    def indexed(self, kind: str) -> int:
+        """How many ``resolve()`` calls a search parameter of ``kind`` chains that read a target's content.
+
+        The index rows are copied, so a parameter that reads what a reference resolves to (beyond its
+        type) makes every reference of the resource count, as a datatype's invariant does.
+        """
+        if kind not in self._indexed:
+            self._indexed[kind] = max(
+                (
+                    len(_RESOLVE.findall(param.expression))
+                    for param in self.params.for_type(kind).values()
+                    if len(_RESOLVE.findall(param.expression)) > len(_RESOLVE_TYPE.findall(param.expression))
+                ),
+                default=0,
+            )
+        return self._indexed[kind]
 
 
 def _references_at(value: Any, path: Sequence[str]) -> Iterable[str]:

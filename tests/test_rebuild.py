@@ -16,6 +16,9 @@ from click.testing import CliRunner
 from fhir_pub.build import BuildError, Built, build
 from fhir_pub.cli import main
 from fhir_pub.publication import bundled_dir
+from fhir_pub.reuse import Reaches
+from fhir_pub.search.parameters import Registry, SearchParam
+from fhir_pub.validation import Validator
 from fhir_pub.validation.validator import PARALLEL_MIN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,3 +229,18 @@ class TestCommand:
         cold = CliRunner().invoke(main, [*arguments, "--cold"])
         assert cold.exit_code == 0, cold.output
         assert "unchanged since" not in cold.output
+
+
+class TestReach:
+    """What makes an unchanged resource depend on others, worked out from the definitions."""
+
+    def test_index_reads_targets(self) -> None:
+        """A search parameter that reads a resolved target's content counts; ``resolve() is T`` does not."""
+        kind = "ClinicalUseDefinition"
+        by_type = SearchParam(
+            "product", "reference", f"{kind}.subject.where(resolve() is Medication)", "u:1", (kind,)
+        )
+        by_content = SearchParam("drug", "string", f"{kind}.subject.resolve().code.text", "u:2", (kind,))
+        validator = Validator()
+        assert Reaches(validator, Registry([by_type])).indexed(kind) == 0
+        assert Reaches(validator, Registry([by_type, by_content])).indexed(kind) == 1
