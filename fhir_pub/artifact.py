@@ -15,7 +15,11 @@ from fhir_pub.errors import PublicationError
 # Stored in PRAGMA user_version. 2: ``resource.updated`` (lastUpdated as UTC microseconds) orders history
 # and answers ``_since`` (files before it compared those instants as text), and the ``link`` table.
 # 3: the ``converted`` table, each resource in FHIR R4B and R4 (fhir_pub.versions).
-FORMAT_VERSION = 3
+# 4: the ``reuse`` table and ``info.reuse_key``: what a later build may take over (fhir_pub.reuse).
+FORMAT_VERSION = 4
+# ``reuse``: per resource file (``Type/id.json``), the SHA-256 of its bytes and the record of its validation
+# a later build takes over when nothing it depends on changed (NULL: always checked again); its rowid is
+# the resource's row in ``search_text`` (one row each per resource, written in the same order).
 # ``updated`` is meta.lastUpdated as microseconds since the epoch (UTC), so history and ``_since`` compare
 # instants, not their text (01:00+02:00 is before 23:30Z of the day before). The two indexes page history
 # in its order (newest first, then type and id) without sorting the table: of everything, or of one type.
@@ -40,6 +44,7 @@ CREATE TABLE converted (
 ) WITHOUT ROWID;
 CREATE TABLE info (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE link (target TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL);
+CREATE TABLE reuse (path TEXT NOT NULL UNIQUE, digest BLOB NOT NULL, record BLOB);
 CREATE INDEX link_target ON link (target, type, id);
 CREATE INDEX resource_updated ON resource (updated DESC, type, id);
 CREATE INDEX resource_type_updated ON resource (type, updated DESC, id);

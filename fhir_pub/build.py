@@ -32,15 +32,18 @@ from fhir_pub.graph import key_of
 from fhir_pub.parallel import cores, ordered_map, spans
 from fhir_pub.processes import alive
 from fhir_pub.publication import bundled_dir, resource_files
+from fhir_pub.reuse import Kept, Previous, Reaches, Record, Reuser, Stored, encode, reuse_key
 from fhir_pub.search.dates import parse_range
-from fhir_pub.search.index import INDEX_SCHEMA, Indexer, IndexRows, write_totals
+from fhir_pub.search.index import INDEX_SCHEMA, TABLES, Indexer, IndexRows, write_totals
 from fhir_pub.search.parameters import registry
+from fhir_pub.search.types import TYPES, text
 from fhir_pub.validation import Candidate, Report, Validator
 from fhir_pub.validation.validator import (
     CHUNK,
     MAX_BYTES,
     Checked,
     GraphCheck,
+    candidate_from_bytes,
     declared_profiles,
     read_candidate,
     resolving,
@@ -74,6 +77,7 @@ class Built:
     digest: str
     attached: list[str]
     conformance: int = 0  # served beside them (profiles/)
+    reused: int = 0  # of ``resources``, how many were taken over from the previous publication
 
 
 def _digest_file(digest: Any, relative: str, file_digest: bytes) -> None:
@@ -206,6 +210,15 @@ class _Files(Mapping[str, Mapping[str, Any]]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key.count("/") == 1 and f"{key}.json" in self.files
 
+    def digest(self, key: str) -> bytes | None:
+        """The SHA-256 of the file that holds ``key`` now, or None if the publication has none."""
+        if key not in self:
+            return None
+        try:
+            return hashlib.sha256((self.root / f"{key}.json").read_bytes()).digest()
+        except OSError:
+            return None
+
     def __iter__(self) -> Iterator[str]:
         return (name[: -len(".json")] for name in self.files)
 
@@ -213,12 +226,29 @@ class _Files(Mapping[str, Mapping[str, Any]]):
         return len(self.files)
 
 
+ConvertedRows = list[tuple[str, str, str, str, str, bytes]]
+
+
+@dataclass
+class _Clean:
+    """One clean resource of a chunk: checked here (with its converted forms), or taken over (``kept``)."""
+
+    index: int
+    resource: dict[str, Any]
+    record: bytes | None  # what the reuse table keeps of it
+    converted: ConvertedRows = field(default_factory=list)
+    kept: Record | None = None
+    stored: Stored | None = None
+
+
 @dataclass
 class _Rows:
     """What one chunk adds to the publication file."""
 
     resources: list[tuple[str, str, str, str, bytes, int]] = field(default_factory=list)
-    converted: list[tuple[str, str, str, str, str, bytes]] = field(default_factory=list)
+    converted: ConvertedRows = field(default_factory=list)
+    reuse: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
+    reused: int = 0
     index: IndexRows = field(default_factory=IndexRows)
     digests: list[tuple[str, bytes]] = field(default_factory=list)
     profiles: dict[str, set[str]] = field(default_factory=dict)
@@ -235,17 +265,35 @@ class _Reader:
 
     def __init__(self, root: Path, files: list[str], files_map: _Files, indexer: Indexer) -> None:
         self.root, self.files, self.resolvable, self.indexer = root, files, files_map, indexer
+        self._folder = f"{root}{os.sep}"  # paths as strings: pathlib costs more than the read, per file
         self._read: dict[int, tuple[bytes, list[str]]] = {}
         self._advised = 0
+        self._order: dict[str, list[tuple[str, str]]] = {}
 
     def source(self, index: int) -> str:
         """The file resource ``index`` is read from."""
         return str(self.root / self.files[index])
 
-    def read(self, index: int) -> Candidate:
-        """Read and parse one file (its leaflet copies embedded)."""
+    def raw(self, index: int) -> bytes | None:
+        """The bytes of one file (None if it cannot be read whole: :meth:`read` then says why)."""
         self._read_ahead(index)
-        candidate, data = read_candidate(self.root / self.files[index])
+        try:
+            with open(self._folder + self.files[index], "rb", buffering=0) as file:  # noqa: PTH123
+                if os.fstat(file.fileno()).st_size > MAX_BYTES:
+                    return None
+                data = file.readall()
+        except OSError:
+            return None
+        self._read[index] = (hashlib.sha256(data).digest(), [])
+        return data
+
+    def read(self, index: int, data: bytes | None = None) -> Candidate:
+        """Read (unless ``data`` holds its bytes) and parse one file, its leaflet copies embedded."""
+        if data is None:
+            self._read_ahead(index)
+            candidate, data = read_candidate(self.root / self.files[index])
+        else:
+            candidate = candidate_from_bytes(data, self.source(index))
         attached: list[str] = []
         if candidate.resource is not None and self.resolvable.attachments is not None:
             attached = self.resolvable.attachments.embed(candidate.resource)
@@ -259,7 +307,7 @@ class _Reader:
         stop = min(index + READ_AHEAD, len(self.files))
         for ahead in range(max(index + 1, self._advised), stop):
             try:
-                fd = os.open(self.root / self.files[ahead], os.O_RDONLY | os.O_NONBLOCK)
+                fd = os.open(self._folder + self.files[ahead], os.O_RDONLY | os.O_NONBLOCK)
             except OSError:
                 continue  # reading it will report the problem
             try:
@@ -269,31 +317,91 @@ class _Reader:
                 os.close(fd)
         self._advised = max(self._advised, stop)
 
-    def rows(self, checked: list[tuple[int, dict[str, Any]]]) -> _Rows:
-        """The rows of a chunk's checked resources: the resource, its index rows, its file's digest."""
+    def digest(self, index: int) -> bytes:
+        """The SHA-256 of file ``index``, once :meth:`raw` or :meth:`read` read it."""
+        return self._read[index][0]
+
+    def rows(self, clean: list[_Clean], previous: Previous | None) -> _Rows:
+        """The rows of a chunk's clean resources: the resource, its index rows, its file's digest.
+
+        The rows of those taken over are copied from ``previous``, in the order a cold build writes them.
+        """
         out = _Rows()
-        for index, resource in checked:
+        kept = None
+        if previous is not None and any(entry.kept is not None for entry in clean):
+            taken = [entry for entry in clean if entry.stored is not None and entry.kept is not None]
+            keys = [_key_pair(self.files[entry.index]) for entry in taken]
+            numbers = [entry.stored.number for entry in taken if entry.stored is not None]
+            kept = previous.kept(keys, numbers, TABLES)
+        for entry in clean:
+            index, resource, record = entry.index, entry.resource, entry.record
             relative = self.files[index]
             digest, attached = self._read.pop(index)
             out.digests.append((relative, digest))
             out.attached.extend(attached)
-            key = key_of(resource)
+            if entry.kept is not None and entry.stored is not None and kept is not None and previous:
+                key = _key_pair(relative)
+                out.resources.append(kept.resource[key])
+                out.converted.extend(previous.converted(key[1], entry.kept.forms))
+                self._copy_index(key, entry.stored.number, resource, kept, out.index)
+                out.reuse.append((relative, digest, None if out.index.failed else record))
+                out.reused += 1
+                out.profiles.setdefault(key[0], set()).update(declared_profiles(resource))
+                continue
+            key_text = key_of(resource)
             if not resource.get("id"):
                 out.misplaced.append(f"{self.source(index)}: not a FHIR resource (needs resourceType and id)")
                 continue
-            if _key_of_path(relative) != key:
+            if _key_of_path(relative) != key_text:
                 expected = f"{resource['resourceType']}/{resource['id']}.json"
-                out.misplaced.append(f"{self.source(index)}: holds {key}, so it belongs at {expected}")
+                out.misplaced.append(f"{self.source(index)}: holds {key_text}, so it belongs at {expected}")
                 continue
             meta = resource["meta"]  # the profiles require versionId and lastUpdated
             row = (resource["resourceType"], resource["id"], meta["versionId"], meta["lastUpdated"])
             updated = parse_range(meta["lastUpdated"]).low  # an instant (the profiles): its exact moment
             out.resources.append((*row, orjson.dumps(resource), updated))
-            out.converted.extend(_converted(resource))
+            out.converted.extend(entry.converted)
             out.profiles.setdefault(resource["resourceType"], set()).update(declared_profiles(resource))
             self.indexer.add(resource, out.index)
+            # A parameter that failed in this chunk is skipped for the rest of it: rows that depend on
+            # the chunk are not kept for reuse, nor are a resource's embedded leaflet copies.
+            out.reuse.append((relative, digest, None if out.index.failed or attached else record))
         self._read.clear()
         return out
+
+    def _copy_index(
+        self, key: tuple[str, str], number: int, resource: Mapping[str, Any], kept: Kept, out: IndexRows
+    ) -> None:
+        """Add a taken-over resource's index rows from the previous publication, as :class:`Indexer` would.
+
+        The parameters that failed earlier in this chunk are skipped (the indexer skips them too), and the
+        ``search_present`` rows follow from the rows kept, in the order of the type's parameters.
+        """
+        kind, rid = key
+        text_row = kept.text.get(number)
+        out.rows[text.TABLE].append(
+            text_row if text_row is not None and text_row[:2] == key else text.row(resource)
+        )
+        order = self._order.get(kind)
+        if order is None:
+            order = self._order[kind] = [
+                (p.code, p.url)
+                for p in self.indexer.registry.for_type(kind).values()
+                if p.type in TYPES and TYPES[p.type].table is not None
+            ]
+        skipped = {code for code, url in order if url in out.failed}
+        present: set[str] = set()
+        for table in TABLES:
+            rows = [row for row in kept.index_rows(table, key) if row[2] not in skipped]
+            out.rows[table].extend(rows)
+            present.update(row[2] for row in rows)
+        out.rows["search_present"].extend((kind, rid, code) for code, _ in order if code in present)
+
+
+def _key_pair(relative: str) -> tuple[str, str]:
+    """(type, id) of the file ``Type/id.json``."""
+    kind, _, name = relative.partition("/")
+    return kind, name[: -len(".json")]
 
 
 def build(
@@ -303,10 +411,17 @@ def build(
     attach_dir: Path | None = None,
     workers: int | None = None,
     verified_codes: Path | None = None,
+    reuse: Path | None = None,
+    built_at: datetime | None = None,
 ) -> Built:
     """Validate, then write the publication to ``out`` atomically; BuildError on any validation error.
 
     ``verified_codes``, a project's ``verified-codes.json``, adds its codes to the profiles' own.
+
+    ``reuse``: a previous publication (it may be ``out`` itself) whose unchanged resources keep their
+    validation result and converted forms (``fhir_pub.reuse``); one of another format or built from
+    other profiles, codes or code is ignored. Either way the file written is the one a cold build
+    writes. ``built_at`` (default: now) is the time the file records, to the second.
 
     The files are read once and streamed in chunks (validated, indexed and written as they come), in
     ``workers`` processes (default: one per core) for a large publication; only ids and references are
@@ -324,24 +439,50 @@ def build(
     resolvable = _Files(resources_dir, placed, Attachments(attach_dir) if attach_dir is not None else None)
     reader = _Reader(resources_dir, files, resolvable, Indexer(params, resolvable))
     graph = GraphCheck(validator, resolvable, reader.source)
+    reaches = Reaches(validator, params)
+    inputs = _inputs(profiles_dir, verified_codes, attach_dir)
+    previous = Previous.open(reuse, reuse_key(inputs))
+    reuser = None
+    if previous is not None:
+        reuser = Reuser(previous, resolvable.__contains__, resolvable.digest, resolvable.get)
 
     def work(span: tuple[int, int]) -> tuple[list[Checked], _Rows]:
-        """One span of files, read, checked, and (the clean ones) made into rows, in one process."""
-        checks, clean = [], []
+        """One span of files, read, checked, and (the clean ones) made into rows, in one process.
+
+        A resource the previous publication holds is taken over when :class:`Reuser` says so: its bytes
+        are read and hashed, and parsed only for its declared profiles; nothing is checked or converted.
+        """
+        checks: list[Checked] = []
+        clean: list[_Clean] = []
+        known = {} if previous is None else previous.records(files[span[0]], files[span[1] - 1])
         for index in range(*span):
-            candidate = reader.read(index)
+            stored, data = known.get(files[index]), None
+            if reuser is not None and stored is not None and stored.record is not None:
+                data = reader.raw(index)
+                record = None
+                if data is not None:
+                    record = reuser.take(files[index], reader.digest(index), stored, reader.source, index)
+                if record is not None and data is not None:
+                    checks.append(record.checked(index))
+                    clean.append(_Clean(index, orjson.loads(data), stored.record, kept=record, stored=stored))
+                    continue
+            candidate = reader.read(index, data)
             checked = validator.check(candidate, index, resolvable.type_of)
             checks.append(checked)
-            if checked.clean and candidate.resource is not None:
-                clean.append((index, candidate.resource))
-        return checks, reader.rows(clean)
+            resource = candidate.resource
+            if checked.clean and resource is not None and checked.facts is not None:
+                converted = list(_converted(resource))
+                forms = [(row[0], row[1]) for row in converted]
+                made = encode(checked, *reaches.reads(resource, checked.facts), forms)
+                clean.append(_Clean(index, resource, made, converted))
+        return checks, reader.rows(clean, previous)
 
     digest = hashlib.sha256(__version__.encode())
     failed: dict[str, str] = {}
     types: dict[str, set[str]] = {}
     attached: list[str] = []
     misplaced: list[str] = []
-    count = 0
+    count = reused = 0
 
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(out)
@@ -376,6 +517,9 @@ def build(
                     attached.extend(rows.attached)
                     misplaced.extend(rows.misplaced)
                     count += len(rows.resources)
+                    reused += rows.reused
+            if previous is not None:
+                previous.close()
             report = graph.report()
             if not report.ok:
                 raise BuildError(report)
@@ -387,20 +531,19 @@ def build(
             _insert(db, served, failed)
             for kind in served.profiles:
                 types.setdefault(kind, set())
-            for path in resource_files(profiles_dir):
-                file_digest = hashlib.sha256(path.read_bytes()).digest()
-                _digest_file(digest, path.relative_to(profiles_dir).as_posix(), file_digest)
-            if verified_codes is not None:  # its codes are part of what was built: a new one, a new digest
-                code_digest = hashlib.sha256(verified_codes.read_bytes()).digest()
-                _digest_file(digest, f"../{verified_codes.name}", code_digest)
+            # The profiles' files, then the verified codes (a new code, a new digest): not the leaflet copies.
+            for relative, file_digest in inputs:
+                if not relative.startswith(ATTACHED):
+                    _digest_file(digest, relative, file_digest)
             # Secondary indexes after the bulk insert: one sorted build each, not a million B-tree updates.
             for statement in later:
                 db.execute(statement)
             write_totals(db)
-            built_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            moment = (built_at or datetime.now(UTC)).astimezone(UTC)
+            stamp = moment.isoformat(timespec="seconds").replace("+00:00", "Z")
             capability = capability_statement(
                 {t: sorted(p) for t, p in sorted(types.items())},
-                built_at,
+                stamp,
                 *search_capability(params, set(types), failed),
                 guides=[r["url"] for r in conformance.of_type("ImplementationGuide")],
             )
@@ -410,15 +553,35 @@ def build(
                 "conformance": orjson.dumps(list(conformance.by_url.values())),
                 "search_params": orjson.dumps([p.__dict__ for p in offered]),
                 "digest": digest.hexdigest().encode(),
-                "built_at": built_at.encode(),
+                "built_at": stamp.encode(),
                 "fhir_pub_version": __version__.encode(),
+                "reuse_key": reuse_key(inputs).encode(),
             }
             db.executemany("INSERT INTO info VALUES (?, ?)", info.items())
             write_ndjson(db)
             db.execute("COMMIT")
         finally:
             db.close()
-    return Built(out, count, digest.hexdigest(), attached, len(served.resources))
+    return Built(out, count, digest.hexdigest(), attached, len(served.resources), reused)
+
+
+ATTACHED = "attach:"  # the names of leaflet copies among a build's inputs
+
+
+def _inputs(
+    profiles_dir: Path, verified_codes: Path | None, attach_dir: Path | None
+) -> list[tuple[str, bytes]]:
+    """(name, SHA-256) of every file besides the resources that a build reads: profiles, codes, copies."""
+    inputs = [
+        (path.relative_to(profiles_dir).as_posix(), hashlib.sha256(path.read_bytes()).digest())
+        for path in resource_files(profiles_dir)
+    ]
+    if verified_codes is not None:
+        inputs.append((f"../{verified_codes.name}", hashlib.sha256(verified_codes.read_bytes()).digest()))
+    if attach_dir is not None:
+        for name, path in Attachments(attach_dir).files.items():
+            inputs.append((f"{ATTACHED}{name}", hashlib.sha256(path.read_bytes()).digest()))
+    return inputs
 
 
 def _converted(resource: dict[str, Any]) -> Iterator[tuple[str, str, str, str, str, bytes]]:
@@ -443,6 +606,7 @@ def _insert(db: sqlite3.Connection, rows: _Rows, failed: dict[str, str]) -> None
     """Write one chunk's resources and index rows; note the parameters that failed on it."""
     db.executemany("INSERT INTO resource VALUES (?, ?, ?, ?, ?, ?)", rows.resources)
     db.executemany("INSERT INTO converted VALUES (?, ?, ?, ?, ?, ?)", rows.converted)
+    db.executemany("INSERT INTO reuse VALUES (?, ?, ?)", rows.reuse)
     for table, table_rows in rows.index.rows.items():
         if table_rows:
             marks = ",".join("?" * len(table_rows[0]))

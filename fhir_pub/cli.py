@@ -270,25 +270,43 @@ def schemas(out: Path, project_dir: Path | None, profiles_dir: Path | None) -> N
     default=None,
     help="Folder of leaflet copies to embed in the DocumentReferences (matched by url file name or id).",
 )
+@click.option(
+    "--reuse",
+    "reuse",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A previous build whose unchanged resources are taken over [default: the output file, if any].",
+)
+@click.option("--cold", is_flag=True, help="Reuse nothing: check and convert every resource again.")
 def build_command(
     out: Path | None,
     project_dir: Path | None,
     resources_dir: Path | None,
     profiles_dir: Path | None,
     attach_dir: Path | None,
+    reuse: Path | None,
+    cold: bool,
 ) -> None:
     """Validate and compile the publication into one immutable file for serving.
 
     Refuses to build on any validation error (exit 1, with the report); the file appears only when complete.
-    A project's publication is built into the project, where ``serve`` finds it.
+    A project's publication is built into the project, where ``serve`` finds it. Resources unchanged since
+    the previous build (the output file, or ``--reuse``) keep their validation result; the file written is
+    the same as without (``--cold``).
     """
     sources = _sources(project_dir, resources_dir, profiles_dir)
     if out is None:
         own = sources.project is not None and not sources.explicit_resources
         out = sources.project.artifact if sources.project is not None and own else Path("publication.sqlite")
     try:
+        previous = None if cold else reuse or out
         built = build(
-            out, sources.resources, sources.profiles, attach_dir, verified_codes=sources.verified_codes
+            out,
+            sources.resources,
+            sources.profiles,
+            attach_dir,
+            verified_codes=sources.verified_codes,
+            reuse=previous,
         )
     except BuildError as exc:
         _print_report(exc.report)
@@ -298,7 +316,8 @@ def build_command(
     for line in built.attached:
         click.echo(f"attached {line}")
     counted = f"{plural(built.resources, 'resource')} and {plural(built.conformance, 'conformance resource')}"
-    click.echo(f"built {built.path}: {counted} (sources {built.digest[:12]})")
+    reused = f", {plural(built.reused, 'resource')} unchanged since {previous}" if built.reused else ""
+    click.echo(f"built {built.path}: {counted} (sources {built.digest[:12]}{reused})")
 
 
 def available_cpus() -> int:
