@@ -28,6 +28,13 @@ def _tables() -> tuple[dict[str, str], dict[str, frozenset[str]]]:
     return document["bindings"], codes
 
 
+def required_codes(path: str, type_name: str, name: str) -> frozenset[str] | None:
+    """The codes element ``name`` of a node at ``path`` (of type ``type_name``) allows, if R5 binds it."""
+    bindings, codes = _tables()
+    url = bindings.get(f"{path}.{name}") or bindings.get(f"{type_name}.{name}")
+    return None if url is None else codes[url]
+
+
 def binding_issues(nodes: Iterable[Node], source: str | None) -> Iterator[Issue]:
     """An error for each ``code`` value outside its element's required R5 ValueSet.
 

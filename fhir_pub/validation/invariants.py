@@ -446,8 +446,8 @@ def _all_filled(value: Any) -> bool:
                 if not child:
                     return False
                 stack.append(child)
-            elif child is None or child == "":
-                return False
+            elif child == "" or (child is None and not isinstance(value, list)):
+                return False  # null in an array keeps primitives and their _extensions aligned
     return True
 
 
@@ -464,7 +464,9 @@ def ele_1(resource: Mapping[str, Any], source: str | None) -> Iterator[Issue]:
                 continue
             where = f"{expression}[{key}]" if isinstance(key, int) else f"{expression}.{key}"
             empty = (
-                child is None or child in ("", [], {}) or (isinstance(child, dict) and set(child) == {"id"})
+                (child is None and not isinstance(value, list))  # https://hl7.org/fhir/R5/json.html#primitive
+                or (child is not None and child in ("", [], {}))
+                or (isinstance(child, dict) and set(child) == {"id"})
             )
             if empty:
                 message = f"ele-1: {where} must have a value or children (FHIR JSON allows no empty values)"
