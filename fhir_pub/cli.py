@@ -22,6 +22,7 @@ from fhir_pub import __version__
 from fhir_pub.build import BuildError, build, bundled_publication, source_digest
 from fhir_pub.errors import FhirPubError
 from fhir_pub.export import ExportRequest, export, file_url, manifest, parse_instant
+from fhir_pub.facts import Codes, fact_files, generate_files, write_files
 from fhir_pub.narrative import with_narrative
 from fhir_pub.package import write_package
 from fhir_pub.project import Sources, init_project, locate
@@ -139,6 +140,45 @@ def narrative(project_dir: Path | None, resources_dir: Path | None, write: bool)
     if stale:
         raise click.ClickException(f"{len(stale)} of {len(publication)} narratives are out of date")
     click.echo(f"{len(publication)} narratives are up to date")
+
+
+@main.command()
+@click.argument("facts", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@project_option
+@resources_option
+@click.option("--write", is_flag=True, help="Write each generated resource whose file differs.")
+def generate(
+    facts: tuple[Path, ...], project_dir: Path | None, resources_dir: Path | None, write: bool
+) -> None:
+    """Check (or with --write, write) the resources generated from fact files (default: facts/*.toml)."""
+    sources = _sources(project_dir, resources_dir)
+    paths = list(facts) or fact_files(sources.resources.parent)
+    if not paths:
+        raise click.ClickException(
+            f"no fact files: give one, or put them in {sources.resources.parent / 'facts'}"
+        )
+    try:
+        files = generate_files(paths, Codes.of(sources.conformance()))
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
+    if write:
+        for key in write_files(files, sources.resources):
+            click.echo(f"wrote {key}")
+        click.echo(f"{plural(len(files), 'resource')} generated from {plural(len(paths), 'fact file')}")
+        return
+    stale = [
+        k
+        for k, text in files.items()
+        if not (sources.resources / k).is_file()
+        or (sources.resources / k).read_text(encoding="utf-8") != text
+    ]
+    for key in stale:
+        click.echo(f"differs from its fact file: {sources.resources / key}", err=True)
+    if stale:
+        raise click.ClickException(
+            f"{len(stale)} of {len(files)} generated resources differ; run fhir-pub generate --write"
+        )
+    click.echo(f"{plural(len(files), 'resource')} match {plural(len(paths), 'fact file')}")
 
 
 def plural(count: int, word: str) -> str:
