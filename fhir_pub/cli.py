@@ -20,6 +20,7 @@ import jsonschema
 
 from fhir_pub import __version__
 from fhir_pub.build import BuildError, build, bundled_publication, source_digest
+from fhir_pub.draft import LAYOUTS, draft, draft_toml, read_leaflet
 from fhir_pub.errors import FhirPubError
 from fhir_pub.export import ExportRequest, export, file_url, manifest, parse_instant
 from fhir_pub.facts import Codes, fact_files, generate_files, write_files
@@ -179,6 +180,61 @@ def generate(
             f"{len(stale)} of {len(files)} generated resources differ; run fhir-pub generate --write"
         )
     click.echo(f"{plural(len(files), 'resource')} match {plural(len(paths), 'fact file')}")
+
+
+@main.command("draft")
+@click.argument("leaflet", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the draft fact file here (a new file) [default: print it].",
+)
+@click.option(
+    "--key", default=None, help="The leaflet's key in the facts' sources [default: the layout's name]."
+)
+@click.option("--cite", default=None, help="How wording cites the leaflet, e.g. MSK [default: the key].")
+@click.option(
+    "--layout",
+    type=click.Choice(sorted(LAYOUTS)),
+    default=None,
+    help="The leaflet's layout [default: recognised from its headings].",
+)
+@project_option
+def draft_command(
+    leaflet: Path,
+    out: Path | None,
+    key: str | None,
+    cite: str | None,
+    layout: str | None,
+    project_dir: Path | None,
+) -> None:
+    """Draft a fact file from LEAFLET (text): one candidate fact per list item, each marked for review."""
+    sources = _sources(project_dir)
+    if out is not None and out.exists():
+        raise click.ClickException(f"{out} exists; give a new file (a draft never overwrites)")
+    try:
+        text = leaflet.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{leaflet}: not readable as UTF-8 text ({exc})") from exc
+    try:
+        read = read_leaflet(text, layout)
+        name = key or read.layout.name
+        table = draft(read, Codes.of(sources.conformance()), name, cite or name, leaflet.name)
+    except FhirPubError as exc:
+        raise click.ClickException(f"{leaflet}: {exc.diagnostics}") from exc
+    document = draft_toml(table, leaflet.name, read.layout)
+    if out is None:
+        click.echo(document, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(document, encoding="utf-8")
+    sections = len(read.sections)
+    click.echo(
+        f"wrote {out}: {plural(len(table['facts']), 'candidate fact')} from {plural(sections, 'section')} "
+        f"of a {read.layout.name} leaflet, each marked for review",
+        err=True,
+    )
 
 
 def plural(count: int, word: str) -> str:

@@ -291,6 +291,22 @@ def _clinical_use(
     return _resource("ClinicalUseDefinition", id_, ctx.meta(fact, f"clinical-use-{kind}"), body)
 
 
+def _refuse_review(facts: Table, name: str) -> None:
+    """A drafted entry still marked ``review`` is not a fact yet (see :mod:`fhir_pub.draft`)."""
+    entries = [*facts.get("facts", []), *facts.get("organizations", []), *facts.get("groups", [])]
+    entries += [
+        dict(leaflet, id=leaflet.get("id", key)) for key, leaflet in facts.get("leaflets", {}).items()
+    ]
+    entries += [facts.get("product", {})]
+    marked = [
+        str(entry.get("id", "?")) for entry in entries if isinstance(entry, Mapping) and "review" in entry
+    ]
+    if marked:
+        raise PublicationError(
+            f"{name}: still marked for review: {', '.join(marked)} (check each, then delete its review line)"
+        )
+
+
 def _sources(entry: Table, where: str) -> list[str]:
     sources = entry.get("sources")
     if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
@@ -304,6 +320,7 @@ def generate(facts: Table, codes: Codes, name: str = "fact file") -> dict[str, R
     PublicationError names the first thing in the file that cannot be generated (an unknown leaflet,
     kind or group, an unverified code, a missing field).
     """
+    _refuse_review(facts, name)
     ctx = _Context(facts, codes, name)
     out: dict[str, Resource] = {}
 

@@ -56,6 +56,7 @@ def in_document_order(
 ) -> list[tuple[str, list[Mapping[str, Any]]]]:
     """The parts of ``sources_by_part`` in the order their elements come in the resource; the whole first."""
     order = {
-        path: i for i, path in reversed(list(enumerate(element_paths(resource, str(resource.get("resourceType"))))))
+        path: i
+        for i, path in reversed(list(enumerate(element_paths(resource, str(resource.get("resourceType"))))))
     }
     return sorted(parts.items(), key=lambda item: -1 if item[0] == WHOLE else order.get(item[0], len(order)))
