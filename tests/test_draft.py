@@ -64,8 +64,8 @@ class TestLayouts:
     def test_lexidrug(self, codes: Codes) -> None:
         """Bulleted items per question; the call-right-away list is serious; exact terms get codes."""
         facts = drafted("lexidrug-examplamab.txt", codes)
-        before = "What do I need to tell my doctor BEFORE I start this drug?"
-        during = "What are some things I need to know or do while I take this drug?"
+        before = "What should I tell my doctor BEFORE I start this drug?"
+        during = "What must I know or do while on this drug?"
         urgent = "What are some side effects that I should call my doctor about right away?"
         other = "What are some other side effects of this drug?"
         warning = (
@@ -78,7 +78,7 @@ class TestLayouts:
             (
                 "indication",
                 "What is this drug used for?",
-                {"text": "It is used to treat pretend fever syndrome"},
+                {"text": "Doctors give it for pretend fever syndrome"},
                 None,
             ),
             ("warning", before, {"text": "If you have kidney trouble of any kind"}, None),
