@@ -116,8 +116,9 @@ class Codes:
 class _Context:
     """What generating one fact file needs to hand: its defaults, leaflets and the codes."""
 
-    def __init__(self, facts: Table, codes: Codes, name: str) -> None:
+    def __init__(self, facts: Table, codes: Codes, name: str, organizations: Mapping[str, Table]) -> None:
         self.facts = facts
+        self.organizations = {**organizations, **{o.get("id"): o for o in facts.get("organizations", [])}}
         self.codes = codes
         self.name = name
         self.publication: Table = _table(facts.get("publication", {}), f"{name}: [publication]")
@@ -165,12 +166,10 @@ class _Context:
         where = f"{self.name}: {id_}"
         overrides = _table(entry.get("provenance", {}), f"{where}: provenance")
         leaflets = [self.leaflet(key, where) for key in sources]
-        recorder = next(
-            (o for o in self.facts.get("organizations", []) if o.get("id") == self.recorder), None
-        )
+        recorder = self.organizations.get(self.recorder)
         if recorder is None:
             raise PublicationError(
-                f"{self.name}: the recorder {self.recorder!r} is not among [[organizations]]"
+                f"{self.name}: the recorder {self.recorder!r} is in no fact file's [[organizations]]"
             )
         reference_only = all(leaflet.get("reference") for leaflet in leaflets)
         activity = ONE_LEAFLET_ACTIVITY if per_element else LEAFLET_ACTIVITY
@@ -314,14 +313,19 @@ def _sources(entry: Table, where: str) -> list[str]:
     return list(sources)
 
 
-def generate(facts: Table, codes: Codes, name: str = "fact file") -> dict[str, Resource]:
+def generate(
+    facts: Table, codes: Codes, name: str = "fact file", organizations: Mapping[str, Table] | None = None
+) -> dict[str, Resource]:
     """Every resource a fact file describes, keyed ``Type/id``, each with its generated narrative.
+
+    ``organizations``: those other fact files of the publication describe (by id), which this one may
+    name as its recorder.
 
     PublicationError names the first thing in the file that cannot be generated (an unknown leaflet,
     kind or group, an unverified code, a missing field).
     """
     _refuse_review(facts, name)
-    ctx = _Context(facts, codes, name)
+    ctx = _Context(facts, codes, name, organizations or {})
     out: dict[str, Resource] = {}
 
     def add(resource: Resource) -> None:
@@ -427,8 +431,15 @@ def render(resource: Mapping[str, Any]) -> str:
 def generate_files(paths: Iterable[Path], codes: Codes) -> dict[str, str]:
     """The text of every file the fact files at ``paths`` generate, keyed ``Type/id.json``."""
     files: dict[str, str] = {}
-    for path in paths:
-        for key, resource in generate(read_facts(path), codes, str(path)).items():
+    tables = [(path, read_facts(path)) for path in paths]
+    organizations = {
+        o["id"]: o
+        for _, table in tables
+        for o in table.get("organizations", [])
+        if isinstance(o, Mapping) and "id" in o
+    }
+    for path, table in tables:
+        for key, resource in generate(table, codes, str(path), organizations).items():
             if f"{key}.json" in files:
                 raise PublicationError(f"{path}: {key} is also described by another fact file")
             files[f"{key}.json"] = render(resource)
