@@ -118,7 +118,8 @@ class _Context:
 
     def __init__(self, facts: Table, codes: Codes, name: str, organizations: Mapping[str, Table]) -> None:
         self.facts = facts
-        self.organizations = {**organizations, **{o.get("id"): o for o in facts.get("organizations", [])}}
+        own = {str(o["id"]): o for o in facts.get("organizations", [])}
+        self.organizations = {**organizations, **own}
         self.codes = codes
         self.name = name
         self.publication: Table = _table(facts.get("publication", {}), f"{name}: [publication]")
@@ -147,11 +148,10 @@ class _Context:
         table = _table(value, where)
         text = _text(table, "text", where)
         codes = table.get("code", [])
+        codes = [codes] if isinstance(codes, str) else _strings(codes, f"{where}: code")
         out: dict[str, Any] = {}
         if codes:
-            out["coding"] = [
-                self.codes.coding(c, where) for c in ([codes] if isinstance(codes, str) else codes)
-            ]
+            out["coding"] = [self.codes.coding(c, where) for c in codes]
         out["text"] = text
         return out
 
@@ -210,20 +210,93 @@ def _text(table: Table, key: str, where: str) -> str:
     return value
 
 
-def _display(resource_type: str, body: Table) -> str:
+def _tables(value: Any, where: str) -> list[Table]:
+    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+        raise PublicationError(f"{where}: must be a list of tables")
+    return value
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise PublicationError(f"{where}: must be a list of strings")
+    return value
+
+
+def _entry(entry: Table, where: str, body: bool = True) -> None:
+    """An entry of the file: an id, a ``fhir`` table (unless ``body`` is False), optional metadata."""
+    _text(entry, "id", where)
+    if body:
+        _table(entry.get("fhir"), f"{where}: fhir")
+    for key in ("version", "updated", "display"):
+        if key in entry and not isinstance(entry[key], str):
+            raise PublicationError(f"{where}: {key} must be a string")
+    overrides = _table(entry.get("provenance", {}), f"{where}: provenance")
+    for key in ("version", "recorded"):
+        if key in overrides and not isinstance(overrides[key], str):
+            raise PublicationError(f"{where}: provenance.{key} must be a string")
+    if "sources" in entry:
+        _strings(entry["sources"], f"{where}: sources")
+
+
+def check_shape(facts: Table, name: str) -> None:
+    """The fact file's own structure (tables, lists, strings where they belong); PublicationError if not.
+
+    What the ``fhir`` tables hold is FHIR, checked by ``fhir-pub validate`` once generated.
+    """
+    publication = _table(facts.get("publication"), f"{name}: [publication]")
+    _text(publication, "recorder", f"{name}: [publication]")
+    _text(publication, "updated", f"{name}: [publication]")
+    for key in ("version", "provenance_version", "recorded"):
+        if key in publication and not isinstance(publication[key], str):
+            raise PublicationError(f"{name}: [publication] {key} must be a string")
+    for key, leaflet in _table(facts.get("leaflets"), f"{name}: [leaflets]").items():
+        _entry(_table(leaflet, f"{name}: [leaflets.{key}]"), f"{name}: [leaflets.{key}]")
+    product = _table(facts.get("product"), f"{name}: [product]")
+    _entry(product, f"{name}: [product]")
+    _entry(
+        _table(product.get("medication"), f"{name}: [product.medication]"), f"{name}: [product.medication]"
+    )
+    for path, sources in _table(product.get("traced", {}), f"{name}: [product.traced]").items():
+        _strings(sources, f"{name}: [product.traced] {path}")
+    for key, overrides in _table(product.get("provenance", {}), f"{name}: [product.provenance]").items():
+        _table(overrides, f"{name}: [product.provenance.{key}]")
+    for kind in ("organizations", "groups"):
+        for index, entry in enumerate(_tables(facts.get(kind, []), f"{name}: [[{kind}]]")):
+            _entry(entry, f"{name}: [[{kind}]] #{index + 1}")
+    for index, fact in enumerate(_tables(facts.get("facts", []), f"{name}: [[facts]]")):
+        where = f"{name}: fact {fact.get('id', f'#{index + 1}')}"
+        _entry(fact, where, body=False)
+        for key in ("category", "population", "interactants", "management"):
+            if key in fact and not isinstance(fact[key], list):
+                raise PublicationError(f"{where}: {key} must be a list")
+
+
+def _display(resource_type: str, id_: str, body: Table) -> str:
     """How a reference to a resource names it: its title, name or code text."""
-    if resource_type == "DocumentReference":
-        return str(body["content"][0]["attachment"]["title"])
-    if resource_type in ("Organization", "Group"):
-        return str(body["name"])
     if resource_type == "ClinicalUseDefinition":
         return cud_title(body)
-    return str(body.get("display") or body["code"]["text"])
+    steps: tuple[str | int, ...] = ("code", "text")
+    if resource_type == "DocumentReference":
+        steps = ("content", 0, "attachment", "title")
+    elif resource_type in ("Organization", "Group"):
+        steps = ("name",)
+    value: Any = body
+    for step in steps:
+        if isinstance(step, str):
+            value = value.get(step) if isinstance(value, Mapping) else None
+        else:
+            value = value[step] if isinstance(value, list) and len(value) > step else None
+    if not isinstance(value, str) or not value.strip():
+        shown = ".".join(str(step) for step in steps)
+        raise PublicationError(
+            f"{resource_type}/{id_} needs {shown} in its fhir table: references name it by that"
+        )
+    return value
 
 
 def _ref(resource_type: str, entry: Table) -> dict[str, str]:
     body = entry.get("fhir", entry)
-    display = entry.get("display") or _display(resource_type, body)
+    display = entry.get("display") or _display(resource_type, str(entry["id"]), body)
     return {"reference": f"{resource_type}/{entry['id']}", "display": str(display)}
 
 
@@ -292,11 +365,17 @@ def _clinical_use(
 
 def _refuse_review(facts: Table, name: str) -> None:
     """A drafted entry still marked ``review`` is not a fact yet (see :mod:`fhir_pub.draft`)."""
-    entries = [*facts.get("facts", []), *facts.get("organizations", []), *facts.get("groups", [])]
-    entries += [
-        dict(leaflet, id=leaflet.get("id", key)) for key, leaflet in facts.get("leaflets", {}).items()
-    ]
-    entries += [facts.get("product", {})]
+    entries: list[Any] = [facts.get("product", {})]
+    for kind in ("facts", "organizations", "groups"):
+        listed = facts.get(kind, [])
+        entries += listed if isinstance(listed, list) else []
+    leaflets = facts.get("leaflets", {})
+    if isinstance(leaflets, Mapping):
+        entries += [
+            dict(leaflet, id=leaflet.get("id", key))
+            for key, leaflet in leaflets.items()
+            if isinstance(leaflet, Mapping)
+        ]
     marked = [
         str(entry.get("id", "?")) for entry in entries if isinstance(entry, Mapping) and "review" in entry
     ]
@@ -325,6 +404,7 @@ def generate(
     kind or group, an unverified code, a missing field).
     """
     _refuse_review(facts, name)
+    check_shape(facts, name)
     ctx = _Context(facts, codes, name, organizations or {})
     out: dict[str, Resource] = {}
 
@@ -380,10 +460,23 @@ def generate(
         )
     for provenance in _traced(ctx, product, knowledge, drug, medication):
         add(provenance)
-    return {
-        key: with_narrative(in_definition_order(resource, resource["resourceType"]))
-        for key, resource in out.items()
-    }
+    return {key: _finished(key, resource, name) for key, resource in out.items()}
+
+
+def _finished(key: str, resource: Resource, name: str) -> Resource:
+    """``resource`` in definition order, with its narrative.
+
+    A ``fhir`` table the narrative cannot be read from (a list where FHIR has an object, say) is named
+    in a PublicationError, never a traceback.
+    """
+    ordered = in_definition_order(resource, resource["resourceType"])
+    try:
+        return with_narrative(ordered)
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+        raise PublicationError(
+            f"{name}: {key} is not FHIR its narrative can be written from ({type(exc).__name__}: {exc}); "
+            "check the shape of its fhir table against the R5 definition"
+        ) from exc
 
 
 def _traced(
@@ -435,8 +528,9 @@ def generate_files(paths: Iterable[Path], codes: Codes) -> dict[str, str]:
     organizations = {
         o["id"]: o
         for _, table in tables
-        for o in table.get("organizations", [])
-        if isinstance(o, Mapping) and "id" in o
+        if isinstance(table.get("organizations"), list)
+        for o in table["organizations"]
+        if isinstance(o, Mapping) and isinstance(o.get("id"), str)
     }
     for path, table in tables:
         for key, resource in generate(table, codes, str(path), organizations).items():

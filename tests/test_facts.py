@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import tomllib
 from pathlib import Path
@@ -106,6 +107,21 @@ def _with(change: dict[str, Any]) -> dict[str, Any]:
     return facts
 
 
+def _mutations(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every path to a value in a parsed fact file."""
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _mutations(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _mutations(item, (*path, index))
+    return found
+
+
+REPLACEMENTS: list[Any] = ["(deleted)", 7, "x", [7], {"a": 1}]
+
+
 class TestRefused:
     """A fact file that cannot be generated is refused with what is wrong, never half-generated."""
 
@@ -129,6 +145,31 @@ class TestRefused:
             generate(_with(change), codes, "examplamab.toml")
         assert message in caught.value.diagnostics
         assert "effect-nausea" in caught.value.diagnostics
+
+    def test_any_broken_value_is_a_publication_error(self, codes: Codes) -> None:
+        """Each value of the example deleted or replaced by a wrong type: a PublicationError or a result."""
+        base = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+        escaped = []
+        tried = 0
+        for path in _mutations(base):
+            for replacement in REPLACEMENTS:
+                facts = copy.deepcopy(base)
+                parent: Any = facts
+                for step in path[:-1]:
+                    parent = parent[step]
+                if replacement == "(deleted)":
+                    del parent[path[-1]]
+                else:
+                    parent[path[-1]] = replacement
+                tried += 1
+                try:
+                    generate(facts, codes)
+                except PublicationError:
+                    pass
+                except Exception as exc:
+                    escaped.append((path, replacement, repr(exc)))
+        assert tried > 400
+        assert escaped == []
 
     def test_cli_says_it_in_one_line(self, tmp_path: Path) -> None:
         """The CLI exits 1 with the message, no traceback, and writes nothing."""
