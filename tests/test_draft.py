@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fhir_pub.cli import main
 from fhir_pub.conformance import load_conformance
@@ -231,3 +233,42 @@ class TestCommand:
         assert result.exit_code == 1
         assert message in result.output
         assert "Traceback" not in result.output
+
+
+HEADINGS = [
+    "PATIENT & CAREGIVER EDUCATION",
+    "Warning",
+    "What is this drug used for?",
+    "What are some other side effects of this drug?",
+    "Why is this medication prescribed?",
+    "What side effects can this medication cause?",
+    "IMPORTANT WARNING:",
+    "Brand names",
+    "EXAMPLIX Patient Counseling Information (examplamab)",
+    "Last Revised - 01/02/2026",
+    "Did you find an answer here?",
+]
+LINES = st.one_of(
+    st.sampled_from(HEADINGS),
+    st.sampled_from(
+        ["", "- Headache.", "- ", "Some effects are serious. Call at once:", "x,", ")", "http://x"]
+    ),
+    st.text(max_size=40),
+)
+
+
+class TestAnyText:
+    """Whatever the text, reading and drafting give a draft or a PublicationError, never a traceback."""
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(lines=st.lists(LINES, max_size=30))
+    def test_draft_or_refusal(self, codes: Codes, lines: list[str]) -> None:
+        """Lines of the three layouts' headings, items and noise, in any order."""
+        text = "\n".join(lines)
+        try:
+            leaflet = read_leaflet(text)
+        except PublicationError:
+            return
+        table = draft(leaflet, codes, "k", "K", "t.txt")
+        assert tomllib.loads(draft_toml(table, "t.txt", leaflet.layout)) == table
+        assert all(fact["sources"] == ["k"] for fact in table["facts"])
