@@ -23,7 +23,7 @@ from fhir_pub.build import BuildError, build, bundled_publication, source_digest
 from fhir_pub.draft import LAYOUTS, draft, draft_toml, read_leaflet
 from fhir_pub.errors import FhirPubError
 from fhir_pub.export import ExportRequest, export, file_url, manifest, parse_instant
-from fhir_pub.facts import Codes, fact_files, generate_files, write_files
+from fhir_pub.facts import Codes, differing, fact_files, generate_files, write_files
 from fhir_pub.narrative import with_narrative
 from fhir_pub.package import write_package
 from fhir_pub.project import Sources, init_project, locate
@@ -167,12 +167,7 @@ def generate(
             click.echo(f"wrote {key}")
         click.echo(f"{plural(len(files), 'resource')} generated from {plural(len(paths), 'fact file')}")
         return
-    stale = [
-        k
-        for k, text in files.items()
-        if not (sources.resources / k).is_file()
-        or (sources.resources / k).read_text(encoding="utf-8") != text
-    ]
+    stale = differing(files, sources.resources)
     for key in stale:
         click.echo(f"differs from its fact file: {sources.resources / key}", err=True)
     if stale:
@@ -379,6 +374,7 @@ def build_command(
     A project's publication is built into the project, where ``serve`` finds it.
     """
     sources = _sources(project_dir, resources_dir, profiles_dir)
+    _say_if_facts_differ(sources)
     if out is None:
         own = sources.project is not None and not sources.explicit_resources
         out = sources.project.artifact if sources.project is not None and own else Path("publication.sqlite")
@@ -395,6 +391,25 @@ def build_command(
         click.echo(f"attached {line}")
     counted = f"{plural(built.resources, 'resource')} and {plural(built.conformance, 'conformance resource')}"
     click.echo(f"built {built.path}: {counted} (sources {built.digest[:12]})")
+
+
+def _say_if_facts_differ(sources: Sources) -> None:
+    """One stderr line when resources/ no longer hold what the fact files beside them generate."""
+    paths = fact_files(sources.resources.parent)
+    if not paths:
+        return
+    try:
+        files = generate_files(paths, Codes.of(sources.conformance()))
+    except FhirPubError as exc:
+        click.echo(f"fhir-pub: the fact files cannot be generated: {exc.diagnostics}", err=True)
+        return
+    stale = differing(files, sources.resources)
+    if stale:
+        click.echo(
+            f"fhir-pub: {plural(len(stale), 'resource')} in {sources.resources} differ from the fact files "
+            f"(first {stale[0]}): building them as they are; run fhir-pub generate --write to regenerate",
+            err=True,
+        )
 
 
 def available_cpus() -> int:

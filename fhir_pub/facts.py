@@ -578,3 +578,12 @@ def in_definition_order(value: Any, type_name: str) -> Any:
         item = value[key]
         out[key] = item if info is None or info.is_primitive else in_definition_order(item, info.type_name)
     return out
+
+
+def differing(files: Mapping[str, str], resources_dir: Path) -> list[str]:
+    """The keys of ``files`` whose file under ``resources_dir`` is missing or holds something else."""
+    return [
+        key
+        for key, text in files.items()
+        if not (resources_dir / key).is_file() or (resources_dir / key).read_text(encoding="utf-8") != text
+    ]

@@ -188,3 +188,32 @@ class TestRefused:
         with pytest.raises(PublicationError, match=r"x\.toml"):
             generate_files([path], codes)
         assert json.dumps(read_facts(EXAMPLE))  # the example itself stays readable
+
+
+class TestBuildSaysSo:
+    """``fhir-pub build`` says when resources/ no longer hold what the fact files generate."""
+
+    def test_edited_fact_file(self, tmp_path: Path) -> None:
+        """After an edit to a fact file, build names the differing resources; after generate, it is quiet."""
+        runner = CliRunner()
+        project = tmp_path / "drugs"
+        assert runner.invoke(main, ["init", str(project)]).exit_code == 0
+        guide = Path(__file__).parent / "data" / "guide"
+        for path in (guide / "facts").glob("*.toml"):
+            (project / "facts" / path.name).write_bytes(path.read_bytes())
+        (project / "verified-codes.json").write_bytes((guide / "verified-codes.json").read_bytes())
+        assert runner.invoke(main, ["generate", "--write", "--project", str(project)]).exit_code == 0
+        quiet = runner.invoke(main, ["build", "--project", str(project)])
+        assert quiet.exit_code == 0, quiet.output
+        assert "differ from the fact files" not in quiet.output
+        facts = project / "facts" / "samplinib.toml"
+        facts.write_text(
+            facts.read_text(encoding="utf-8").replace("(EHL).", "(EHL), as restated."), encoding="utf-8"
+        )
+        said = runner.invoke(main, ["build", "--project", str(project)])
+        assert said.exit_code == 0, said.output
+        assert "1 resource in" in said.output
+        assert (
+            "differ from the fact files (first ClinicalUseDefinition/samplinib-warning-ulcers.json)"
+            in said.output
+        )
