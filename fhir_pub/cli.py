@@ -20,8 +20,10 @@ import jsonschema
 
 from fhir_pub import __version__
 from fhir_pub.build import BuildError, build, bundled_publication, source_digest
+from fhir_pub.draft import LAYOUTS, draft, draft_toml, read_leaflet
 from fhir_pub.errors import FhirPubError
 from fhir_pub.export import ExportRequest, export, file_url, manifest, parse_instant
+from fhir_pub.facts import Codes, differing, fact_files, generate_files, write_files
 from fhir_pub.narrative import with_narrative
 from fhir_pub.package import write_package
 from fhir_pub.project import Sources, init_project, locate
@@ -139,6 +141,95 @@ def narrative(project_dir: Path | None, resources_dir: Path | None, write: bool)
     if stale:
         raise click.ClickException(f"{len(stale)} of {len(publication)} narratives are out of date")
     click.echo(f"{len(publication)} narratives are up to date")
+
+
+@main.command()
+@click.argument("facts", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@project_option
+@resources_option
+@click.option("--write", is_flag=True, help="Write each generated resource whose file differs.")
+def generate(
+    facts: tuple[Path, ...], project_dir: Path | None, resources_dir: Path | None, write: bool
+) -> None:
+    """Check (or with --write, write) the resources generated from fact files (default: facts/*.toml)."""
+    sources = _sources(project_dir, resources_dir)
+    paths = list(facts) or fact_files(sources.resources.parent)
+    if not paths:
+        raise click.ClickException(
+            f"no fact files: give one, or put them in {sources.resources.parent / 'facts'}"
+        )
+    try:
+        files = generate_files(paths, Codes.of(sources.conformance()))
+    except FhirPubError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
+    if write:
+        for key in write_files(files, sources.resources):
+            click.echo(f"wrote {key}")
+        click.echo(f"{plural(len(files), 'resource')} generated from {plural(len(paths), 'fact file')}")
+        return
+    stale = differing(files, sources.resources)
+    for key in stale:
+        click.echo(f"differs from its fact file: {sources.resources / key}", err=True)
+    if stale:
+        raise click.ClickException(
+            f"{len(stale)} of {len(files)} generated resources differ; run fhir-pub generate --write"
+        )
+    click.echo(f"{plural(len(files), 'resource')} match {plural(len(paths), 'fact file')}")
+
+
+@main.command("draft")
+@click.argument("leaflet", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the draft fact file here (a new file) [default: print it].",
+)
+@click.option(
+    "--key", default=None, help="The leaflet's key in the facts' sources [default: the layout's name]."
+)
+@click.option("--cite", default=None, help="How wording cites the leaflet, e.g. MSK [default: the key].")
+@click.option(
+    "--layout",
+    type=click.Choice(sorted(LAYOUTS)),
+    default=None,
+    help="The leaflet's layout [default: recognised from its headings].",
+)
+@project_option
+def draft_command(
+    leaflet: Path,
+    out: Path | None,
+    key: str | None,
+    cite: str | None,
+    layout: str | None,
+    project_dir: Path | None,
+) -> None:
+    """Draft a fact file from LEAFLET (text): one candidate fact per list item, each marked for review."""
+    sources = _sources(project_dir)
+    if out is not None and out.exists():
+        raise click.ClickException(f"{out} exists; give a new file (a draft never overwrites)")
+    try:
+        text = leaflet.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{leaflet}: not readable as UTF-8 text ({exc})") from exc
+    try:
+        read = read_leaflet(text, layout)
+        name = key or read.layout.name
+        table = draft(read, Codes.of(sources.conformance()), name, cite or name, leaflet.name)
+    except FhirPubError as exc:
+        raise click.ClickException(f"{leaflet}: {exc.diagnostics}") from exc
+    document = draft_toml(table, leaflet.name, read.layout)
+    if out is None:
+        click.echo(document, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(document, encoding="utf-8")
+    sections = len(read.sections)
+    click.echo(
+        f"wrote {out}: {plural(len(table['facts']), 'candidate fact')} from {plural(sections, 'section')} "
+        f"of a {read.layout.name} leaflet, each marked for review",
+        err=True,
+    )
 
 
 def plural(count: int, word: str) -> str:
@@ -295,6 +386,7 @@ def build_command(
     the same as without (``--cold``).
     """
     sources = _sources(project_dir, resources_dir, profiles_dir)
+    _say_if_facts_differ(sources)
     if out is None:
         own = sources.project is not None and not sources.explicit_resources
         out = sources.project.artifact if sources.project is not None and own else Path("publication.sqlite")
@@ -318,6 +410,25 @@ def build_command(
     counted = f"{plural(built.resources, 'resource')} and {plural(built.conformance, 'conformance resource')}"
     reused = f", {plural(built.reused, 'resource')} unchanged since {previous}" if built.reused else ""
     click.echo(f"built {built.path}: {counted} (sources {built.digest[:12]}{reused})")
+
+
+def _say_if_facts_differ(sources: Sources) -> None:
+    """One stderr line when resources/ no longer hold what the fact files beside them generate."""
+    paths = fact_files(sources.resources.parent)
+    if not paths:
+        return
+    try:
+        files = generate_files(paths, Codes.of(sources.conformance()))
+    except FhirPubError as exc:
+        click.echo(f"fhir-pub: the fact files cannot be generated: {exc.diagnostics}", err=True)
+        return
+    stale = differing(files, sources.resources)
+    if stale:
+        click.echo(
+            f"fhir-pub: {plural(len(stale), 'resource')} in {sources.resources} differ from the fact files "
+            f"(first {stale[0]}): building them as they are; run fhir-pub generate --write to regenerate",
+            err=True,
+        )
 
 
 def available_cpus() -> int:

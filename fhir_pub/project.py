@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fhir_pub.conformance import Conformance, load_conformance
 from fhir_pub.errors import PublicationError
+from fhir_pub.facts import FACTS_DIR
 from fhir_pub.publication import bundled_dir
 
 PROJECT_FILE = "fhir-pub.toml"
@@ -106,6 +107,8 @@ _README = """\
 A fhir-pub publication project.
 
 - `fhir-pub.toml`: the project's name, canonical base, publisher and version.
+- `facts/`: one fact file per drug (`fhir-pub draft LEAFLET.txt` drafts one from a leaflet);
+  `fhir-pub generate --write` writes the resources they describe into `resources/`.
 - `resources/`: the resources you publish, one FHIR R5 resource per file at `<Type>/<id>.json`, each
   declaring the fhir-pub profile it follows in `meta.profile`.
 - `verified-codes.json`: the codes your resources use beyond the ones fhir-pub ships (a ValueSet like
@@ -116,7 +119,8 @@ A fhir-pub publication project.
 - `profiles/` (optional): your own profiles, used instead of the ones fhir-pub ships.
 - `build/`: what `fhir-pub build` writes (`build/publication.sqlite`), and `fhir-pub serve` serves.
 
-Run the commands anywhere in this folder: `fhir-pub validate`, `fhir-pub narrative --write`,
+Run the commands anywhere in this folder: `fhir-pub generate --write`, `fhir-pub validate`,
+`fhir-pub narrative --write`,
 `fhir-pub build`, `fhir-pub serve`.
 """
 
@@ -152,6 +156,7 @@ def init_project(folder: Path, name: str, canonical: str, publisher: str, versio
         "compose": {"include": []},
     }
     (folder / "resources").mkdir(parents=True, exist_ok=True)
+    (folder / FACTS_DIR).mkdir()
     (folder / PROJECT_FILE).write_text(project_file, encoding="utf-8")
     (folder / VERIFIED_CODES_FILE).write_text(json.dumps(codes, indent=2) + "\n", encoding="utf-8")
     (folder / "README.md").write_text(_README.format(name=name), encoding="utf-8")

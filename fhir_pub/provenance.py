@@ -42,12 +42,12 @@ def sources_by_part(key: str, provenances: Iterable[Mapping[str, Any]]) -> dict[
     return parts
 
 
-def _paths(value: Any, path: str) -> list[str]:
+def element_paths(value: Any, path: str) -> list[str]:
     """Every element path in ``value``, with indexes, in document order."""
     if isinstance(value, Mapping):
-        return [path, *(p for key, item in value.items() for p in _paths(item, f"{path}.{key}"))]
+        return [path, *(p for key, item in value.items() for p in element_paths(item, f"{path}.{key}"))]
     if isinstance(value, list):
-        return [p for i, item in enumerate(value) for p in _paths(item, f"{path}[{i}]")]
+        return [p for i, item in enumerate(value) for p in element_paths(item, f"{path}[{i}]")]
     return [path]
 
 
@@ -56,6 +56,7 @@ def in_document_order(
 ) -> list[tuple[str, list[Mapping[str, Any]]]]:
     """The parts of ``sources_by_part`` in the order their elements come in the resource; the whole first."""
     order = {
-        path: i for i, path in reversed(list(enumerate(_paths(resource, str(resource.get("resourceType"))))))
+        path: i
+        for i, path in reversed(list(enumerate(element_paths(resource, str(resource.get("resourceType"))))))
     }
     return sorted(parts.items(), key=lambda item: -1 if item[0] == WHOLE else order.get(item[0], len(order)))

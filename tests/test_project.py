@@ -183,6 +183,7 @@ class TestInit:
         assert sorted(p.name for p in root.iterdir()) == [
             ".gitignore",
             "README.md",
+            "facts",
             "fhir-pub.toml",
             "resources",
             "verified-codes.json",
@@ -196,6 +197,7 @@ class TestInit:
             "version": "1.0.0",
         }
         assert list((root / "resources").iterdir()) == []
+        assert list((root / "facts").iterdir()) == []
         codes = json.loads((root / "verified-codes.json").read_text(encoding="utf-8"))
         assert (codes["resourceType"], codes["compose"]) == ("ValueSet", {"include": []})
         readme = (root / "README.md").read_text(encoding="utf-8")
