@@ -78,3 +78,19 @@ class TestNullsInPrimitiveArrays:
         """Outside an array, null is an empty value (ele-1)."""
         patient = {"resourceType": "Patient", "id": "p", "gender": None}
         assert errors(validator, patient, "p") != []
+
+
+UNEVALUABLE = {"ExampleScenario-example.json": "exs-1", "OperationDefinition-example.json": "opd-3"}
+
+
+@pytest.mark.parametrize(("name", "key"), sorted(UNEVALUABLE.items()))
+def test_an_hl7_rule_the_engine_cannot_evaluate_is_a_warning(
+    validator: Validator, name: str, key: str
+) -> None:
+    """Official examples with an R5 rule fhirpathpy cannot evaluate: no error, a warning it went unchecked."""
+    path = Path(__file__).parent / "data" / "r5-unevaluable" / name
+    report = validator.validate_one(candidate_from_value(orjson.loads(path.read_bytes()), name))
+    assert [issue.message for issue in report.issues if is_error(issue)] == []
+    unchecked = [issue for issue in report.issues if issue.rule == key]
+    assert unchecked
+    assert all(i.severity == "warning" and "not checked" in i.message for i in unchecked)

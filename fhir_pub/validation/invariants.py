@@ -399,7 +399,13 @@ class InvariantSet:
                         self._memo_bytes = 0
                     self._memo[memo_key] = passed
                     self._memo_bytes += len(memo_key[2])
-            if passed is None:
+            if passed is None and invariant.profile.startswith(R5_BASE):
+                # HL7's own rule that this FHIRPath engine cannot evaluate (exs-1, opd-3 ...): not a finding
+                # about the resource, so a warning that it went unchecked (the HL7 validator's habit too).
+                message = f"{invariant.key} could not be evaluated here on {expression}: not checked"
+                key = invariant.key
+                yield Issue("warning", "not-supported", message, expression, source, key, "invariant")
+            elif passed is None:  # a rule of this publication's profiles must be checkable
                 message = f"{invariant.key} could not be evaluated on {expression}"
                 yield Issue("error", "processing", message, expression, source, invariant.key, "invariant")
             elif not passed:
