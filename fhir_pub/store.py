@@ -334,25 +334,8 @@ class Store:
         return None if row is None else Stored(bytes(row[0]), row[1], row[2])
 
     def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
-        """The current bodies of many resources by ``(type, id)``; absent keys are left out.
-
-        One indexed statement per type and batch (``type = ? AND id IN (...)`` searches the primary key; a
-        row-value ``IN`` would scan the table).
-        """
-        ids: dict[str, list[str]] = {}
-        for kind, rid in keys:
-            ids.setdefault(kind, []).append(rid)
-        found: dict[tuple[str, str], bytes] = {}
-        for kind, wanted in ids.items():
-            unique = list(dict.fromkeys(wanted))
-            for start in range(0, len(unique), READ_BATCH):
-                batch = unique[start : start + READ_BATCH]
-                rows = self.connection().execute(
-                    f"SELECT id, body FROM resource WHERE type = ? AND id IN ({','.join('?' * len(batch))})",
-                    [kind, *batch],
-                )
-                found.update(((kind, rid), bytes(body)) for rid, body in rows)
-        return found
+        """The current bodies of many resources by ``(type, id)``; absent keys are left out."""
+        return self._bodies("SELECT id, body FROM resource WHERE type = ?", (), keys)
 
     def read_converted(self, fhir_version: str, resource_type: str, resource_id: str) -> Stored | None:
         """A resource in FHIR R4B (``4.3``) or R4 (``4.0``), as the build converted it, or None."""
@@ -371,6 +354,18 @@ class Store:
         self, fhir_version: str, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], bytes]:
         """The R4B (``4.3``) or R4 (``4.0``) bodies of many resources by ``(type, id)`` in that version."""
+        return self._bodies(
+            "SELECT id, body FROM converted WHERE fhir_version = ? AND type = ?", (fhir_version,), keys
+        )
+
+    def _bodies(
+        self, select: str, leading: tuple[str, ...], keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], bytes]:
+        """Bodies by ``(type, id)`` from ``select`` (which ends in ``type = ?``), absent keys left out.
+
+        One indexed statement per type and batch (``type = ? AND id IN (...)`` searches the primary key; a
+        row-value ``IN`` would scan the table).
+        """
         ids: dict[str, list[str]] = {}
         for kind, rid in keys:
             ids.setdefault(kind, []).append(rid)
@@ -380,9 +375,7 @@ class Store:
             for start in range(0, len(unique), READ_BATCH):
                 batch = unique[start : start + READ_BATCH]
                 rows = self.connection().execute(
-                    "SELECT id, body FROM converted WHERE fhir_version = ? AND type = ? "
-                    f"AND id IN ({','.join('?' * len(batch))})",
-                    [fhir_version, kind, *batch],
+                    f"{select} AND id IN ({','.join('?' * len(batch))})", [*leading, kind, *batch]
                 )
                 found.update(((kind, rid), bytes(body)) for rid, body in rows)
         return found
