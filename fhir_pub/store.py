@@ -283,6 +283,17 @@ class Store:
             .fetchone()[0]
         )
 
+    def count_converted(self, fhir_version: str, resource_type: str) -> int:
+        """How many resources of a type (the version's name of it) the build converted to ``fhir_version``."""
+        return int(
+            self.connection()
+            .execute(
+                "SELECT COUNT(*) FROM converted WHERE fhir_version = ? AND type = ?",
+                (fhir_version, resource_type),
+            )
+            .fetchone()[0]
+        )
+
     def bodies(self, resource_type: str) -> Iterator[tuple[str, bytes, int]]:
         """(id, canonical bytes, lastUpdated in microseconds) of every resource of a type, by id, streamed."""
         rows = self.connection().execute(

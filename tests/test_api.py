@@ -482,7 +482,9 @@ class TestHtml:
                     "div": '<div xmlns="http://www.w3.org/1999/xhtml"><script>alert(1)</script>Hi</div>',
                 },
             }
-            page = html.resource_page(resource, "http://localhost/fhir", app.extensions["fhir_pub"].store)
+            page = html.resource_page(
+                resource, "http://localhost/fhir", html.Served(app.extensions["fhir_pub"].store)
+            )
         assert "<script>" not in page
         assert "Hi" in page
 

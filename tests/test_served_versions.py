@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html as html_lib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -19,6 +22,7 @@ from fhir_pub.publication import Publication
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
 from fhir_pub.web import create_app
+from fhir_pub.web.html import sanitized
 
 BASES = {"4.3": "/fhir/R4B", "4.0": "/fhir/R4"}
 
@@ -174,7 +178,6 @@ def test_preference_among_versions(client: FlaskClient) -> None:
 
 def test_other_refusals(client: FlaskClient) -> None:
     assert client.get("/fhir/R4/ClinicalUseDefinition/warning-bleeding").status_code == 404  # R4: a Basic
-    assert client.get("/fhir/R4B/Organization/pfizer", headers={"Accept": "text/html"}).status_code == 406
     mismatch = client.get(
         "/fhir/R4B/Organization/pfizer", headers={"Accept": "application/fhir+json; fhirVersion=4.0"}
     )
@@ -324,7 +327,7 @@ class TestXml:
             )
 
     def test_search_bundle_and_format_parameter(self, client: FlaskClient) -> None:
-        """A search Bundle in XML (_format=xml) parses with R4B's Bundle; HTML at R4B stays a 406."""
+        """A search Bundle in XML (_format=xml) parses with R4B's Bundle; so does fhirVersion in Accept."""
         response = client.get("/fhir/R4/Basic?_count=3&_format=xml")
         assert response.headers["Content-Type"] == "application/fhir+xml; charset=utf-8; fhirVersion=4.0"
         bundle = r4b_model("Bundle").model_validate_xml(response.data)
@@ -338,9 +341,6 @@ class TestXml:
             by_media_type.data
             == client.get("/fhir/R4B/ClinicalUseDefinition/warning-bleeding?_format=xml").data
         )
-        html = client.get("/fhir/R4B/Organization/pfizer", headers={"Accept": "text/html"})
-        assert html.status_code == 406
-        assert b"served as FHIR JSON and XML" in html.data
 
 
 def test_no_openapi_document_at_r4b_and_r4(client: FlaskClient) -> None:
@@ -350,3 +350,83 @@ def test_no_openapi_document_at_r4b_and_r4(client: FlaskClient) -> None:
         assert response.status_code == 404
         assert "/fhir/openapi.json" in response.json["issue"][0]["details"]["text"]
     assert client.get("/fhir/openapi.json").status_code == 200
+
+
+HTML = {"Accept": "text/html"}
+HREF = re.compile(r'href="([^"]+)"')
+
+
+class TestHtml:
+    """The HTML pages at [base]/R4B and [base]/R4 show that version's forms and link within its base."""
+
+    @pytest.mark.parametrize("version", ["4.3", "4.0"])
+    def test_every_resource_page_links_within_its_base(
+        self, client: FlaskClient, publication: Publication, version: str
+    ) -> None:
+        """Each resource's page names the version; each of its links to a resource reads at that base."""
+        base, name = BASES[version], {"4.3": "R4B", "4.0": "R4"}[version]
+        linked: set[str] = set()
+        for entry in publication:
+            kind, rid = served_as(entry.resource["resourceType"], version), entry.resource["id"]
+            response = client.get(f"{base}/{kind}/{rid}", headers=HTML)
+            assert response.status_code == 200, (version, entry.key)
+            assert response.mimetype == "text/html"
+            page = response.get_data(as_text=True)
+            assert f"read-only FHIR {name} publication" in page
+            for href in HREF.findall(page):
+                path = urlsplit(html_lib.unescape(href)).path
+                if path.startswith("/fhir/") and path.count("/") >= 3 and "_history" not in path:
+                    assert path.startswith(f"{base}/"), (entry.key, href)  # never back to the R5 base
+                    linked.add(path)
+        assert linked
+        for path in sorted(linked):
+            assert client.get(path).status_code == 200, path
+
+    def test_r4_medication_knowledge_reaches_every_clinical_use_by_title(
+        self, client: FlaskClient, publication: Publication
+    ) -> None:
+        """At R4 the drug's page links each clinical use as a Basic, titled by its own heading."""
+        page = client.get("/fhir/R4/MedicationKnowledge/besponsa", headers=HTML).get_data(as_text=True)
+        uses = [
+            e.resource["id"] for e in publication if e.resource["resourceType"] == "ClinicalUseDefinition"
+        ]
+        links = {html_lib.unescape(h) for h in HREF.findall(page)}
+        assert {f"http://localhost/fhir/R4/Basic/{rid}" for rid in uses} <= links
+        assert "/fhir/R4/ClinicalUseDefinition/" not in page
+        assert ">ClinicalUseDefinition</a>" not in page  # a Basic's code is its kind, not its title
+        assert "(R5 element)" in page  # its sources part by part, each part named by its R5 element
+
+    def test_r4_clinical_use_page_names_its_leaflets(self, client: FlaskClient) -> None:
+        """A Basic's page lists who refers to it and, part by part, the leaflets stating it, at R4's base."""
+        page = client.get("/fhir/R4/Basic/warning-bleeding", headers=HTML).get_data(as_text=True)
+        assert "Sources, part by part" in page
+        assert 'href="http://localhost/fhir/R4/DocumentReference/' in page
+        assert 'href="http://localhost/fhir/R4/Provenance/' in page  # referred to by its Provenance
+
+    @pytest.mark.parametrize(("version", "kind"), [("4.3", "ClinicalUseDefinition"), ("4.0", "Basic")])
+    def test_search_and_capability_pages(
+        self, client: FlaskClient, store: Store, version: str, kind: str
+    ) -> None:
+        """A search page and the CapabilityStatement page at the version, with its type names and counts."""
+        base = BASES[version]
+        search = client.get(f"{base}/{kind}?_count=5", headers=HTML)
+        assert search.status_code == 200
+        text = search.get_data(as_text=True)
+        assert f"<title>{kind}: searchset" in text
+        assert text.count(f'href="http://localhost{base}/{kind}/') >= 5
+        statement = client.get(f"{base}/metadata", headers=HTML).get_data(as_text=True)
+        uses = store.count(("ClinicalUseDefinition",))
+        assert f'<a href="http://localhost{base}/{kind}">{uses}</a>' in statement
+
+    def test_error_page_stays_on_its_base(self, client: FlaskClient) -> None:
+        """An R5 type name at R4 is a 404 page at R4, in HTML as the browser asked."""
+        response = client.get("/fhir/R4/ClinicalUseDefinition/warning-bleeding", headers=HTML)
+        assert response.status_code == 404
+        assert response.mimetype == "text/html"
+        assert "read-only FHIR R4 publication" in response.get_data(as_text=True)
+
+    def test_narrative_links_follow_the_versions_names(self) -> None:
+        """A narrative's relative link to an R5 type leads to the version's resource (R4's Basic)."""
+        div = '<div xmlns="http://www.w3.org/1999/xhtml"><a href="ClinicalUseDefinition/x">x</a></div>'
+        assert 'href="Basic/x"' in sanitized(div, {"ClinicalUseDefinition": "Basic"})
+        assert 'href="ClinicalUseDefinition/x"' in sanitized(div)

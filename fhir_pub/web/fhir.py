@@ -50,8 +50,7 @@ def base_version() -> handlers.FhirVersion | None:
 def fhir_version(served: Sequence[handlers.FhirVersion]) -> handlers.FhirVersion:
     """The FHIR version to answer in: the base URL's, else the most preferred one asked that is served.
 
-    NotAcceptable (406) when the media types ask only for versions this interaction is not served in, or
-    for HTML at R4B or R4 (served as FHIR JSON and XML).
+    NotAcceptable (406) when the media types ask only for versions this interaction is not served in.
     """
     asked = formats.asked_versions(request)
     by_url = base_version()
@@ -67,10 +66,6 @@ def fhir_version(served: Sequence[handlers.FhirVersion]) -> handlers.FhirVersion
             shown = ", ".join(f"fhirVersion={v}" for v in asked)
             raise NotAcceptable(f"{shown}: this interaction is served at FHIR R5 (fhirVersion=5.0) only")
         chosen = usable[0]  # type: ignore[assignment]  # one of served
-    if chosen != "5.0" and formats.preferred(request)[0] == "html":
-        raise NotAcceptable(
-            f"FHIR {chosen} is served as FHIR JSON and XML; HTML is served at fhirVersion=5.0"
-        )
     return chosen
 
 

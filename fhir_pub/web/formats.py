@@ -18,7 +18,7 @@ from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header, parse_options_header
 
 from fhir_pub.errors import Invalid, NotAcceptable
-from fhir_pub.handlers import VERSION_NAMES, Answer
+from fhir_pub.handlers import BASE_SUFFIXES, VERSION_NAMES, Answer, FhirVersion
 from fhir_pub.settings import Settings
 from fhir_pub.web import fhirxml, html
 from fhir_pub.web.state import app_state
@@ -174,6 +174,14 @@ def preferred(request: Request) -> tuple[str, str | None]:
         return "json", None
 
 
+def _base_version(request: Request) -> FhirVersion:
+    """The FHIR version of the base a request's path is under (``/fhir/R4B/...``); R5 otherwise."""
+    for version, suffix in BASE_SUFFIXES.items():
+        if request.path == f"/fhir{suffix}" or request.path.startswith(f"/fhir{suffix}/"):
+            return version
+    return "5.0"
+
+
 def respond(answer: Answer, request: Request, headers: Mapping[str, str] | None = None) -> Response:
     """The one render of an answer: FHIR JSON as stored, pretty JSON, XML or HTML, as negotiated.
 
@@ -194,12 +202,6 @@ def respond(answer: Answer, request: Request, headers: Mapping[str, str] | None 
             del response.headers["Content-Type"]
         return response
     fmt, asked = preferred(request)
-    if answer.fhir_version != "5.0" and fmt == "html":
-        raise NotAcceptable(
-            f"FHIR {answer.fhir_version} is served as FHIR JSON and XML; HTML at fhirVersion=5.0"
-        )
-    if answer.status >= 400 and asked not in (None, "5.0"):
-        fmt = "json"  # an error to an R4B or R4 request: FHIR JSON, as those versions are served
     # The version served is said back when one was asked or is not R5; an error names none
     # (https://hl7.org/fhir/R5/versioning.html#mt-version).
     version = None
@@ -219,7 +221,11 @@ def respond(answer: Answer, request: Request, headers: Mapping[str, str] | None 
         response.content_type = FHIR_XML + suffix
     else:
         state = app_state()
-        page = html.page(orjson.loads(answer.body), base_url(state.settings, request), request, state.store)
+        # A page at R4B or R4 links within that version's base: a browser cannot keep an Accept parameter.
+        # An error page stays on the base it was asked at.
+        at = answer.fhir_version if answer.status < 400 else _base_version(request)
+        base = base_url(state.settings, request) + BASE_SUFFIXES.get(at, "")
+        page = html.page(orjson.loads(answer.body), base, request, state.store, at)
         response.set_data(page)
         response.content_type = HTML
     if answer.version is not None:

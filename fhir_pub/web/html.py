@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -21,9 +21,11 @@ from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from fhir_pub.graph import key_of, links
+from fhir_pub.handlers import BASE_SUFFIXES, VERSION_NAMES, FhirVersion
 from fhir_pub.narrative import concept_text
 from fhir_pub.provenance import in_document_order, sources_by_part
 from fhir_pub.search.types.text import narrative_text
+from fhir_pub.search.versions import R5_TYPES, served_type
 from fhir_pub.store import Store
 from fhir_pub.validation.fhirpath import NARRATIVE_ELEMENTS, html_checks
 
@@ -45,14 +47,27 @@ _ATTRIBUTES = {
 }
 
 
-def sanitized(div: str) -> str:
-    """A narrative's XHTML rebuilt from an allow-list (nh3): no scripts, handlers or odd URL schemes."""
+def sanitized(div: str, renamed: Mapping[str, str] | None = None) -> str:
+    """A narrative's XHTML rebuilt from an allow-list (nh3): no scripts, handlers or odd URL schemes.
+
+    ``renamed`` maps an R5 type to a version's name of it (R4's ``Basic``): a relative link to
+    ``ClinicalUseDefinition/x`` in a narrative, kept as it is in the converted resource, then leads to
+    the resource as that version's base serves it.
+    """
+
+    def link(element: str, attribute: str, value: str) -> str:
+        kind, slash, rest = value.partition("/")
+        if renamed and attribute == "href" and slash and kind in renamed:
+            return f"{renamed[kind]}/{rest}"
+        return value
+
     return nh3.clean(
         div,
         tags=set(NARRATIVE_ELEMENTS),
         attributes=_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
         clean_content_tags={"script", "style"},
+        attribute_filter=link if renamed else None,
     )
 
 
@@ -86,7 +101,12 @@ def _label(resource: Mapping[str, Any]) -> str:
     for key in ("title", "name"):
         if isinstance(resource.get(key), str):
             return str(resource[key])
-    if isinstance(resource.get("code"), dict) and concept_text(resource["code"]):
+    # A Basic's code says what kind of thing it stands for (R4's clinical uses), not which one it is.
+    if (
+        resource.get("resourceType") != "Basic"
+        and isinstance(resource.get("code"), dict)
+        and concept_text(resource["code"])
+    ):
         return concept_text(resource["code"])
     text = resource.get("text")
     heading = (
@@ -127,20 +147,84 @@ def shortened(text: str, limit: int = SUMMARY) -> str:
     return f"{cut} …"
 
 
-class Labels:
-    """Titles of the resources a page names, read from the store once each."""
+class Served:
+    """The publication as one FHIR version's base serves it: R5's resources, or the build's R4B or R4 forms.
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    Keys are that version's (``Basic/x`` for an R4 clinical use); what the build indexed only in R5 (who
+    refers to what, the Provenance of each part) is looked up by the R5 key and answered in the version's
+    forms, so every link and title on a page stays on the base it was asked on.
+    """
+
+    def __init__(self, store: Store, fhir_version: FhirVersion = "5.0") -> None:
+        self.store = store
+        self.fhir_version = fhir_version
+        self.renamed = {r5: name for name, r5 in R5_TYPES.get(fhir_version, {}).items()}
+
+    @property
+    def types(self) -> Collection[str]:
+        """The resource types served at this version."""
+        if self.fhir_version == "5.0":
+            return self.store.types
+        return self.store.converted_types(self.fhir_version)
+
+    def r5_key(self, key: str) -> str:
+        """The R5 key of one of this version's keys (``Basic/x`` -> ``ClinicalUseDefinition/x`` in R4)."""
+        kind, slash, rid = key.partition("/")
+        return f"{R5_TYPES.get(self.fhir_version, {}).get(kind, kind)}{slash}{rid}"
+
+    def key(self, r5_key: str) -> str:
+        """The key this version gives an R5 key."""
+        kind, slash, rid = r5_key.partition("/")
+        return f"{served_type(self.fhir_version, kind)}{slash}{rid}"
+
+    def read(self, key: str) -> dict[str, Any] | None:
+        """The resource ``Type/id`` in this version, or None."""
+        kind, _, rid = key.partition("/")
+        if not rid or "/" in rid:
+            return None
+        if self.fhir_version == "5.0":
+            stored = self.store.read(kind, rid)
+        else:
+            stored = self.store.read_converted(self.fhir_version, kind, rid)
+        return None if stored is None else dict(orjson.loads(stored.body))
+
+    def r5(self, key: str) -> dict[str, Any] | None:
+        """The R5 resource behind one of this version's keys."""
+        kind, _, rid = self.r5_key(key).partition("/")
+        stored = self.store.read(kind, rid) if rid and "/" not in rid else None
+        return None if stored is None else dict(orjson.loads(stored.body))
+
+    def referrers(self, key: str) -> list[dict[str, Any]]:
+        """The resources referring to ``key``, in this version's forms, in the store's order."""
+        found = list(self.store.referrers(self.r5_key(key)))
+        if self.fhir_version == "5.0":
+            return found
+        keys = [(served_type(self.fhir_version, str(r["resourceType"])), str(r["id"])) for r in found]
+        bodies = self.store.read_converted_many(self.fhir_version, keys)
+        return [orjson.loads(bodies[k]) for k in keys if k in bodies]
+
+    def count(self, kind: str) -> int | None:
+        """How many resources of a type this version serves; None for a type it does not serve."""
+        if kind not in self.types:
+            return None
+        if self.fhir_version == "5.0":
+            return self.store.count((kind,))
+        return self.store.count_converted(self.fhir_version, kind)
+
+
+class Labels:
+    """Titles of the resources a page names, read once each, as the page's version serves them."""
+
+    def __init__(self, served: Served) -> None:
+        self._served = served
         self._known: dict[str, str] = {}
 
     def __call__(self, key: str, display: str | None = None) -> str:
         """The title of ``Type/id``; ``display`` (or the key) when it is not in the publication."""
         if key not in self._known:
-            kind, _, rid = key.partition("/")
-            stored = self._store.read(kind, rid) if rid and "/" not in rid else None
-            if stored is not None:
-                self._known[key] = _label(orjson.loads(stored.body))
+            found = self._served.read(key)
+            if found is not None:
+                self._known[key] = _label(found)
             else:
                 return display or key
         return self._known[key]
@@ -191,27 +275,41 @@ def _references(resource: Mapping[str, Any], base: str, labels: Labels) -> list[
     return out
 
 
-def resource_page(resource: dict[str, Any], base: str, store: Store) -> str:
+def _sources(served: Served, key: str, base: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Per part of a resource, the leaflets stating it, from its R5 Provenances (the build's record).
+
+    A part is named by its R5 element path, which a converted form may place elsewhere; the page at R4B
+    or R4 says so.
+    """
+    r5_key = served.r5_key(key)
+    resource = served.r5(key)
+    if resource is None:
+        return []
+    traced = sources_by_part(r5_key, served.store.referrers(r5_key))
+    note = "" if served.fhir_version == "5.0" else " (R5 element)"
+    return [
+        (
+            f"{part}{note}" if part else "the whole resource",
+            [(f"{base}/{served.key(s['reference'])}", str(s.get("display") or s["reference"])) for s in by],
+        )
+        for part, by in in_document_order(resource, traced)
+    ]
+
+
+def resource_page(resource: dict[str, Any], base: str, served: Served) -> str:
     """A resource: its narrative, what it refers to and what refers to it (by title), its JSON."""
     kind, rid = str(resource["resourceType"]), str(resource.get("id", ""))
-    labels = Labels(store)
+    labels = Labels(served)
     div = (resource.get("text") or {}).get("div") if isinstance(resource.get("text"), dict) else None
     outgoing = _references(resource, base, labels)
     incoming = []
-    for referrer in store.referrers(f"{kind}/{rid}") if rid else ():
+    for referrer in served.referrers(f"{kind}/{rid}") if rid else ():
         labels.seed(referrer)
         key = key_of(referrer)
         incoming.append((str(referrer["resourceType"]), f"{base}/{key}", labels(key)))
-    traced = sources_by_part(f"{kind}/{rid}", store.referrers(f"{kind}/{rid}"))
-    sources = [
-        (
-            part or "the whole resource",
-            [(f"{base}/{s['reference']}", str(s.get("display") or s["reference"])) for s in named],
-        )
-        for part, named in in_document_order(resource, traced)
-    ]
-    return render_template(
+    return _render(
         "resource.html",
+        served,
         title=f"{kind}: {_label(resource)}",
         kind=kind,
         base=base,
@@ -219,11 +317,13 @@ def resource_page(resource: dict[str, Any], base: str, store: Store) -> str:
         search_url=f"{base}/{kind}",
         self_url=f"{base}/{kind}/{rid}",
         history_url=f"{base}/{kind}/{rid}/_history" if rid else None,
-        narrative=Markup(sanitized(div)) if isinstance(div, str) and html_checks(div) else None,
+        narrative=Markup(sanitized(div, served.renamed))
+        if isinstance(div, str) and html_checks(div)
+        else None,
         narrative_text=narrative_text(resource),
         outgoing=outgoing,
         incoming=incoming,
-        sources=sources,
+        sources=_sources(served, f"{kind}/{rid}", base) if rid else [],
         json=highlighted_json(resource),
     )
 
@@ -330,12 +430,14 @@ COLUMNS: dict[str, Columns] = {
     ],
     "Medication": [
         ("Medication", _title),
-        ("Dose form", lambda r, labels, base: concept_text(r.get("doseForm"))),
+        # R5's doseForm; R4B's and R4's form
+        ("Dose form", lambda r, labels, base: concept_text(r.get("doseForm") or r.get("form"))),
         ("Status", lambda r, labels, base: _status(r)),
     ],
     "MedicationKnowledge": [
         ("Medicine", _title),
-        ("Also called", lambda r, labels, base: ", ".join(r.get("name", []))),
+        # R5's name; R4B's and R4's synonym
+        ("Also called", lambda r, labels, base: ", ".join(r.get("name") or r.get("synonym") or [])),
         ("Status", lambda r, labels, base: _status(r)),
     ],
     "Group": [
@@ -373,9 +475,9 @@ def _paging(bundle: Mapping[str, Any], matches: int) -> str:
     return f"{span} of {total}" if total is not None else span
 
 
-def bundle_page(bundle: dict[str, Any], base: str, request: Request, store: Store) -> str:
+def bundle_page(bundle: dict[str, Any], base: str, request: Request, served: Served) -> str:
     """Search results or a history: a table per resource type with its columns, and the paging links."""
-    labels = Labels(store)
+    labels = Labels(served)
     tables: dict[str, dict[str, Any]] = {}
     issues: list[tuple[str, str, str]] = []
     matches = 0
@@ -397,9 +499,10 @@ def bundle_page(bundle: dict[str, Any], base: str, request: Request, store: Stor
         table["rows"].append((cells, mode))
         table["modes"] = table["modes"] or mode not in ("match", "")
     relations = {link["relation"]: link["url"] for link in bundle.get("link", [])}
-    asked = _asked_type(request, store)
-    return render_template(
+    asked = _asked_type(request, served)
+    return _render(
         "bundle.html",
+        served,
         title=f"{asked}: {bundle.get('type', 'bundle')}"
         if asked
         else f"{bundle.get('type', 'bundle')}: {request.path}",
@@ -421,11 +524,15 @@ def _cell(value: Cell) -> tuple[str | None, str]:
     return (value[0], value[1]) if isinstance(value, tuple) else (None, value)
 
 
-def _asked_type(request: Request, store: Store) -> str | None:
-    """The resource type a ``/fhir/{type}...`` request names, if the publication has it."""
-    parts = request.path.split("/")
-    asked = parts[2] if len(parts) > 2 and parts[1] == "fhir" else None
-    return asked if asked in store.types else None
+def _asked_type(request: Request, served: Served) -> str | None:
+    """The resource type a ``/fhir/{type}...`` (or ``/fhir/R4B/{type}...``) request names, if served."""
+    parts = [p for p in request.path.split("/") if p]
+    if parts[:1] != ["fhir"]:
+        return None
+    suffix = BASE_SUFFIXES.get(served.fhir_version, "")
+    at = 2 if suffix and parts[1:2] == [suffix.strip("/")] else 1
+    asked = parts[at] if len(parts) > at else None
+    return asked if asked in served.types else None
 
 
 # --- errors ---
@@ -443,10 +550,13 @@ def _issues(outcome: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
-def outcome_page(outcome: dict[str, Any], base: str, kind: str | None = None) -> str:
+def outcome_page(
+    outcome: dict[str, Any], base: str, kind: str | None = None, served: Served | None = None
+) -> str:
     """An OperationOutcome, as a table of issues, with a way on: home, and the type's search if known."""
-    return render_template(
+    return _render(
         "outcome.html",
+        served,
         title="Something went wrong"
         if any(i[0] in ("error", "fatal") for i in _issues(outcome))
         else "Outcome",
@@ -474,9 +584,11 @@ def _documentation(kind: str, param: Mapping[str, Any], described: Mapping[str, 
     return " ".join(description.split())
 
 
-def capability_page(statement: dict[str, Any], base: str, store: Store) -> str:
+def capability_page(statement: dict[str, Any], base: str, served: Served) -> str:
     """The CapabilityStatement as tables: per resource type its interactions and search parameters."""
-    described = {str(p.get("url")): str(p.get("description", "")) for p in store.all_of("SearchParameter")}
+    described = {
+        str(p.get("url")): str(p.get("description", "")) for p in served.store.all_of("SearchParameter")
+    }
     types = []
     for rest in statement.get("rest", []):
         for resource in rest.get("resource", []):
@@ -489,7 +601,7 @@ def capability_page(statement: dict[str, Any], base: str, store: Store) -> str:
                 {
                     "kind": kind,
                     "search_url": f"{base}/{kind}",
-                    "count": store.count((kind,)) if kind in store.types else None,
+                    "count": served.count(kind),
                     "interactions": [str(i.get("code")) for i in resource.get("interaction", [])],
                     "operations": [str(o.get("name")) for o in resource.get("operation", [])],
                     "params": params,
@@ -513,8 +625,9 @@ def capability_page(statement: dict[str, Any], base: str, store: Store) -> str:
         ("Status", str(statement.get("status", ""))),
         ("Date", str(statement.get("date", ""))),
     ]
-    return render_template(
+    return _render(
         "capability.html",
+        served,
         title="CapabilityStatement",
         base=base,
         home=home_of(base),
@@ -525,16 +638,25 @@ def capability_page(statement: dict[str, Any], base: str, store: Store) -> str:
     )
 
 
-def page(document: dict[str, Any], base: str, request: Request, store: Store) -> str:
-    """The HTML page for any FHIR document the API returns."""
+def page(
+    document: dict[str, Any], base: str, request: Request, store: Store, fhir_version: FhirVersion = "5.0"
+) -> str:
+    """The HTML page for any FHIR document the API returns, in the FHIR version it was answered in."""
+    served = Served(store, fhir_version)
     kind = document.get("resourceType")
     if kind == "Bundle":
-        return bundle_page(document, base, request, store)
+        return bundle_page(document, base, request, served)
     if kind == "OperationOutcome":
-        return outcome_page(document, base, _asked_type(request, store))
+        return outcome_page(document, base, _asked_type(request, served), served)
     if kind == "CapabilityStatement":
-        return capability_page(document, base, store)
-    return resource_page(document, base, store)
+        return capability_page(document, base, served)
+    return resource_page(document, base, served)
+
+
+def _render(template: str, served: Served | None, **context: Any) -> str:
+    """A page, its header naming the FHIR version it shows (R5 unless the page is at R4B or R4)."""
+    name = VERSION_NAMES[served.fhir_version if served else "5.0"][0]
+    return render_template(template, fhir_name=name, **context)
 
 
 # --- the landing page, and the forms it submits ---
@@ -570,8 +692,9 @@ def landing(base: str, store: Store) -> str:
             (f"{base}/DocumentReference/{document['id']}", next((t for t in titles if t), document["id"]))
         )
     home = home_of(base)
-    return render_template(
+    return _render(
         "landing.html",
+        None,
         title="fhir-pub",
         home=home,
         base=base,
