@@ -127,7 +127,7 @@ def main() -> None:
         + f"; a random one per request; {args.workers} workers each; "
         f"{args.rounds} interleaved rounds of {args.seconds} s; medians"
         + ("; Accept-Encoding: gzip" if args.gzip else "")
-        + "; 'full path': fhir-pub with FHIR_PUB_DIRECT_READS=false"
+        + "; 'full path': fhir-pub with FHIR_PUB_DIRECT_READS=false, FHIR_PUB_DIRECT_SEARCHES=false"
     )
     heading = f"{'conns':>5}  {'base':<5}{'server':<10}{'requests/s':>12}{'p50':>10}{'p99':>10}"
     print(f"{heading}{'ratio':>8}{'of R5':>7}")

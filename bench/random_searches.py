@@ -97,14 +97,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         app = serve(sys.executable, args.publication, 18295, args.workers, cache=True)
+        full = serve(sys.executable, args.publication, 18296, args.workers, cache=True, direct=False)
         try:
             static = capture("http://127.0.0.1:18295", urls, root / "www")
             lists = {}
-            for name, lines in (("fhir-pub", urls), ("nginx", static)):
+            for name, lines in (("fhir-pub", urls), ("full path", urls), ("nginx", static)):
                 lists[name] = root / f"{name}.txt"
                 lists[name].write_text("\n".join(lines) + "\n", encoding="utf-8")
             web = nginx(root, 18294, args.workers)
-            servers = (("fhir-pub", 18295), ("nginx", 18294))
+            servers = (("fhir-pub", 18295), ("full path", 18296), ("nginx", 18294))
             results: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
             try:
                 for connections in (int(c) for c in args.connections.split(",")):
@@ -117,11 +118,13 @@ def main() -> None:
                 web.terminate()
                 web.wait()
         finally:
-            app.terminate()
-            app.wait()
+            for process in (app, full):
+                process.terminate()
+                process.wait()
     print(
         f"{len(urls):,} distinct searches over every drug, one drawn at random per request; "
-        f"{args.workers} workers each; {args.rounds} interleaved rounds of {args.seconds} s; medians"
+        f"{args.workers} workers each; {args.rounds} interleaved rounds of {args.seconds} s; medians; "
+        "'full path': fhir-pub with FHIR_PUB_DIRECT_READS=false, FHIR_PUB_DIRECT_SEARCHES=false"
     )
     print(f"{'conns':>5}  {'server':<10}{'requests/s':>12}{'p50':>10}{'p99':>10}{'ratio':>8}")
     for (connections, name), runs in sorted(results.items()):

@@ -105,7 +105,11 @@ def serve(
 ) -> subprocess.Popen[bytes]:
     """Start ``fhir-pub serve`` (response cache on, off, or this many MiB; direct reads or not), ready."""
     mib = 64 if cache is True else int(cache)
-    env = {"FHIR_PUB_RESPONSE_CACHE": str(mib), "FHIR_PUB_DIRECT_READS": str(direct).lower()}
+    env = {
+        "FHIR_PUB_RESPONSE_CACHE": str(mib),
+        "FHIR_PUB_DIRECT_READS": str(direct).lower(),
+        "FHIR_PUB_DIRECT_SEARCHES": str(direct).lower(),
+    }
     env["PATH"] = "/usr/bin:/bin"
     command = [python, "-m", "fhir_pub", "serve", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(

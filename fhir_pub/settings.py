@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     """Threads per worker process that run requests (granian's blocking threads)."""
     direct_reads: bool = True
     """Answer default reads from the store before the framework (the same answer, faster); false: never."""
+    direct_searches: bool = True
+    """Answer type searches from the handler before the framework (the same answer, faster); false: never."""
     jobs_dir: Path | None = None
     """Where export jobs and their files live (writable, else $export is 503); None: cache_dir/jobs"""
     export_expiry: int = 3600

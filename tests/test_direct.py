@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from test_served_search import BASES, equivalent, in_version, r5_searches, served_parameters
 
 from fhir_pub.handlers import BASE_SUFFIXES
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
 from fhir_pub.web import create_app
-from fhir_pub.web.direct import DirectReads
+from fhir_pub.web.direct import DirectReads, DirectSearches
 
 ACCEPTS = [
     None,
@@ -34,13 +35,21 @@ ENCODINGS = [None, "gzip", "gzip, deflate, br", "br", "identity"]
 
 
 def app_of(built: Path, direct: bool) -> Flask:
-    return create_app(Settings(publication=built, direct_reads=direct))
+    return create_app(Settings(publication=built, direct_reads=direct, direct_searches=direct))
+
+
+def searches_of(app: Flask) -> DirectSearches:
+    """The app's direct search path, found down its chain of middleware."""
+    layer: Any = app.wsgi_app
+    while not isinstance(layer, DirectSearches):
+        layer = layer.app
+    return layer
 
 
 class Counting:
     """Counts the requests the direct path hands to the full path."""
 
-    def __init__(self, direct: DirectReads) -> None:
+    def __init__(self, direct: DirectReads | DirectSearches) -> None:
         self.inner = direct.app
         self.calls = 0
         direct.app = self
@@ -175,3 +184,96 @@ def test_browser_and_proxy_headers_alike(built: Path) -> None:
         for _ in range(2):  # the second answer comes from what the first taught
             path = "/fhir/MedicationKnowledge/besponsa"
             assert answer(direct, "GET", path, headers) == answer(full, "GET", path, headers), headers
+
+
+# --- searches ---
+
+
+def all_searches(client: FlaskClient) -> list[str]:
+    """The search suite's R5 searches, and each one's equivalent at R4B and R4 where it has one."""
+    paths = list(r5_searches())
+    for version in BASES:
+        served = served_parameters(client, version)
+        paths += [in_version(p, version) for p in r5_searches() if equivalent(p, served)]
+    return paths
+
+
+def test_every_search_alike(built: Path) -> None:
+    """Every search of the search suite, at each base, plainly and with gzip, answers as the full path does.
+
+    Errors (a search the suite expects to fail) are the full path's to word; the rest skip it.
+    """
+    direct_app, full = app_of(built, True), app_of(built, False).test_client()
+    counting = Counting(searches_of(direct_app))
+    client = direct_app.test_client()
+    paths = all_searches(full)
+    assert len(paths) > 200
+    failing = 0
+    for path, encoding in itertools.product(paths, [None, "gzip"]):
+        headers = {"Accept-Encoding": encoding} if encoding else {}
+        got = answer(client, "GET", path, headers)
+        assert got == answer(full, "GET", path, headers), (path, headers)
+        failing += not got[0].startswith("200")
+    assert counting.calls < failing + 2 * len(paths) / 10, (counting.calls, failing)
+
+
+SEARCHES = [
+    "/fhir/ClinicalUseDefinition?type=warning&_count=3",
+    "/fhir/ClinicalUseDefinition?subject=Medication/besponsa-vial&_sort=-_lastUpdated&_count=2&_offset=2",
+    "/fhir/Medication?_id=besponsa-vial&_revinclude=ClinicalUseDefinition:subject",
+    "/fhir/ClinicalUseDefinition?type=warning&nonsense=1",  # an ignored parameter (or, strict, a 400)
+    "/fhir/ClinicalUseDefinition?type=warning&_summary=count",
+    "/fhir/ClinicalUseDefinition?type=warning&_elements=type&_count=2",
+    "/fhir/ClinicalUseDefinition?type=warning&_format=xml",
+    "/fhir/ClinicalUseDefinition?type=warning&_pretty=true",
+    "/fhir/ClinicalUseDefinition?type=warning&type=indication",
+    "/fhir/ClinicalUseDefinition?_count=2&type=warning&_count=3",
+    "/fhir/ClinicalUseDefinition?type=warning&_count=bad",
+    "/fhir/R4/Basic?code=http://hl7.org/fhir/fhir-types|ClinicalUseDefinition&_count=2",
+    "/fhir/R4B/ClinicalUseDefinition?type=indication",
+    "/fhir/R4/ClinicalUseDefinition?type=warning",
+    "/fhir/Nope?x=1",
+    "/fhir/ClinicalUseDefinition",
+    "/fhir/DocumentReference?description=%E2%9C%93",
+]
+
+
+def test_search_variants_alike(built: Path) -> None:
+    """Searches with each Accept, Accept-Encoding and Prefer, and a conditional header, answer alike."""
+    client, full = app_of(built, True).test_client(), app_of(built, False).test_client()
+    prefers = [None, "handling=strict", "handling=lenient", "return=minimal"]
+    for path, accept, encoding, prefer in itertools.product(SEARCHES, ACCEPTS, ENCODINGS, prefers):
+        headers = {
+            name: value
+            for name, value in (("Accept", accept), ("Accept-Encoding", encoding), ("Prefer", prefer))
+            if value
+        }
+        for method in ("GET", "HEAD"):
+            got, expected = answer(client, method, path, headers), answer(full, method, path, headers)
+            assert got == expected, (method, path, headers)
+    for path in SEARCHES[:3]:
+        conditional = {"If-None-Match": "*", "If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}
+        assert answer(client, "GET", path, conditional) == answer(full, "GET", path, conditional)
+
+
+def test_search_behind_a_proxy_alike(built: Path) -> None:
+    """Forwarded headers change a search's links alike on both paths, learned per variant."""
+    settings = {"trusted_proxies": 1, "base_url": None}
+    direct_app = create_app(Settings(publication=built, **settings))
+    full = create_app(
+        Settings(publication=built, direct_reads=False, direct_searches=False, **settings)
+    ).test_client()
+    counting = Counting(searches_of(direct_app))
+    client = direct_app.test_client()
+    variants = [
+        {},
+        {"Origin": "https://app.example.org"},
+        {"X-Forwarded-Host": "fhir.example.org", "X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/p"},
+    ]
+    for headers in variants:
+        for count in range(1, 6):
+            path = f"/fhir/ClinicalUseDefinition?type=warning&_count={count}"
+            assert answer(client, "GET", path, headers) == answer(full, "GET", path, headers), headers
+    assert counting.calls == len(variants)  # one learned answer per variant, then none
+    proxied = client.get(SEARCHES[0], headers=variants[2]).json
+    assert proxied["link"][0]["url"].startswith("https://fhir.example.org/p/fhir/ClinicalUseDefinition?")

@@ -13,7 +13,7 @@ from fhir_pub.settings import Settings
 from fhir_pub.store import Store
 from fhir_pub.web import bulk, errors, fhir, formats, html, limits, operations
 from fhir_pub.web.cache import ResponseCache
-from fhir_pub.web.direct import DirectReads
+from fhir_pub.web.direct import DirectReads, DirectSearches
 from fhir_pub.web.state import AppState, app_state, install
 
 MAX_BODY = 8 * 1024 * 1024  # bytes: a larger request body is refused with 413
@@ -73,12 +73,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
     app.add_url_rule("/", "landing", lambda: landing_page(app))
     app.register_blueprint(html.blueprint)  # /search/{type}: the landing page's forms
+    level = int(app.config.get("COMPRESS_LEVEL", 6))
+    if settings.direct_searches:  # inside the response cache: a repeated search is still a cache hit
+        app.wsgi_app = DirectSearches(app.wsgi_app, store, settings, level)  # type: ignore[method-assign]
     if settings.response_cache:
         app.wsgi_app = ResponseCache(  # type: ignore[method-assign]
             app.wsgi_app, settings.response_cache << 20, uncached=bulk.uncached
         )
     if settings.direct_reads:
-        level = int(app.config.get("COMPRESS_LEVEL", 6))
         app.wsgi_app = DirectReads(app.wsgi_app, store, level)  # type: ignore[method-assign]
     app.wsgi_app = limits.Limits(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]  # outermost
     errors.register(app)

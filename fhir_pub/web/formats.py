@@ -5,7 +5,7 @@ https://hl7.org/fhir/R5/http.html#mime-type; 406 when nothing acceptable can be 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -144,8 +144,13 @@ def preferences(request: Request) -> dict[str, str]:
     RFC 7240 compares names case-insensitively; the values read here (respond-async,
     handling=strict|lenient) are tokens.
     """
+    return prefer(request.headers.getlist("Prefer"))
+
+
+def prefer(headers: Iterable[str]) -> dict[str, str]:
+    """The preferences of ``Prefer`` header values (a WSGI environ joins repeated ones with commas)."""
     found: dict[str, str] = {}
-    for header in request.headers.getlist("Prefer"):
+    for header in headers:
         for part in header.split(","):
             name, _, value = part.split(";", 1)[0].partition("=")
             if name.strip():
