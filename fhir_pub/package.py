@@ -199,20 +199,12 @@ def _write_earlier(
             ]
             registry = load_conformance(profiles_dir, verified_codes)
             conformance, left_out = conformance_at(version, own_conformance(registry), capability)
+            kinds = {r["resourceType"] for r in registry.by_url.values()}
+            errors = without_form(store, version, sorted(store.types - kinds))
         finally:
             store.connection().close()  # before the scratch folder goes
     resources = [*conformance, capability, *served]
-    errors = [
-        f"{r['resourceType']}/{r['id']}: {issue.message}"
-        for r in resources
-        for issue in earlier.check(r, version)
-    ]
-    if errors:
-        shown = "; ".join(errors[:SHOWN]) + ("; ..." if len(errors) > SHOWN else "")
-        raise PublicationError(
-            f"{len(errors)} error{'s' if len(errors) != 1 else ''} against {earlier.CHECKED_BY[version]}: "
-            f"{shown}; nothing was packaged"
-        )
+    refuse_invalid(version, [*errors, *invalid(resources, version)])
     manifest = {
         **manifest,
         "name": f"{manifest['name']}{SUFFIXES[version]}",
@@ -225,6 +217,51 @@ def _write_earlier(
     }
     readme = _readme(version, manifest, resources, left_out).encode()
     return _write(out, manifest, resources, [(README, readme)])
+
+
+def without_form(store: Store, version: FhirVersion, kinds: list[str]) -> list[str]:
+    """The publication's resources (of R5 ``kinds``) that the build could not convert to ``version``.
+
+    The server answers that such a resource has no form at that version; a package without it would
+    leave its referrers pointing at nothing (a clinical use a MedicationKnowledge names, say), so each
+    is an error, with the reason ``convert`` gives.
+    """
+    name, _ = VERSION_NAMES[version]
+    target: Target = "4.3" if version == "4.3" else "4.0"
+    errors = []
+    for kind in kinds:
+        served = search_versions.served_type(version, kind)
+        converted = {rid for rid, _ in store.stored_converted(version, served)}
+        for rid, stored in store.stored(kind):
+            if rid in converted:
+                continue
+            try:
+                convert(orjson.loads(stored.body), target)
+                reason = "the build made none"
+            except ConversionError as exc:
+                reason = str(exc)
+            errors.append(f"{kind}/{rid}: no FHIR {name} form ({reason})")
+    return errors
+
+
+def invalid(resources: list[dict[str, Any]], version: FhirVersion) -> list[str]:
+    """Each error of each resource as a resource of ``version`` (``validation.earlier``, its own models)."""
+    return [
+        f"{r['resourceType']}/{r['id']}: {issue.message}"
+        for r in resources
+        for issue in earlier.check(r, version)
+    ]
+
+
+def refuse_invalid(version: FhirVersion, errors: list[str]) -> None:
+    """Raise ``PublicationError`` naming the first errors, if there are any: nothing is packaged."""
+    if errors:
+        shown = "; ".join(errors[:SHOWN]) + ("; ..." if len(errors) > SHOWN else "")
+        raise PublicationError(
+            f"{len(errors)} error{'s' if len(errors) != 1 else ''} at FHIR {VERSION_NAMES[version][0]} (each "
+            f"resource converted from R5, then checked against {earlier.CHECKED_BY[version]}): {shown}; "
+            "nothing was packaged"
+        )
 
 
 def conformance_at(
