@@ -190,6 +190,7 @@ def _write_earlier(
             raise BuildError(exc.report, made="packaged") from exc
         store = Store(built.path)
         try:
+            # The served statement has no id (it is not a stored resource); a package file needs one: R5's.
             capability = {"resourceType": "CapabilityStatement", "id": "fhir-pub"}
             capability |= orjson.loads(converted_capability(store, version, None))
             served = [
@@ -219,6 +220,13 @@ def _write_earlier(
     return _write(out, manifest, resources, [(README, readme)])
 
 
+def _target(version: FhirVersion) -> Target:
+    """``convert``'s name of an earlier version (4.3 or 4.0)."""
+    if version == "5.0":
+        raise ValueError("R5 is not converted")
+    return version
+
+
 def without_form(store: Store, version: FhirVersion, kinds: list[str]) -> list[str]:
     """The publication's resources (of R5 ``kinds``) that the build could not convert to ``version``.
 
@@ -227,7 +235,6 @@ def without_form(store: Store, version: FhirVersion, kinds: list[str]) -> list[s
     is an error, with the reason ``convert`` gives.
     """
     name, _ = VERSION_NAMES[version]
-    target: Target = "4.3" if version == "4.3" else "4.0"
     errors = []
     for kind in kinds:
         served = search_versions.served_type(version, kind)
@@ -236,7 +243,7 @@ def without_form(store: Store, version: FhirVersion, kinds: list[str]) -> list[s
             if rid in converted:
                 continue
             try:
-                convert(orjson.loads(stored.body), target)
+                convert(orjson.loads(stored.body), _target(version))
                 reason = "the build made none"
             except ConversionError as exc:
                 reason = str(exc)
@@ -269,7 +276,6 @@ def conformance_at(
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Our conformance resources valid at ``version``, converted; and each one left out, with the reason."""
     name, _ = VERSION_NAMES[version]
-    target: Target = "4.3" if version == "4.3" else "4.0"
     served = {
         param["definition"]
         for entry in capability["rest"][0]["resource"]
@@ -306,7 +312,7 @@ def conformance_at(
                 left_out.append((key, reason))
                 continue
         try:
-            kept.append(convert(resource, target))
+            kept.append(convert(resource, _target(version)))
         except ConversionError as exc:
             left_out.append((key, f"it has no FHIR {name} form ({exc})"))
     return kept, left_out
