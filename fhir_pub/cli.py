@@ -24,6 +24,7 @@ from fhir_pub.draft import LAYOUTS, draft, draft_toml, read_leaflet
 from fhir_pub.errors import FhirPubError
 from fhir_pub.export import ExportRequest, export, file_url, manifest, parse_instant
 from fhir_pub.facts import Codes, differing, fact_files, generate_files, write_files
+from fhir_pub.handlers import VERSION_NAMES, FhirVersion
 from fhir_pub.narrative import with_narrative
 from fhir_pub.package import write_package
 from fhir_pub.project import Sources, init_project, locate
@@ -681,18 +682,37 @@ def _export_static(store: Store, folder: Path) -> None:
 @click.option(
     "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .tgz to write."
 )
+@click.option(
+    "--fhir-version",
+    "fhir_version",
+    type=click.Choice(list(VERSION_NAMES)),
+    default="5.0",
+    show_default=True,
+    help="The package's FHIR version: R5, or the R4B (4.3) or R4 (4.0) form the server serves at [base]/R4B, "
+    "[base]/R4 (its resources and CapabilityStatement, without the R5 profiles).",
+)
 @project_option
 @resources_option
 @profiles_option
 def package_command(
-    out: Path, project_dir: Path | None, resources_dir: Path | None, profiles_dir: Path | None
+    out: Path,
+    fhir_version: FhirVersion,
+    project_dir: Path | None,
+    resources_dir: Path | None,
+    profiles_dir: Path | None,
 ) -> None:
-    """Write the publication and its profiles as a FHIR NPM package (.tgz) that FHIR tooling can load."""
+    """Write the publication and its profiles as a FHIR NPM package (.tgz) that FHIR tooling can load.
+
+    At ``--fhir-version 4.3`` or ``4.0`` it is the publication in FHIR R4B or R4, depending on that
+    version's core package; what it leaves out of the R5 package, and why, is in its other/README.md.
+    """
     sources = _sources(project_dir, resources_dir, profiles_dir)
     try:
         own = sources.project is not None and not sources.explicit_resources
         about = sources.project.package if sources.project is not None and own else None
-        count = write_package(out, sources.resources, sources.profiles, sources.verified_codes, about)
+        count = write_package(
+            out, sources.resources, sources.profiles, sources.verified_codes, about, fhir_version
+        )
     except BuildError as exc:
         _print_report(exc.report)
         raise click.ClickException(exc.diagnostics) from exc

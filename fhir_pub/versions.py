@@ -40,6 +40,12 @@ Decisions, each for a reason:
   false): R5 replaced the boolean by the code (https://hl7.org/fhir/R5/group.html).
 - Where HL7's draft StructureMaps (hl7.fhir.uv.xver) map more loosely, a value of a different meaning or
   a type the target forbids there travels as an extension instead: docs/versions.md names each case.
+- **SearchParameter and ValueSet** (the R4B and R4 packages' own, ``fhir_pub.package``) keep the
+  elements R4 has with the same name and meaning; ``SearchParameter.processingMode`` is R4's
+  ``xpathUsage``, which R5 renamed when it dropped XPath
+  (https://hl7.org/fhir/R5/searchparameter-definitions.html#SearchParameter.processingMode). Neither
+  rewrites an expression or a type code: which search parameters are valid at a version is the
+  package's decision (the ones that version's CapabilityStatement serves).
 """
 
 from __future__ import annotations
@@ -495,6 +501,30 @@ _COMMON: dict[str, Rule] = {
     "Provenance.entity.agent.onBehalfOf": _references_to(*_R4_AGENTS),
     "Provenance.entity.role": _code_in("revision", "quotation", "source", "removal", required=True),
     "Attachment.size": Custom(_attachment_size),
+    # Conformance resources of the R4B and R4 packages (module docstring).
+    **_keep(
+        *(
+            f"SearchParameter.{name}"
+            for name in _words(
+                """url version name derivedFrom status experimental date publisher description purpose
+                code base type expression multipleOr multipleAnd"""
+            )
+        )
+    ),
+    "SearchParameter.processingMode": Same("xpathUsage"),
+    **_keep(
+        *(
+            f"ValueSet.{name}"
+            for name in _words(
+                """url identifier version name title status experimental date publisher description
+                purpose copyright immutable compose compose.lockedDate compose.inactive
+                compose.include compose.include.system compose.include.version compose.include.valueSet
+                compose.include.concept compose.include.concept.code compose.include.concept.display
+                compose.exclude compose.exclude.system compose.exclude.version compose.exclude.valueSet
+                compose.exclude.concept compose.exclude.concept.code compose.exclude.concept.display"""
+            )
+        )
+    ),
 }
 
 # R4B (4.3.0) added ClinicalUseDefinition and CodeableReference.
