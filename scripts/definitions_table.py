@@ -69,6 +69,28 @@ def children(sd: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
+def choices(sd: dict[str, Any]) -> dict[str, list[str]]:
+    """The type's choice elements (``Extension.value`` for ``value[x]``) and the types each allows.
+
+    Type names as FHIRPath engines' models spell them (``DateTime``, ``CodeableReference``).
+    """
+    out = {}
+    for element in sd["snapshot"]["element"]:
+        if element["path"].endswith("[x]"):
+            codes = [str(t["code"]) for t in element.get("type", [])]
+            out[element["path"][:-3]] = [code[:1].upper() + code[1:] for code in codes]
+    return out
+
+
+def elsewhere(sd: dict[str, Any]) -> dict[str, str]:
+    """The type's elements defined by another's content (``contentReference``), with that element's path."""
+    return {
+        element["path"]: str(element["contentReference"]).split("#", 1)[-1]
+        for element in sd["snapshot"]["element"]
+        if "contentReference" in element
+    }
+
+
 def table(archive: Path, entry: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """``entry(sd)`` of each core type of the package, by type name."""
     return {sd["type"]: entry(sd) for sd in definitions(archive)}
