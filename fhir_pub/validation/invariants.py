@@ -136,6 +136,19 @@ def reference_has_content(focus: Mapping[str, Any], variables: Mapping[str, Any]
     return None
 
 
+# R4B's texts of ref-1 and dom-3 (the converted R4B forms): they mean what R5's do where the natives answer
+# (no reference, or one that is not "#..."; nothing contained). Property tests compare them too.
+R4B_REF_1 = (
+    "reference.startsWith('#').not() or (reference.substring(1).trace('url') in %rootResource.contained.i"
+    "d.trace('ids')) or (reference='#' and %rootResource!=%resource)"
+)
+R4B_DOM_3 = (
+    "contained.where(((id.exists() and ('#'+id in (%resource.descendants().reference | %resource.descenda"
+    "nts().as(canonical) | %resource.descendants().as(uri) | %resource.descendants().as(url)))) or descen"
+    "dants().where(reference = '#').exists() or descendants().where(as(canonical) = '#').exists() or desc"
+    "endants().where(as(uri) = '#').exists()).not()).trace('unmatched', id).empty()"
+)
+
 # Expressions evaluated in Python, by (key, exact R5 text): a changed expression falls back to FHIRPath.
 # ref-2 and dom-2 to dom-6 apply to every Reference or resource and are mostly decided by a key lookup or
 # two; through the memo, working out the memo key alone took 3 to 8 µs each time.
@@ -146,6 +159,8 @@ NATIVE_EXPRESSIONS = {
     ("txt-2", NARRATIVE_CHECKS): narrative_checks,
     ("dom-6", DOM_6): has_narrative,
     **dict.fromkeys(CONTAINED_RULES.items(), nothing_contained),
+    ("ref-1", R4B_REF_1): ref_1,
+    ("dom-3", R4B_DOM_3): nothing_contained,
 }
 
 
@@ -246,13 +261,16 @@ class InvariantSet:
         self.failures: list[str] = []
         self.all: list[Invariant] = []
         self._lock = threading.Lock()  # core() adds invariants while requests are served
+        # A release's own datatype invariants, compiled when an element of the type is first met (most
+        # of R4B's 50-odd datatypes never occur in a publication, and compiling is what costs).
+        self._pending: dict[str, list[tuple[Mapping[str, Any], str, str, str]]] = {}
         if conformance is None:
             for type_name in datatypes(release):
                 for element_path, constraint in base_constraints(type_name, release):
                     path, expression = _on_element(element_path, constraint.get("expression", ""), release)
                     key = type_name if path == type_name else _class_key(path)
-                    self._add(
-                        self.by_type.setdefault(key, []), constraint, expression, path, self._url(type_name)
+                    self._pending.setdefault(key, []).append(
+                        (constraint, expression, path, self._url(type_name))
                     )
         datatype_profiles = {} if conformance is None else conformance.datatype_profiles
         resource_profiles = {} if conformance is None else conformance.resource_profiles
@@ -380,6 +398,10 @@ class InvariantSet:
 
         Each list keeps the order the invariants are defined in (see :meth:`issues`).
         """
+        if type_name in self._pending:
+            with self._lock:
+                for constraint, expression, context, url in self._pending.pop(type_name, ()):
+                    self._add(self.by_type.setdefault(type_name, []), constraint, expression, context, url)
         candidates = [*self.by_type.get(type_name, ())]
         for url in profiles:
             candidates.extend(self.by_profile.get(url, {}).get(path, ()))

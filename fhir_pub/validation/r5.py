@@ -29,6 +29,7 @@ def _types(release: str = "5.0") -> dict[str, Any]:
     return types
 
 
+@cache
 def core_types(release: str = "5.0") -> frozenset[str]:
     """The names of the release's types: resources, datatypes and primitives (not backbone elements)."""
     return frozenset(_types(release))
