@@ -92,7 +92,9 @@ def package(folder: Path) -> Path:
         "derivation": "specialization",
         "baseDefinition": f"{CORE}Resource",
         "differential": {
-            "element": [{"path": "DomainResource", "constraint": [constraint("dom-2", "", "y")]}]
+            "element": [
+                {"path": "DomainResource", "constraint": [constraint("dom-2", f"{CORE}DomainResource", "y")]}
+            ]
         },
         "snapshot": {"element": [{"path": "DomainResource"}, {"path": "DomainResource.text"}]},
     }
@@ -138,10 +140,15 @@ class TestScripts:
             },
         }
 
-    def test_r5_table_keeps_the_order_of_children(self, tmp_path: Path) -> None:
+    def test_r5_table_keeps_the_order_of_children(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """The R5 script reads the same package through the same functions, and keeps element order."""
         module = script("r5-definitions")
-        table = module.table(package(tmp_path), module.entry)
+        assert module.main(["r5-definitions", str(package(tmp_path))], module.PACKAGE, module.entry) == 0
+        written = json.loads(capsys.readouterr().out)
+        assert written["package"] == "hl7.fhir.r5.core#5.0.0"
+        table = written["types"]
         assert table["Thing"]["children"] == {"": ["name", "value[x]", "part"], "part": ["part"]}
         assert [c[1] for c in table["Thing"]["constraints"]] == ["thg-1", "thg-2"]
         assert "choices" not in table["Thing"]
