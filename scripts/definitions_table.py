@@ -98,7 +98,9 @@ def table(archive: Path, entry: Callable[[dict[str, Any]], dict[str, Any]]) -> d
 
 def dumps(package: str, types: dict[str, dict[str, Any]]) -> str:
     """The table as JSON, one type a line (diffs of a new package stay readable)."""
-    lines = [f"  {json.dumps(name)}: {json.dumps(entry, ensure_ascii=False)}" for name, entry in types.items()]
+    lines = [
+        f"  {json.dumps(name)}: {json.dumps(entry, ensure_ascii=False)}" for name, entry in types.items()
+    ]
     return '{"package": "' + package.replace("@", "#") + '", "types": {\n' + ",\n".join(lines) + "\n}}\n"
 
 
