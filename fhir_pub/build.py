@@ -14,7 +14,7 @@ import os
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -37,7 +37,7 @@ from fhir_pub.search.dates import parse_range
 from fhir_pub.search.index import INDEX_SCHEMA, TABLES, Indexer, IndexRows, write_totals
 from fhir_pub.search.parameters import registry
 from fhir_pub.search.types import TYPES, text
-from fhir_pub.validation import Candidate, Report, Validator
+from fhir_pub.validation import Candidate, Issue, Report, Validator, earlier
 from fhir_pub.validation.validator import (
     CHUNK,
     MAX_BYTES,
@@ -471,7 +471,8 @@ def build(
             checks.append(checked)
             resource = candidate.resource
             if checked.clean and resource is not None and checked.facts is not None:
-                converted = list(_converted(resource))
+                # An error in the R4B form fails the build: the report is not ok (the rows are made).
+                converted = list(_converted(resource, checked.invariant, reader.source(index)))
                 forms = [(row[0], row[1]) for row in converted]
                 made = encode(checked, *reaches.reads(resource, checked.facts), forms)
                 clean.append(_Clean(index, resource, made, converted))
@@ -584,13 +585,20 @@ def _inputs(
     return inputs
 
 
-def _converted(resource: dict[str, Any]) -> Iterator[tuple[str, str, str, str, str, bytes]]:
-    """The resource's rows in the ``converted`` table: its R4B and R4 forms (none where R5 has no match)."""
+def _converted(
+    resource: dict[str, Any], issues: list[Issue], source: str
+) -> Iterator[tuple[str, str, str, str, str, bytes]]:
+    """The resource's rows in the ``converted`` table: its R4B and R4 forms (none where R5 has no match).
+
+    What :func:`check_converted` finds in the R4B form is added to ``issues``.
+    """
     for target in TARGETS:
         try:
             other = convert(resource, target)
         except ConversionError:
             continue  # read at that version answers that this resource has no form there
+        if target == "4.3":
+            issues.extend(check_converted(other, source))
         meta = other["meta"]
         yield (
             target,
@@ -600,6 +608,20 @@ def _converted(resource: dict[str, Any]) -> Iterator[tuple[str, str, str, str, s
             meta["lastUpdated"],
             orjson.dumps(other),
         )
+
+
+def check_converted(form: Mapping[str, Any], source: str | None) -> list[Issue]:
+    """The issues of a resource's R4B form: R4B's models and invariants (``validation.earlier``).
+
+    Issue 16: the converted forms are validated as the R5 ones are. Each issue says it is about the R4B
+    form (layer ``R4B``, the message naming FHIR R4B), so a report reads ``Organization: as converted to
+    FHIR R4B, org-1: ...`` under the resource's file. The R4 forms are checked by the tests only
+    (tests/test_versions.py), R4's invariants not at all.
+    """
+    return [
+        replace(issue, message=f"as converted to FHIR R4B, {issue.message}", source=source, layer="R4B")
+        for issue in earlier.check(form, "4.3")
+    ]
 
 
 def _insert(db: sqlite3.Connection, rows: _Rows, failed: dict[str, str]) -> None:

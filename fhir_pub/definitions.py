@@ -136,13 +136,13 @@ def is_resource_type(name: str, release: str = "5.0") -> bool:
     return any(base.__name__ == "Resource" for base in cls.__mro__) and cls.__name__ == name
 
 
-def element_at(path: str) -> ElementInfo | None:
+def element_at(path: str, release: str = "5.0") -> ElementInfo | None:
     """Return the element at a dotted path such as ``ClinicalUseDefinition.warning.code``, or None."""
     head, *rest = path.split(".")
     current: ElementInfo | None = None
     type_name = head
     for name in rest:
-        found = elements(type_name).get(name)
+        found = elements(type_name, release).get(name)
         if found is None:
             return None
         current, type_name = found, found.type_name
@@ -165,13 +165,13 @@ class Node(typing.NamedTuple):
 
 
 @cache
-def complex_elements(type_name: str) -> dict[str, ElementInfo]:
+def complex_elements(type_name: str, release: str = "5.0") -> dict[str, ElementInfo]:
     """The elements of a type that hold complex values (the ones :func:`walk_json` descends into)."""
-    return {name: info for name, info in elements(type_name).items() if not info.is_primitive}
+    return {name: info for name, info in elements(type_name, release).items() if not info.is_primitive}
 
 
-def walk_json(resource: typing.Mapping[str, Any]) -> typing.Iterator[Node]:
-    """Yield the resource itself and every complex value below it, with its R5 type.
+def walk_json(resource: typing.Mapping[str, Any], release: str = "5.0") -> typing.Iterator[Node]:
+    """Yield the resource itself and every complex value below it, with its R5 type (or R4B's, for 4.3).
 
     Unknown elements are skipped (structure validation reports them); primitives are not yielded.
     Contained resources are walked as resources of their own type.
@@ -181,7 +181,7 @@ def walk_json(resource: typing.Mapping[str, Any]) -> typing.Iterator[Node]:
     stack: list[tuple[str, str, str, typing.Mapping[str, Any]]] = [(root, root, root, resource)]
     while stack:
         expression, path, type_name, node = stack.pop()
-        known = complex_elements(type_name)
+        known = complex_elements(type_name, release)
         for name, value in node.items():
             info = known.get(name)
             if info is None:
@@ -195,22 +195,22 @@ def walk_json(resource: typing.Mapping[str, Any]) -> typing.Iterator[Node]:
                 if child_type == "Resource" and "resourceType" in item:
                     child_type = child_path = str(item["resourceType"])
                 child_expression = f"{expression}.{name}[{index}]" if info.is_list else f"{expression}.{name}"
-                if child_type in {"Resource", "DomainResource"} or not _known_type(child_type):
+                if child_type in {"Resource", "DomainResource"} or not _known_type(child_type, release):
                     continue
                 yield Node(child_expression, child_path, child_type, item, info)
                 stack.append((child_expression, child_path, child_type, item))
 
 
 @cache
-def _known_type(type_name: str) -> bool:
+def _known_type(type_name: str, release: str = "5.0") -> bool:
     try:
-        model_class(type_name)
+        model_class(type_name, release)
     except (KeyError, ValueError, AttributeError):
         return False
     return True
 
 
 @cache
-def is_backbone(type_name: str) -> bool:
+def is_backbone(type_name: str, release: str = "5.0") -> bool:
     """Whether a type is a backbone element of one resource (inline), rather than a reusable datatype."""
-    return any(base.__name__ == "BackboneElement" for base in model_class(type_name).__mro__)
+    return any(base.__name__ == "BackboneElement" for base in model_class(type_name, release).__mro__)

@@ -99,7 +99,9 @@ def capability(context: Context) -> Answer:
 
 
 # What R4B and R4 serve (fhir_pub.search.versions for the search parameters); $validate checks that
-# version's structure (validation.earlier).
+# version's structure, and R4B's invariants (validation.earlier), by release.
+VALIDATE_CHECKS = {"4.3.0": "structure, datatypes and invariants", "4.0.1": "structure and datatypes"}
+VALIDATE_SKIPS = {"4.3.0": "bindings", "4.0.1": "invariants or bindings"}
 CONVERTED_TYPE_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
 CONVERTED_SYSTEM_INTERACTIONS = ("history-system", "search-system")
 
@@ -160,7 +162,7 @@ def converted_capability(store: Store, version: FhirVersion, base: str | None) -
             "status": "generated",
             "div": f'<div xmlns="http://www.w3.org/1999/xhtml">fhir-pub at FHIR {name} ({release}): '
             f"{', '.join(CONVERTED_TYPE_INTERACTIONS)} of {', '.join(kinds)}; $export; $validate "
-            f"(FHIR {name}'s structure and datatypes).</div>",
+            f"(FHIR {name}'s {VALIDATE_CHECKS[release]}).</div>",
         },
         **({"url": f"{base}/metadata"} if base is not None else {}),
         "name": f"FhirPub{name}",
@@ -179,8 +181,8 @@ def converted_capability(store: Store, version: FhirVersion, base: str | None) -
         "rest": [
             {
                 "mode": "server",
-                "documentation": f"Read-only. $validate checks FHIR {name}'s structure and datatypes, "
-                "not its invariants or bindings (validation.earlier). Search parameters whose "
+                "documentation": f"Read-only. $validate checks FHIR {name}'s {VALIDATE_CHECKS[release]}, "
+                f"not its {VALIDATE_SKIPS[release]} (validation.earlier). Search parameters whose "
                 f"element is an extension at FHIR {name} are not served here (docs/versions.md).",
                 "resource": resources,
                 "interaction": [{"code": code} for code in CONVERTED_SYSTEM_INTERACTIONS],

@@ -21,6 +21,8 @@ from fhir_pub.validation.invariants import (
     CONTAINED_RULES,
     DOM_6,
     NARRATIVE_CHECKS,
+    R4B_DOM_3,
+    R4B_REF_1,
     REF_1,
     REF_2,
     InvariantSet,
@@ -176,19 +178,20 @@ class TestNative:
         same_root=st.booleans(),
     )
     def test_ref_1(self, reference: Any, contained: list[dict[str, Any]], same_root: bool) -> None:
-        """ref-1 natively gives fhirpathpy's answer, or defers to it."""
+        """ref-1 natively gives fhirpathpy's answer, or defers to it: R5's text, and R4B's."""
         root: dict[str, Any] = {"resourceType": "Organization", "id": "o", "contained": contained}
         other = root if same_root else {**root, "id": "other"}
         focus = {} if reference is None else {"reference": reference}
         variables = {"rootResource": root, "resource": other}
         native = ref_1(focus, variables)
         node = ResourceNode.create_node(focus, "Reference")
-        try:
-            expected = compile_expression(REF_1)(node, dict(variables)) != [False]
-        except Exception:  # fhirpathpy cannot evaluate it: the native form must defer
-            assert native is None
-            return
-        assert native in (None, expected)
+        for expression, release in ((REF_1, "5.0"), (R4B_REF_1, "4.3")):
+            try:
+                expected = compile_expression(expression, release)(node, dict(variables)) != [False]
+            except Exception:  # fhirpathpy cannot evaluate it: the native form must defer
+                assert native is None
+                continue
+            assert native in (None, expected)
         assert native is not None or not isinstance(reference, str) or any(not c["id"] for c in contained)
 
     @settings(max_examples=300, deadline=None)
@@ -230,10 +233,12 @@ class TestNative:
         assert native is not None or "_div" in narrative or not isinstance(narrative.get("div"), str)
 
 
-def fhirpath_holds(expression: str, focus: Any, variables: dict[str, Any]) -> bool | None:
+def fhirpath_holds(
+    expression: str, focus: Any, variables: dict[str, Any], release: str = "5.0"
+) -> bool | None:
     """What the invariant layer makes of fhirpathpy's answer: holds, fails, or None when it cannot run."""
     try:
-        return bool(compile_expression(expression)(focus, variables) != [False])
+        return bool(compile_expression(expression, release)(focus, variables) != [False])
     except Exception:
         return None
 
@@ -265,13 +270,15 @@ class TestNativeEverywhere:
                 "partOf": st.fixed_dictionaries({"reference": st.sampled_from(["#a", "#b", "#", "X/y"])}),
             },
         ),
-        rule=st.sampled_from(sorted(CONTAINED_RULES)),
+        rule=st.sampled_from([*sorted(CONTAINED_RULES), "R4B dom-3"]),
     )
     def test_dom_2_to_5(self, resource: dict[str, Any], rule: str) -> None:
-        """With nothing contained each rule holds; with something, fhirpathpy decides."""
+        """With nothing contained each rule holds; with something, fhirpathpy decides (R4B's dom-3 too)."""
         native = nothing_contained(resource, {})
         roots = {"resource": resource, "rootResource": resource}
-        assert native in (None, fhirpath_holds(CONTAINED_RULES[rule], resource, roots))
+        expression = R4B_DOM_3 if rule == "R4B dom-3" else CONTAINED_RULES[rule]
+        release = "4.3" if rule == "R4B dom-3" else "5.0"
+        assert native in (None, fhirpath_holds(expression, resource, roots, release))
         assert (native is None) == ("contained" in resource or "_contained" in resource)
 
     @settings(max_examples=200, deadline=None)

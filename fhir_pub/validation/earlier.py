@@ -1,24 +1,35 @@
-"""``$validate`` at FHIR R4B and R4: a resource checked against that version's own models.
+"""``$validate`` at FHIR R4B and R4: a resource checked against that version's own definitions.
 
-R4B: fhir.resources' R4B models (structure, cardinality, datatypes, unknown elements). R4: SMART's
-fhirclient models for FHIR 4.0.1 in strict mode, an implementation independent of fhir.resources. Both are
-the checks ``tests/test_versions.py`` applies to every converted resource of the publication. Neither checks
-that version's invariants or bindings, and the answer says so in its first issue.
+R4B: fhir.resources' R4B models (structure, cardinality, datatypes, unknown elements), then R4B's own
+invariants from hl7.fhir.r4b.core 4.3.0 (``r4b-definitions.json``), evaluated by the engine that evaluates
+R5's (:class:`fhir_pub.validation.invariants.InvariantSet` for release 4.3): an error-severity one broken is
+an error, a warning one a warning, one the engine cannot evaluate a warning that it went unchecked. R4:
+SMART's fhirclient models for FHIR 4.0.1 in strict mode, an implementation independent of fhir.resources.
+The build applies the R4B check to every converted resource (``fhir_pub.build``); ``tests/test_versions.py``
+applies both. Neither checks that version's bindings, nor R4's invariants, and the answer says so in its
+first issue.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from functools import cache
 from typing import Any
 
 from pydantic import ValidationError
 
+from fhir_pub.validation.invariants import InvariantSet
 from fhir_pub.validation.issues import Issue
 
+log = logging.getLogger(__name__)
+
 CHECKED_BY = {
-    "4.3": "FHIR R4B's structure and datatypes (fhir.resources' R4B models)",
-    "4.0": "FHIR R4's structure and datatypes (SMART fhirclient's 4.0.1 models, strict)",
+    "4.3": "FHIR R4B's structure and datatypes (fhir.resources' R4B models) and R4B's invariants "
+    "(hl7.fhir.r4b.core 4.3.0); R4B's bindings are not checked",
+    "4.0": "FHIR R4's structure and datatypes (SMART fhirclient's 4.0.1 models, strict); R4's invariants "
+    "and bindings are not checked",
 }
 
 
@@ -27,21 +38,49 @@ def mode(version: str) -> Issue:
     return Issue(
         "information",
         "informational",
-        f"validated against {CHECKED_BY[version]}; that version's invariants and bindings are not checked, "
-        "nor this publication's profiles (they are R5 profiles)",
+        f"validated against {CHECKED_BY[version]}, nor this publication's profiles (they are R5 profiles)",
         layer="request",
     )
 
 
-def check(resource: Mapping[str, Any], version: str) -> list[Issue]:
-    """The errors of ``resource`` as a resource of FHIR ``version`` (4.3 or 4.0); empty when it is valid."""
+def check(resource: Mapping[str, Any], version: str, source: str | None = None) -> list[Issue]:
+    """The issues of ``resource`` as a resource of FHIR ``version`` (4.3 or 4.0); no error when it is valid.
+
+    At 4.3 they include R4B's invariants: errors, and warnings (a warning-severity invariant broken, or
+    one not checked). ``source`` names the resource in the issues.
+    """
     kind = resource.get("resourceType")
     if not isinstance(kind, str):
-        return [Issue("error", "structure", "the resource has no resourceType", "resourceType")]
-    return list(_r4b(kind, resource) if version == "4.3" else _r4(kind, resource))
+        return [Issue("error", "structure", "the resource has no resourceType", "resourceType", source)]
+    if version != "4.3":
+        return list(_r4(kind, resource))
+    found = list(_r4b(kind, resource, source))
+    if not found or found[0].code != "not-supported":  # a type R4B has: its invariants too
+        found.extend(r4b_invariants(resource, kind, source))
+    return found
 
 
-def _r4b(kind: str, resource: Mapping[str, Any]) -> Iterator[Issue]:
+@cache
+def _r4b_set() -> InvariantSet:
+    return InvariantSet(None, "4.3")
+
+
+def r4b_invariants(resource: Mapping[str, Any], kind: str, source: str | None = None) -> list[Issue]:
+    """R4B's invariants of ``resource`` (of R4B type ``kind``) that it breaks or that went unchecked.
+
+    An element the R4B models refuse may make an expression fail; that is the "not checked" warning, and
+    the models' error says what is wrong. Anything else going wrong is an error, never a crash.
+    """
+    invariants = _r4b_set()
+    try:
+        return invariants.issues(resource, [invariants.core(kind)], {}, source)
+    except Exception:  # the walk met a shape the models have already refused
+        log.exception("R4B invariants failed on %s", source or kind)
+        message = "R4B's invariants could not be checked on this resource (internal error, logged)"
+        return [Issue("error", "exception", message, kind, source, None, "invariant")]
+
+
+def _r4b(kind: str, resource: Mapping[str, Any], source: str | None) -> Iterator[Issue]:
     from fhir.resources.R4B import get_fhir_model_class
 
     try:
@@ -54,7 +93,7 @@ def _r4b(kind: str, resource: Mapping[str, Any]) -> Iterator[Issue]:
     except ValidationError as exc:
         for error in exc.errors():
             path = _fhirpath(kind, (p for p in error["loc"] if not str(p).startswith("function-")))
-            yield Issue("error", "structure", f"{path}: {error['msg']}", path)
+            yield Issue("error", "structure", f"{path}: {error['msg']}", path, source)
 
 
 def _r4(kind: str, resource: Mapping[str, Any]) -> Iterator[Issue]:

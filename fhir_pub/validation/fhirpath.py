@@ -20,6 +20,8 @@ from fhirpathpy.engine.nodes import FP_DateTime, FP_Quantity, FP_Type, ResourceN
 from fhirpathpy.models import models
 from lxml import etree
 
+from fhir_pub.validation.r5 import r4b_model
+
 Compiled = Callable[..., list[Any]]
 
 # The resources that resolve() can reach, set by the validator for the resources it is checking.
@@ -242,8 +244,8 @@ USER_FUNCTIONS: dict[str, dict[str, Any]] = {
 OPTIONS = {"userInvocationTable": USER_FUNCTIONS, "traceFn": lambda label, value: None}
 
 
-def compile_expression(expression: str) -> Compiled:
-    """Compile a FHIRPath expression once, against the R5 model, with the functions above.
+def compile_expression(expression: str, release: str = "5.0") -> Compiled:
+    """Compile a FHIRPath expression once, against a release's model (R5's; R4B's for 4.3), with the above.
 
     A leading ``$this.`` is dropped: at the top of an expression ``$this`` is the focus
     (https://hl7.org/fhirpath/N1/#functions), which fhirpathpy sets only inside a function's argument
@@ -251,5 +253,6 @@ def compile_expression(expression: str) -> Compiled:
     """
     if expression.startswith("$this."):
         expression = expression[len("$this.") :]
-    compiled: Compiled = fhirpathpy.compile(expression, models["r5"], OPTIONS)
+    model = models["r5"] if release == "5.0" else r4b_model()  # fhirpathpy has no R4B model of its own
+    compiled: Compiled = fhirpathpy.compile(expression, model, OPTIONS)
     return compiled

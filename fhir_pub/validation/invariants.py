@@ -5,6 +5,10 @@ definitions give them (:mod:`fhir_pub.validation.r5`), then its own
 (``fhirpub-*``). Each constraint is evaluated at every occurrence of the element it is defined on: resource
 profiles by element path (``Provenance.agent``), datatype profiles at every element of their type
 (``Reference``).
+The same machinery checks the converted R4B forms against R4B's own invariants
+(``InvariantSet(None, "4.3")``, see :mod:`fhir_pub.validation.earlier`): every datatype's at each element
+of that type, each resource type's (with DomainResource's) by element path, as R4B's snapshots have them
+(https://hl7.org/fhir/R4B/conformance-rules.html#constraints). No profile of this publication applies there.
 ele-1 applies to every element of every resource; evaluating its FHIRPath at each one would cost more than
 all other layers together, so it is checked natively with the same meaning (no empty object, array or
 string, no object holding only an ``id``).
@@ -27,7 +31,7 @@ from fhir_pub.graph import ENVIRONMENT
 from fhir_pub.validation.dependencies import Plan, analyze
 from fhir_pub.validation.fhirpath import Compiled, compile_expression, html_checks, resolvable
 from fhir_pub.validation.issues import Issue, Severity
-from fhir_pub.validation.r5 import base_constraints
+from fhir_pub.validation.r5 import base_constraints, core_types, datatypes
 
 NATIVE = {"ele-1"}
 MEMO_LIMIT = 100_000
@@ -132,6 +136,19 @@ def reference_has_content(focus: Mapping[str, Any], variables: Mapping[str, Any]
     return None
 
 
+# R4B's texts of ref-1 and dom-3 (the converted R4B forms): they mean what R5's do where the natives answer
+# (no reference, or one that is not "#..."; nothing contained). Property tests compare them too.
+R4B_REF_1 = (
+    "reference.startsWith('#').not() or (reference.substring(1).trace('url') in %rootResource.contained.i"
+    "d.trace('ids')) or (reference='#' and %rootResource!=%resource)"
+)
+R4B_DOM_3 = (
+    "contained.where(((id.exists() and ('#'+id in (%resource.descendants().reference | %resource.descenda"
+    "nts().as(canonical) | %resource.descendants().as(uri) | %resource.descendants().as(url)))) or descen"
+    "dants().where(reference = '#').exists() or descendants().where(as(canonical) = '#').exists() or desc"
+    "endants().where(as(uri) = '#').exists()).not()).trace('unmatched', id).empty()"
+)
+
 # Expressions evaluated in Python, by (key, exact R5 text): a changed expression falls back to FHIRPath.
 # ref-2 and dom-2 to dom-6 apply to every Reference or resource and are mostly decided by a key lookup or
 # two; through the memo, working out the memo key alone took 3 to 8 µs each time.
@@ -142,6 +159,8 @@ NATIVE_EXPRESSIONS = {
     ("txt-2", NARRATIVE_CHECKS): narrative_checks,
     ("dom-6", DOM_6): has_narrative,
     **dict.fromkeys(CONTAINED_RULES.items(), nothing_contained),
+    ("ref-1", R4B_REF_1): ref_1,
+    ("dom-3", R4B_DOM_3): nothing_contained,
 }
 
 
@@ -187,19 +206,23 @@ class Deferred(NamedTuple):
     resource: Any
 
 
+# The canonical version of the core definitions of a release other than R5 (its types share R5's URLs).
+CORE_VERSIONS = {"4.3": "4.3.0"}
+
+
 @cache
-def _compiled(expression: str) -> tuple[Compiled, Plan]:
-    compiled = compile_expression(expression)
+def _compiled(expression: str, release: str = "5.0") -> tuple[Compiled, Plan]:
+    compiled = compile_expression(expression, release)
     return compiled, Plan(analyze(getattr(compiled, "parsedPath", {})))
 
 
-def _on_element(path: str, expression: str) -> tuple[str, str]:
+def _on_element(path: str, expression: str, release: str = "5.0") -> tuple[str, str]:
     """Move a constraint on a primitive element to its parent (``Narrative.div``: Narrative, ``div.all(e)``).
 
     The walker visits complex values only; ``all()`` evaluates ``e`` on each value of the primitive,
     which is what a constraint on that element means.
     """
-    element = element_at(path) if "." in path else None
+    element = element_at(path, release) if "." in path else None
     if element is None or not element.is_primitive:
         return path, expression
     parent, name = path.rsplit(".", 1)
@@ -225,20 +248,38 @@ def _snapshot_constraints(profile: Mapping[str, Any]) -> Iterator[tuple[str, Map
 
 
 class InvariantSet:
-    """All invariants of a Conformance registry, ready to evaluate."""
+    """All invariants of a Conformance registry, ready to evaluate; or, without one, a release's own.
 
-    def __init__(self, conformance: Conformance) -> None:
+    ``InvariantSet(None, "4.3")`` holds R4B's: each datatype's at every element of its type, and each
+    resource type's by :meth:`core`.
+    """
+
+    def __init__(self, conformance: Conformance | None, release: str = "5.0") -> None:
+        self.release = release
         self.by_type: dict[str, list[Invariant]] = {}
         self.by_profile: dict[str, dict[str, list[Invariant]]] = {}
         self.failures: list[str] = []
         self.all: list[Invariant] = []
         self._lock = threading.Lock()  # core() adds invariants while requests are served
-        for type_name, profile in conformance.datatype_profiles.items():
+        # A release's own datatype invariants, compiled when an element of the type is first met (most
+        # of R4B's 50-odd datatypes never occur in a publication, and compiling is what costs).
+        self._pending: dict[str, list[tuple[Mapping[str, Any], str, str, str]]] = {}
+        if conformance is None:
+            for type_name in datatypes(release):
+                for element_path, constraint in base_constraints(type_name, release):
+                    path, expression = _on_element(element_path, constraint.get("expression", ""), release)
+                    key = type_name if path == type_name else _class_key(path)
+                    self._pending.setdefault(key, []).append(
+                        (constraint, expression, path, self._url(type_name))
+                    )
+        datatype_profiles = {} if conformance is None else conformance.datatype_profiles
+        resource_profiles = {} if conformance is None else conformance.resource_profiles
+        for type_name, profile in datatype_profiles.items():
             for element_path, constraint in _snapshot_constraints(profile):
                 path, expression = _on_element(element_path, constraint.get("expression", ""))
                 key = type_name if path == type_name else _class_key(path)
                 self._add(self.by_type.setdefault(key, []), constraint, expression, path, profile["url"])
-        for url, profile in conformance.resource_profiles.items():
+        for url, profile in resource_profiles.items():
             by_path = self.by_profile.setdefault(url, {})
             for element_path, constraint in _snapshot_constraints(profile):
                 path, expression = _on_element(element_path, constraint.get("expression", ""))
@@ -260,7 +301,7 @@ class InvariantSet:
         if constraint["key"] in NATIVE or not expression:
             return
         try:
-            compiled, plan = _compiled(expression)
+            compiled, plan = _compiled(expression, self.release)
         except Exception as exc:  # fhirpathpy raises bare Exceptions for grammar errors
             self.failures.append(f"{constraint['key']} in {profile}: cannot compile ({exc})")
             return
@@ -279,18 +320,25 @@ class InvariantSet:
         self.all.append(invariant)
         bucket.append(invariant)
 
+    def _url(self, type_name: str) -> str:
+        """The canonical of the release's own definition of a type (``|4.3.0`` for R4B's)."""
+        version = CORE_VERSIONS.get(self.release)
+        return f"{R5_BASE}{type_name}" + (f"|{version}" if version else "")
+
     def core(self, type_name: str) -> str:
-        """The canonical of R5's own definition of a resource type, its invariants ready to evaluate.
+        """The canonical of R5's (or the set's release's) own definition of a resource type, ready to use.
 
         For a resource judged on its own without a profile of this publication: R5's invariants of the
         type (and of DomainResource, Resource) apply as a profile would. Made on first use.
         """
-        url = f"{R5_BASE}{type_name}"
+        url = self._url(type_name)
         with self._lock:
             if url not in self.by_profile:
                 by_path: dict[str, list[Invariant]] = {}
-                for element_path, constraint in base_constraints(type_name):
-                    path, expression = _on_element(element_path, constraint.get("expression", ""))
+                for element_path, constraint in base_constraints(type_name, self.release):
+                    path, expression = _on_element(
+                        element_path, constraint.get("expression", ""), self.release
+                    )
                     self._add(by_path.setdefault(path, []), constraint, expression, path, url)
                 self._applicable.clear()
                 self.by_profile[url] = by_path
@@ -314,7 +362,7 @@ class InvariantSet:
         found: list[Issue] = list(ele_1(resource, source))
         applicable = self._applicable
         key_of_profiles = tuple(profiles)
-        for node in nodes if nodes is not None else walk_json(resource):
+        for node in nodes if nodes is not None else walk_json(resource, self.release):
             where = (node.type_name, node.path, key_of_profiles)
             split = applicable.get(where)
             if split is None:
@@ -325,7 +373,7 @@ class InvariantSet:
             if deferred is None:
                 now = candidates
             elif waiting:
-                type_path = _type_path(node)
+                type_path = self._type_path(node)
                 for invariant in waiting:
                     if invariant.focus_free:
                         deferred.append(Deferred(invariant.number, node.expression, type_path, None, None))
@@ -337,7 +385,9 @@ class InvariantSet:
                 continue
             wrap = node.info is not None
             found.extend(
-                self._evaluate(now, variables, node.value, node.expression, _type_path(node), wrap, source)
+                self._evaluate(
+                    now, variables, node.value, node.expression, self._type_path(node), wrap, source
+                )
             )
         return found
 
@@ -348,6 +398,10 @@ class InvariantSet:
 
         Each list keeps the order the invariants are defined in (see :meth:`issues`).
         """
+        if type_name in self._pending:
+            with self._lock:
+                for constraint, expression, context, url in self._pending.pop(type_name, ()):
+                    self._add(self.by_type.setdefault(type_name, []), constraint, expression, context, url)
         candidates = [*self.by_type.get(type_name, ())]
         for url in profiles:
             candidates.extend(self.by_profile.get(url, {}).get(path, ()))
@@ -413,6 +467,12 @@ class InvariantSet:
                 message = f"{invariant.key}: {invariant.human}"
                 yield Issue(severity, "invariant", message, expression, source, invariant.key, "invariant")
 
+    def _type_path(self, node: Node) -> str:
+        """The type FHIRPath sees a node as: its element path for a backbone element, else its type."""
+        if self.release != "5.0":  # R4B's Timing and Dosage are BackboneElements, yet datatypes
+            return node.type_name if node.type_name in core_types(self.release) else node.path
+        return node.path if is_backbone(node.type_name) else node.type_name
+
     @staticmethod
     def _run(
         invariant: Invariant, value: Any, wrap: bool, type_path: str, variables: Mapping[str, Any]
@@ -426,10 +486,6 @@ class InvariantSet:
         except Exception:  # an expression that cannot run on this input is itself a finding
             return None
         return result != [False]
-
-
-def _type_path(node: Node) -> str:
-    return node.path if is_backbone(node.type_name) else node.type_name
 
 
 def _constraints(profile: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
