@@ -149,7 +149,11 @@ def converted_capability(store: Store, version: FhirVersion, base: str | None) -
         }
         includes = [v for v in own.get("searchInclude", []) if served(renamed(v))]
         revincludes = [renamed(v) for v in own.get("searchRevInclude", []) if served(renamed(v))]
-        params = [p for p in own.get("searchParam", []) if registry.get(r5_kind, p["name"]) is not None]
+        params = [
+            search_versions.defined_at(version, kind, p)
+            for p in own.get("searchParam", [])
+            if registry.get(r5_kind, p["name"]) is not None
+        ]
         if version == "4.0" and kind == "Basic":  # search_versions.basic_code_matches
             params = sorted([*params, search_versions.BASIC_CODE], key=lambda p: p["name"])
         entry.update({"searchInclude": [renamed(v) for v in includes]} if includes else {})

@@ -45,6 +45,7 @@ from fhir_pub.search import versions as search_versions
 from fhir_pub.snapshot import with_snapshot
 from fhir_pub.store import Store
 from fhir_pub.validation import Validator, earlier
+from fhir_pub.validation.issues import is_error
 from fhir_pub.versions import ConversionError, Target, convert
 
 NAME = "fhir-pub.publication"
@@ -252,11 +253,16 @@ def without_form(store: Store, version: FhirVersion, kinds: list[str]) -> list[s
 
 
 def invalid(resources: list[dict[str, Any]], version: FhirVersion) -> list[str]:
-    """Each error of each resource as a resource of ``version`` (``validation.earlier``, its own models)."""
+    """Each error of each resource as a resource of ``version`` (``validation.earlier``).
+
+    That is its own models and, at R4B, its invariants, whose warnings (dom-6 on a SearchParameter
+    without narrative) are not errors.
+    """
     return [
         f"{r['resourceType']}/{r['id']}: {issue.message}"
         for r in resources
         for issue in earlier.check(r, version)
+        if is_error(issue)
     ]
 
 

@@ -104,16 +104,19 @@ def dumps(package: str, types: dict[str, dict[str, Any]]) -> str:
     return '{"package": "' + package.replace("@", "#") + '", "types": {\n' + ",\n".join(lines) + "\n}}\n"
 
 
+def archive_of(argv: list[str], package: str, scratch: str) -> Path:
+    """The package named in ``argv[1]``, or ``package`` fetched with npm pack into ``scratch``."""
+    if len(argv) > 1:
+        return Path(argv[1])
+    name = subprocess.run(
+        ["npm", "pack", "--silent", package], cwd=scratch, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return Path(scratch) / name
+
+
 def main(argv: list[str], package: str, entry: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
     """Print the table of the package named in ``argv[1]``, or of ``package`` fetched with npm pack."""
     with tempfile.TemporaryDirectory() as scratch:
-        if len(argv) > 1:
-            archive = Path(argv[1])
-        else:
-            name = subprocess.run(
-                ["npm", "pack", "--silent", package], cwd=scratch, check=True, capture_output=True, text=True
-            ).stdout.strip()
-            archive = Path(scratch) / name
-        types = table(archive, entry)
+        types = table(archive_of(argv, package, scratch), entry)
     sys.stdout.write(dumps(package, types))
     return 0

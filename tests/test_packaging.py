@@ -250,7 +250,7 @@ class TestEarlierPackage:
             p["definition"]
             for entry in capability["rest"][0]["resource"]
             for p in entry.get("searchParam", [])
-            if p["definition"].startswith("http://fhir-pub.org/")
+            if p.get("definition", "").startswith("http://fhir-pub.org/")
         }
         held = {r["url"]: r for r in files.values() if r["resourceType"] == "SearchParameter"}
         assert set(held) == named

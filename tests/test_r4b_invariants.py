@@ -153,6 +153,27 @@ class TestScripts:
         assert [c[1] for c in table["Thing"]["constraints"]] == ["thg-1", "thg-2"]
         assert "choices" not in table["Thing"]
 
+    def test_r4b_search_parameters(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """scripts/r4b-search-parameters lists each SearchParameter under every type it is based on."""
+        archive = tmp_path / "sp.tgz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for sp in (
+                {"resourceType": "SearchParameter", "url": "http://x/a", "code": "a", "base": ["T", "U"]},
+                {"resourceType": "SearchParameter", "url": "http://x/b", "code": "b", "base": ["T"]},
+                {"resourceType": "ValueSet", "url": "http://x/vs"},
+            ):
+                data = json.dumps(sp).encode()
+                info = tarfile.TarInfo(f"package/{sp['resourceType']}-{sp['url'][-1]}.json")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        module = script("r4b-search-parameters")
+        assert module.main(["r4b-search-parameters", str(archive)]) == 0
+        written = json.loads(capsys.readouterr().out)
+        assert written == {
+            "package": "hl7.fhir.r4b.core#4.3.0",
+            "types": {"T": {"a": "http://x/a", "b": "http://x/b"}, "U": {"a": "http://x/a"}},
+        }
+
     def test_the_file_is_the_scripts(self) -> None:
         """r4b-definitions.json is one type a line, from hl7.fhir.r4b.core 4.3.0, with R4B's own rules."""
         text = R4B_DEFINITIONS.read_text(encoding="utf-8")

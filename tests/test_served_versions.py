@@ -18,7 +18,9 @@ from fhirclient import client as smart_client
 from flask.testing import FlaskClient
 from test_versions import CHECKS
 
+from fhir_pub.conformance import CANONICAL_BASE
 from fhir_pub.publication import Publication
+from fhir_pub.search.versions import R4B_PARAMETERS
 from fhir_pub.settings import Settings
 from fhir_pub.store import Store
 from fhir_pub.web import create_app
@@ -100,6 +102,24 @@ def test_capability_statement_of_each_version(client: FlaskClient, store: Store,
     assert rest["interaction"] == [{"code": "history-system"}, {"code": "search-system"}]
     assert [o["name"] for o in rest["operation"]] == ["export", "validate"]
     assert statement["format"] == ["json", "xml"]
+    defined = orjson.loads(R4B_PARAMETERS.read_bytes())["types"]
+    for resource in rest["resource"]:
+        kind, own = resource["type"], {}
+        for scope in (kind, "DomainResource", "Resource"):
+            own = {**defined.get(scope, {}), **own}
+        for param in resource.get("searchParam", []):
+            if "definition" in param:  # that version's own parameter of the code, or one of ours
+                assert param["definition"] == own.get(param["name"]) or param["definition"].startswith(
+                    f"{CANONICAL_BASE}/"
+                ), (kind, param)
+            else:  # served as R5 defines it, and said so
+                assert param["name"] not in own, (kind, param)
+                assert "served as FHIR R5 defines it" in param["documentation"], (kind, param)
+    params = {(r["type"], p["name"]): p for r in rest["resource"] for p in r.get("searchParam", [])}
+    assert "definition" not in params["Organization", "_language"]  # R4 and R4B define no _language
+    if version == "4.0":
+        assert params["Basic", "subject"]["definition"] == "http://hl7.org/fhir/SearchParameter/Basic-subject"
+        assert params["Basic", "identifier"]["definition"].endswith("/Basic-identifier")
 
 
 def validated(client: FlaskClient, path: str, body: Any, **headers: str) -> Any:

@@ -22,6 +22,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
 
 from fhir_pub.errors import FhirPubError, Invalid
 from fhir_pub.search.parameters import Registry
@@ -224,3 +229,39 @@ def parse_at(
         raise
     ignored = tuple((key, served_terms(version, why)) for key, why in request.ignored)
     return replace(r5_references(version, request), ignored=ignored), matches
+
+
+HL7_PARAMETERS = "http://hl7.org/fhir/SearchParameter/"
+# Written by scripts/r4b-search-parameters from hl7.fhir.r4b.core 4.3.0; it stands for R4 too (the R4
+# package is not on the npm registry, and R4B names R4's resources' parameters under the same canonicals).
+R4B_PARAMETERS = Path(__file__).with_name("r4b-search-parameters.json")
+
+
+@cache
+def _defined() -> dict[str, dict[str, str]]:
+    types: dict[str, dict[str, str]] = orjson.loads(R4B_PARAMETERS.read_bytes())["types"]
+    return types
+
+
+def defined_at(version: str, kind: str, param: Mapping[str, Any]) -> dict[str, Any]:
+    """A CapabilityStatement ``searchParam`` of R5's, as the statement of ``version`` names it.
+
+    Its definition becomes that version's parameter of the same code on the type (or on every resource):
+    R4's ``Basic.identifier`` is ``Basic-identifier``, not R5's ``ClinicalUseDefinition-identifier``. An
+    HL7 parameter the version does not define (``_language``) keeps no definition, and its documentation
+    says it is served as R5 defines it; one of this publication's own canonicals stays as it is.
+    """
+    out = dict(param)
+    url = str(param.get("definition", ""))
+    defined = _defined()
+    code = str(param["name"])
+    found = next(
+        (defined[t][code] for t in (kind, "DomainResource", "Resource") if code in defined.get(t, {})), None
+    )
+    if found is not None:
+        out["definition"] = found
+    elif url.startswith(HL7_PARAMETERS):
+        del out["definition"]
+        name = {"4.3": "R4B", "4.0": "R4"}[version]
+        out["documentation"] = f"Not a search parameter of FHIR {name}: served as FHIR R5 defines it ({url})."
+    return out
