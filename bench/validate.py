@@ -1,7 +1,10 @@
 """Validation throughput: the publication, and a generated corpus of 10,000 resources of the same shape.
 
 The corpus is bench/corpus.py's (synthetic drugs, each a complete graph like the bundled one, seed 1).
-Runs on one core (pinned where the OS allows), from files on disk, all four layers.
+Runs on one core (pinned where the OS allows), from files on disk, all four layers. Then ``$validate`` of
+one resource at a time, as the handler answers it (``handlers.validate``, the built publication to resolve
+references in): each resource of the bundled publication as it is (publication mode: it declares one of
+its profiles) and without ``meta.profile`` (single-resource mode, the official definitions only).
 
     .venv-test/bin/python bench/validate.py [--resources 10000] [--runs 5]
 """
@@ -19,7 +22,10 @@ from typing import Any
 
 from corpus import write  # bench/corpus.py, beside this script
 
+from fhir_pub import handlers
+from fhir_pub.build import build
 from fhir_pub.publication import load
+from fhir_pub.store import Store
 from fhir_pub.validation import Validator, candidate_from_file
 from fhir_pub.validation.invariants import InvariantSet
 from fhir_pub.validation.schema import SchemaValidator
@@ -90,6 +96,25 @@ def main() -> None:
             n = 1000 if "no memo" in label else len(resources)
             seconds = statistics.median(timed(max(1, args.runs // 2), work))
             print(f"  {label:<32}{n / seconds:>13,.0f} resources/s")
+        single_validate(validator, Path(tmp), args.runs)
+
+
+def single_validate(validator: Validator, scratch: Path, runs: int) -> None:
+    """``$validate`` one resource at a time through the handler, in both modes: resources/s on one core."""
+    store = Store(build(scratch / "p.sqlite").path)
+    context = handlers.Context(store, "http://localhost/fhir")
+    published = [entry.resource for entry in load()]
+    plain = [{k: v for k, v in r.items() if k != "meta"} for r in published]
+    print(f"\n$validate, one resource per call, the {len(published)} resources of the bundled publication:")
+    for label, bodies in (("publication mode (its profile)", published), ("single-resource mode", plain)):
+
+        def work(_: Any, bodies: list[dict[str, Any]] = bodies) -> None:
+            for body in bodies:
+                answer = handlers.validate(context, validator, None, handlers.ValidateRequest(body))
+                assert answer.status == 200
+
+        seconds = statistics.median(timed(runs, work))
+        print(f"  {label:<32}{len(bodies) / seconds:>13,.0f} resources/s")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,20 @@ class Resources(Mapping[str, Mapping[str, Any]]):
         parsed: Mapping[str, Any] = orjson.loads(stored.body)
         return parsed
 
+    def __contains__(self, key: object) -> bool:
+        """Whether the publication holds ``Type/id``: one primary-key probe, nothing read or parsed."""
+        if not isinstance(key, str):
+            return False
+        kind, _, rid = key.partition("/")
+        if not rid or "/" in rid:
+            return False
+        found = (
+            self._store.connection()
+            .execute("SELECT 1 FROM resource WHERE type = ? AND id = ?", (kind, rid))
+            .fetchone()
+        )
+        return found is not None
+
     def __iter__(self) -> Iterator[str]:
         rows = self._store.connection().execute("SELECT type || '/' || id FROM resource ORDER BY type, id")
         return (row[0] for row in rows)

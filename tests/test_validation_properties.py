@@ -18,6 +18,7 @@ from fhir_pub.publication import load
 from fhir_pub.validation import Candidate, Validator, candidate_from_bytes
 from fhir_pub.validation.fhirpath import compile_expression
 from fhir_pub.validation.invariants import (
+    ABSENT_RULES,
     CONTAINED_RULES,
     DOM_6,
     NARRATIVE_CHECKS,
@@ -31,9 +32,10 @@ from fhir_pub.validation.invariants import (
     nothing_contained,
     ref_1,
     reference_has_content,
+    without,
 )
 from fhir_pub.validation.schema import SchemaValidator, _Part
-from fhir_pub.validation.validator import declared_profiles, shape_issues
+from fhir_pub.validation.validator import declared_profiles, resolving, shape_issues
 
 PUBLICATION = load()
 # One resource of each shape the publication has; mutations start from these.
@@ -231,6 +233,60 @@ class TestNative:
             return
         assert native in (None, expected)
         assert native is not None or "_div" in narrative or not isinstance(narrative.get("div"), str)
+
+
+RESOLVABLE = {
+    "Organization/o": {"resourceType": "Organization", "id": "o"},
+    "Practitioner/p": {"resourceType": "Practitioner", "id": "p"},
+    "PractitionerRole/r": {
+        "resourceType": "PractitionerRole",
+        "id": "r",
+        "practitioner": {"reference": "Practitioner/p"},
+        "organization": {"reference": "Organization/o"},
+    },
+    "Encounter/e": {"resourceType": "Encounter", "id": "e", "status": "completed"},
+}
+targets = st.sampled_from([*RESOLVABLE, "Organization/missing"]).map(lambda key: {"reference": key})
+
+
+class TestAbsentRules:
+    """prov-1/2/3 and docRef-1/2 (true when the element they need is absent) agree with fhirpathpy."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        rule=st.sampled_from(sorted(ABSENT_RULES)),
+        focus=st.fixed_dictionaries(
+            {},
+            optional={
+                "who": targets,
+                "onBehalfOf": targets,
+                "facilityType": st.just({"text": "clinic"}),
+                "practiceSetting": st.just({"text": "oncology"}),
+                "context": st.lists(targets, max_size=2),
+            },
+        ),
+    )
+    def test_native_agrees(self, rule: tuple[str, str], focus: dict[str, Any]) -> None:
+        """Where the native form answers, fhirpathpy agrees; it answers whenever the element is absent."""
+        key, expression = rule
+        native = without(ABSENT_RULES[rule])(focus, {})
+        kind = "Provenance.agent" if key.startswith("prov") else "DocumentReference"
+        node = ResourceNode.create_node(focus, kind) if kind != "DocumentReference" else focus
+        with resolving(RESOLVABLE):
+            expected = fhirpath_holds(expression, node, {})
+        assert native in (None, expected), (rule, focus, expected)
+        assert (native is None) == (ABSENT_RULES[rule] in focus)
+
+    def test_the_rules_can_fail(self) -> None:
+        """Such inputs make prov-1 and docRef-1 fail, and the native forms leave those to fhirpathpy."""
+        same = {"who": {"reference": "Organization/o"}, "onBehalfOf": {"reference": "Organization/o"}}
+        encounter = {"facilityType": {"text": "clinic"}, "context": [{"reference": "Encounter/e"}]}
+        for key, focus, kind in (("prov-1", same, "Provenance.agent"), ("docRef-1", encounter, None)):
+            (rule,) = [r for r in ABSENT_RULES if r[0] == key]
+            node = ResourceNode.create_node(focus, kind) if kind else focus
+            with resolving(RESOLVABLE):
+                assert fhirpath_holds(rule[1], node, {}) is False
+            assert without(ABSENT_RULES[rule])(focus, {}) is None
 
 
 def fhirpath_holds(

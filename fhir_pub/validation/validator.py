@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import sys
+import weakref
 from collections import ChainMap, Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -50,6 +51,9 @@ from fhir_pub.validation.structure import structure_issues
 log = logging.getLogger(__name__)
 
 MAX_BYTES = 16 * 1024 * 1024
+PUBLISHED_FACTS = (
+    100_000  # graph facts of published resources kept per publication (a few hundred bytes each)
+)
 MAX_DEPTH = 64
 
 
@@ -223,6 +227,34 @@ class Validator:
         self.notes = [*compiler.notes]
         self.invariants = InvariantSet(self.conformance)
         self.notes.extend(self.invariants.failures)
+        self._graph_variables: tuple[int, frozenset[str]] = (-1, frozenset())
+        self._published_facts: weakref.WeakKeyDictionary[Any, dict[str, Facts]] = weakref.WeakKeyDictionary()
+
+    def _facts_of(self, publication: Published) -> dict[str, Facts]:
+        """The graph facts of a built publication's resources, kept as worked out (it never changes)."""
+        try:
+            found = self._published_facts.get(publication)
+            if found is None:
+                found = self._published_facts[publication] = {}
+        except TypeError:  # a publication that cannot be weakly referred to: nothing kept
+            return {}
+        if len(found) > PUBLISHED_FACTS:
+            found.clear()
+        return found
+
+    @property
+    def graph_variables(self) -> frozenset[str]:
+        """The graph variables (``%referencedBy`` ...) some invariant reads (worked out again as it grows)."""
+        count = len(self.invariants.all)
+        if self._graph_variables[0] != count:
+            wanted = frozenset(
+                name
+                for invariant in self.invariants.all
+                for name in ENVIRONMENT
+                if f"%{name}" in invariant.expression
+            )
+            self._graph_variables = (count, wanted)
+        return self._graph_variables[1]
 
     def validate(
         self,
@@ -249,13 +281,14 @@ class Validator:
         if publication is not None:
             # The candidates stand in for their published versions; what else they reach is read lazily.
             resolvable = ChainMap(by_key, publication.resources)  # type: ignore[arg-type]
-            keys = {key_of(r) for r in present}
-            context = [
-                *context,
-                *(r for key in sorted(keys) for r in publication.referrers(key) if key_of(r) not in keys),
-            ]
         graph = GraphCheck(self, resolvable, lambda index: checked[index].source)
         graph.add_context(context)
+        if publication is not None:
+            keys = {key_of(r) for r in present}
+            referrers = [
+                r for key in sorted(keys) for r in publication.referrers(key) if key_of(r) not in keys
+            ]
+            graph.add_published(referrers, self._facts_of(publication))
         type_of = _types_in(resolvable)
 
         def work(span: tuple[int, int]) -> list[Checked]:
@@ -300,10 +333,12 @@ class Validator:
         if publication is not None:
             resolvable = ChainMap(own, publication.resources)  # type: ignore[arg-type]
         graph = GraphCheck(self, resolvable, lambda _: checked.source, orphans=False)
-        if publication is not None:  # the graph variables (%referrerTypes ...) see who refers to it
-            graph.add_context([r for key in own for r in publication.referrers(key) if key_of(r) not in own])
         with resolving(resolvable):
-            graph.add(self.check(checked, 0, _types_in(resolvable), profile, single=True))
+            result = self.check(checked, 0, _types_in(resolvable), profile, single=True)
+        if publication is not None and result.rules:  # a publication rule sees who refers to it
+            referrers = [r for key in own for r in publication.referrers(key) if key_of(r) not in own]
+            graph.add_published(referrers, self._facts_of(publication))
+        graph.add(result)
         report = graph.report()
         mode = Issue("information", "informational", SINGLE_MODE, None, checked.source, "mode", "request")
         return Report((mode, *report.issues), report.checked)
@@ -504,8 +539,9 @@ def _types_in(resolvable: Mapping[str, Mapping[str, Any]]) -> Callable[[str], st
     """``type_of`` for :meth:`Validator.check` over a mapping of resources by ``Type/id``."""
 
     def type_of(reference: str) -> str | None:
-        target = resolvable.get(reference)
-        return None if target is None else str(target.get("resourceType"))
+        # Every such mapping is keyed by key_of (its type, then its id): a membership test says it, and a
+        # stored publication answers one without reading the resource.
+        return reference.partition("/")[0] if reference in resolvable else None
 
     return type_of
 
@@ -530,13 +566,7 @@ class GraphCheck:
         self.resolvable = resolvable
         self.source = source
         self.count = 0
-        wanted = {
-            name
-            for invariant in validator.invariants.all
-            for name in ENVIRONMENT
-            if f"%{name}" in invariant.expression
-        }
-        self.referrals = Referrals(wanted)
+        self.referrals = Referrals(validator.graph_variables)
         self.issues: dict[str, list[Issue]] = {"input": [], "layered": [], "graph": [], "invariant": []}
         # Per resource checked, in order: its key and number; per resource with deferred invariants, its
         # position in those and the (shared) invariants. Arrays and shared strings: a few bytes each.
@@ -569,8 +599,20 @@ class GraphCheck:
     def add_context(self, context: Sequence[Mapping[str, Any]]) -> None:
         """Resources that may be referred to, not checked: their references count in the graph."""
         for resource in context:
-            found = self.validator._guard(lambda r=resource: list(links(r)), "graph", None) or []
-            self.referrals.add(facts_of(resource, found))
+            self.referrals.add(self._facts(resource))
+
+    def add_published(self, resources: Sequence[Mapping[str, Any]], known: dict[str, Facts]) -> None:
+        """Resources of a built publication as context, their facts kept in ``known`` by key."""
+        for resource in resources:
+            key = key_of(resource)
+            facts = known.get(key)
+            if facts is None:
+                facts = known[key] = self._facts(resource)
+            self.referrals.add(facts)
+
+    def _facts(self, resource: Mapping[str, Any]) -> Facts:
+        found = self.validator._guard(lambda: list(links(resource)), "graph", None) or []
+        return facts_of(resource, found)
 
     def report(self, duplicates: Sequence[Issue] = ()) -> Report:
         """The graph layer (orphans, publication rules), the invariants that read the graph; the report."""
