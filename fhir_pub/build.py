@@ -49,7 +49,7 @@ from fhir_pub.validation.validator import (
     resolving,
     workers_for,
 )
-from fhir_pub.versions import TARGETS, ConversionError, convert
+from fhir_pub.versions import TARGET_NAMES, TARGETS, ConversionError, convert
 
 # Files a reader asks the kernel to fetch ahead of the one it reads. A cold 100,000-resource corpus built
 # in 33 s with read-ahead and 43 s without (the workers waited on the disk); a cached one is no slower.
@@ -597,8 +597,7 @@ def _converted(
             other = convert(resource, target)
         except ConversionError:
             continue  # read at that version answers that this resource has no form there
-        if target == "4.3":
-            issues.extend(check_converted(other, source))
+        issues.extend(check_converted(other, source, target))
         meta = other["meta"]
         yield (
             target,
@@ -610,17 +609,19 @@ def _converted(
         )
 
 
-def check_converted(form: Mapping[str, Any], source: str | None) -> list[Issue]:
-    """The issues of a resource's R4B form: R4B's models and invariants (``validation.earlier``).
+def check_converted(form: Mapping[str, Any], source: str | None, target: str = "4.3") -> list[Issue]:
+    """The issues of a resource's R4B or R4 form, by that version's own check (``validation.earlier``).
 
-    Issue 16: the converted forms are validated as the R5 ones are. Each issue says it is about the R4B
-    form (layer ``R4B``, the message naming FHIR R4B), so a report reads ``Organization: as converted to
-    FHIR R4B, org-1: ...`` under the resource's file. The R4 forms are checked by the tests only
-    (tests/test_versions.py), R4's invariants not at all.
+    Issue 16: the converted forms are validated as the R5 ones are: R4B by fhir.resources' R4B models and
+    R4B's invariants, R4 by SMART fhirclient's 4.0.1 models in strict mode (an implementation independent
+    of fhir.resources; R4's invariants are not checked). Each issue says which form it is about (layer
+    ``R4B`` or ``R4``, the message naming the version), so a report reads ``Organization: as converted to
+    FHIR R4B, org-1: ...`` under the resource's file.
     """
+    name = TARGET_NAMES[target]
     return [
-        replace(issue, message=f"as converted to FHIR R4B, {issue.message}", source=source, layer="R4B")
-        for issue in earlier.check(form, "4.3")
+        replace(issue, message=f"as converted to FHIR {name}, {issue.message}", source=source, layer=name)
+        for issue in earlier.check(form, target)
     ]
 
 

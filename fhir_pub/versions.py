@@ -60,6 +60,7 @@ from fhir_pub.definitions import ElementInfo, elements
 
 Target = Literal["4.3", "4.0"]
 TARGETS: tuple[Target, ...] = ("4.3", "4.0")
+TARGET_NAMES: dict[str, str] = {"4.3": "R4B", "4.0": "R4"}  # each target's release name
 
 # https://hl7.org/fhir/versions.html#extensions: the URL of the extension for an R5 element.
 XVER = "http://hl7.org/fhir/5.0/StructureDefinition/extension-"

@@ -272,6 +272,18 @@ class TestBuild:
         )
         assert issue.message.startswith("as converted to FHIR R4B, org-1: ")
 
+    def test_check_converted_at_r4(self) -> None:
+        """The build checks each R4 form with fhirclient's strict R4 models; an issue names FHIR R4."""
+        sound = {"resourceType": "Organization", "id": "o", "name": "Org", "active": True}
+        assert check_converted(sound, "x.json", "4.0") == []
+        broken = {**sound, "active": "yes", "colour": "blue"}  # a string boolean; an element R4 lacks
+        issues = check_converted(broken, "resources/Organization/o.json", "4.0")
+        assert issues
+        assert all(i.layer == "R4" and i.severity == "error" for i in issues)
+        assert all(i.message.startswith("as converted to FHIR R4, ") for i in issues)
+        assert any("colour" in i.message for i in issues)
+        assert any("active" in i.message for i in issues)
+
     def test_refuses_a_resource_whose_r4b_form_breaks_an_invariant(
         self, publication: Publication, tmp_path: Path
     ) -> None:

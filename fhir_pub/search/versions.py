@@ -38,7 +38,7 @@ from fhir_pub.search.request import (
     split_unescaped,
     unescape,
 )
-from fhir_pub.versions import FHIR_TYPES
+from fhir_pub.versions import FHIR_TYPES, TARGET_NAMES
 
 CUD = "ClinicalUseDefinition"
 
@@ -262,6 +262,6 @@ def defined_at(version: str, kind: str, param: Mapping[str, Any]) -> dict[str, A
         out["definition"] = found
     elif url.startswith(HL7_PARAMETERS):
         del out["definition"]
-        name = {"4.3": "R4B", "4.0": "R4"}[version]
+        name = TARGET_NAMES[version]
         out["documentation"] = f"Not a search parameter of FHIR {name}: served as FHIR R5 defines it ({url})."
     return out
