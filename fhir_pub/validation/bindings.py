@@ -21,7 +21,7 @@ and weaker bindings fall back on when no code fits (https://hl7.org/fhir/R5/term
 a required binding has no such fallback, and the HL7 validator reports it the same way ("No code
 provided, and a code is required from the value set"). A Coding or CodeableConcept that states no concept
 at all (no code, no text: only an id or extensions, such as a data-absent-reason,
-https://hl7.org/fhir/R5/extensions/StructureDefinition-data-absent-reason.html) is left alone: there is
+https://hl7.org/fhir/extensions/StructureDefinition-data-absent-reason.html) is left alone: there is
 nothing to compare with the ValueSet, and ele-1 already refuses an empty element.
 """
 
@@ -83,6 +83,11 @@ def required_concepts(path: str, type_name: str, name: str) -> frozenset[Concept
     tables = _tables()
     url = _url(tables.coded_bindings, path, type_name, name)
     return None if url is None else tables.concepts[url]
+
+
+def location(node: Node, name: str, index: int | None) -> str:
+    """The FHIRPath of element ``name`` of a node, or of its item ``index`` when it repeats."""
+    return f"{node.expression}.{name}" + ("" if index is None else f"[{index}]")
 
 
 def _listed(values: Iterable[str]) -> str:
@@ -150,7 +155,7 @@ def binding_issues(nodes: Iterable[Node], source: str | None) -> Iterator[Issue]
             for index, item in enumerate(values):
                 problem = check(item)
                 if problem is not None:
-                    where = f"{node.expression}.{name}" + (f"[{index}]" if isinstance(value, list) else "")
+                    where = location(node, name, index if isinstance(value, list) else None)
                     yield Issue("error", "code-invalid", problem, where, source, "binding", "binding")
 
 

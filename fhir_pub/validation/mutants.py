@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from fhir_pub.definitions import Node, elements, mandatory, walk_json
-from fhir_pub.validation.bindings import codings_of, required_codes, required_concepts
+from fhir_pub.validation.bindings import codings_of, location, required_codes, required_concepts
 
 KINDS = ("code", "concept", "required", "datatype", "invariant")
 NOT_A_CODE = "not-a-member-code"
@@ -106,7 +106,7 @@ def _concept(node: Node) -> tuple[str, str] | None:
                 continue
             for coding in members:
                 coding["code"] = NOT_A_CODE
-            where = f"{node.expression}.{name}" + (f"[{index}]" if isinstance(value, list) else "")
+            where = location(node, name, index if isinstance(value, list) else None)
             return (
                 where,
                 f"{info.type_name} code replaced by {NOT_A_CODE!r} (system kept; not in the ValueSet)",
