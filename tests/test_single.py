@@ -141,10 +141,22 @@ def test_cli_single(tmp_path: Path) -> None:
             },
             "DocumentReference.status",
         ),
+        (  # a CodeableConcept: the system is right, the code is not one of it
+            {
+                "resourceType": "DeviceAssociation",
+                "id": "d1",
+                "text": NARRATIVE,
+                "device": {"reference": "Device/x"},
+                "status": {
+                    "coding": [{"system": "http://hl7.org/fhir/deviceassociation-status", "code": "lost"}]
+                },
+            },
+            "DeviceAssociation.status",
+        ),
     ],
 )
 def test_required_bindings_of_r5(client: FlaskClient, resource: dict[str, Any], where: str) -> None:
-    """A code outside its element's required R5 ValueSet is an error at that element, naming the codes."""
+    """A code (or Coding) outside its element's required R5 ValueSet is an error there, naming the codes."""
     issues = [i for i in validate(client, resource) if i["severity"] == "error"]
     assert [(i["code"], i["expression"]) for i in issues] == [("code-invalid", [where])], issues
     assert "required binding" in issues[0]["details"]["text"]

@@ -3,6 +3,8 @@
 From a resource the official build accepts, :func:`mutants` derives at most one mutant of each kind:
 
 - ``code``: a ``code`` under a required R5 binding (``r5-bindings.json``) replaced by a non-member;
+- ``concept``: the code of a Coding or CodeableConcept under a required R5 binding replaced by a
+  non-member, its system kept (every coding of the ValueSet, so no translation still satisfies it);
 - ``required``: an element R5 gives min 1 (the fhir.resources models, generated from the official
   definitions) removed;
 - ``datatype``: a primitive given a value of the wrong kind (a string where a boolean or a number goes,
@@ -23,9 +25,9 @@ from typing import Any
 import orjson
 
 from fhir_pub.definitions import Node, elements, mandatory, walk_json
-from fhir_pub.validation.bindings import required_codes
+from fhir_pub.validation.bindings import codings_of, location, required_codes, required_concepts
 
-KINDS = ("code", "required", "datatype", "invariant")
+KINDS = ("code", "concept", "required", "datatype", "invariant")
 NOT_A_CODE = "not-a-member-code"
 # The wrong value given to a primitive of each type: the wrong JSON type, or a string no lexical form has.
 BROKEN_VALUES: dict[str, Any] = {
@@ -87,6 +89,31 @@ def _code(node: Node) -> tuple[str, str] | None:
     return None
 
 
+def _concept(node: Node) -> tuple[str, str] | None:
+    for name, value in node.value.items():
+        allowed = required_concepts(node.path, node.type_name, name)
+        info = elements(node.type_name).get(name)
+        if allowed is None or info is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            members = [
+                c for c in codings_of(item, info.type_name) if (c.get("system"), c.get("code")) in allowed
+            ]
+            if not members:
+                continue
+            for coding in members:
+                coding["code"] = NOT_A_CODE
+            where = location(node, name, index if isinstance(value, list) else None)
+            return (
+                where,
+                f"{info.type_name} code replaced by {NOT_A_CODE!r} (system kept; not in the ValueSet)",
+            )
+    return None
+
+
 def _required(node: Node) -> tuple[str, str] | None:
     needed = mandatory(node.type_name)
     for name in list(node.value):
@@ -137,7 +164,13 @@ def _reference(node: Node) -> tuple[str, str] | None:
 
 def mutants(resource: Mapping[str, Any]) -> Iterator[Mutant]:
     """At most one mutant of each kind of :data:`KINDS`, where the resource has something to break."""
-    for kind, finder in (("code", _code), ("required", _required), ("datatype", _datatype)):
+    finders: tuple[tuple[str, Finder], ...] = (
+        ("code", _code),
+        ("concept", _concept),
+        ("required", _required),
+        ("datatype", _datatype),
+    )
+    for kind, finder in finders:
         found = _first(resource, kind, finder)
         if found is not None:
             yield found
