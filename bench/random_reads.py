@@ -188,14 +188,20 @@ def measure_reads(
     return Random(summarise(results, bases[0]), counts, rounds, seconds, workers, memory)
 
 
-def main() -> None:
-    """Serve the publication both ways and print medians of interleaved rounds, with ratios to nginx."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The options both random benchmarks take: publication, rounds, seconds, connections, workers."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--publication", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", default="1,32")
     parser.add_argument("--workers", type=int, default=2)
+    return parser
+
+
+def main() -> None:
+    """Serve the publication both ways and print medians of interleaved rounds, with ratios to nginx."""
+    parser = arguments(__doc__)
     parser.add_argument("--gzip", action="store_true", help="send Accept-Encoding: gzip, as most clients do")
     parser.add_argument(
         "--bases", default="R5", help="comma-separated: R5, R4B, R4 (each version's base, its own resources)"

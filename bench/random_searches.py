@@ -17,7 +17,6 @@ requests miss it). Needs nginx and wrk.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sqlite3
 import sys
@@ -26,7 +25,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from random_reads import FULL_PATH, Random, interleave, stop_all, summarise, table
+from random_reads import FULL_PATH, Random, arguments, interleave, stop_all, summarise, table
 from serve import nginx, require_tools, serve, worker_memory
 
 TYPES = ("indication", "contraindication", "interaction", "undesirable-effect", "warning")
@@ -126,14 +125,9 @@ def measure_searches(
 
 def main() -> None:
     """Capture the answers, serve them both ways, print medians of interleaved rounds, ratios to nginx."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--publication", type=Path, required=True)
+    parser = arguments(__doc__)
     parser.add_argument("--urls", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", default="1,32")
-    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     require_tools()
     connections = [int(c) for c in args.connections.split(",")]
