@@ -84,38 +84,59 @@ def edit(corpus: Path, percent: float, turn: int) -> int:
     return len(files[turn % step :: step])
 
 
-def rebuilds(corpus: Path, scratch: Path, args: argparse.Namespace) -> None:
-    """Cold build, edit, rebuild (and a cold build of ``--baseline``), in turns; medians and ratios."""
+def rebuilds(
+    corpus: Path,
+    scratch: Path,
+    runs: int,
+    percent: float,
+    workers: str = "auto",
+    baseline: Path | None = None,
+) -> dict[str, float]:
+    """Cold build, edit, rebuild (and a cold build of ``baseline``), in turns; prints them, returns medians.
+
+    The figures: ``cold`` and ``rebuild`` seconds, their CPU seconds, ``ratio`` (rebuild over cold, of the
+    medians), ``resources`` (of the cold build) and, with a baseline, ``baseline`` seconds.
+    """
     cold_out, again_out = scratch / "cold.sqlite", scratch / "again.sqlite"
     cold, again, base = [], [], []
-    for turn in range(args.runs):
-        if args.baseline is not None:
-            base.append(build_once(corpus, scratch / "base.sqlite", args.workers, code=args.baseline))
+    for turn in range(runs):
+        if baseline is not None:
+            base.append(build_once(corpus, scratch / "base.sqlite", workers, code=baseline))
             print(f"  turn {turn + 1}: baseline cold {base[-1][0]:.2f} s", flush=True)
-        cold.append(build_once(corpus, cold_out, args.workers, keep=True))
-        edited = edit(corpus, args.rebuild, turn)
-        again.append(build_once(corpus, again_out, args.workers, reuse=cold_out))
+        cold.append(build_once(corpus, cold_out, workers, keep=True))
+        edited = edit(corpus, percent, turn)
+        again.append(build_once(corpus, again_out, workers, reuse=cold_out))
         print(
             f"  turn {turn + 1}: cold {cold[-1][0]:.2f} s ({cold[-1][1]:,} resources), {edited:,} edited,"
             f" rebuild {again[-1][0]:.2f} s ({again[-1][1]:,} taken over)",
             flush=True,
         )
         cold_out.unlink()
-    median_cold = statistics.median(r[0] for r in cold)
-    median_again = statistics.median(r[0] for r in again)
+    again_out.unlink(missing_ok=True)
+    figures = {
+        "cold": statistics.median(r[0] for r in cold),
+        "rebuild": statistics.median(r[0] for r in again),
+        "cold_cpu": statistics.median(r[3] for r in cold),
+        "rebuild_cpu": statistics.median(r[3] for r in again),
+        "resources": float(cold[0][1]),
+        "percent": percent,
+        "runs": float(runs),
+    }
+    figures["ratio"] = figures["rebuild"] / figures["cold"]
     print(
-        f"medians: cold {median_cold:.2f} s ({statistics.median(r[3] for r in cold):.1f} CPU s),"
-        f" rebuild {median_again:.2f} s ({statistics.median(r[3] for r in again):.1f} CPU s):"
-        f" {median_again / median_cold:.3f} of cold; per turn"
+        f"medians: cold {figures['cold']:.2f} s ({figures['cold_cpu']:.1f} CPU s),"
+        f" rebuild {figures['rebuild']:.2f} s ({figures['rebuild_cpu']:.1f} CPU s):"
+        f" {figures['ratio']:.3f} of cold; per turn"
         f" {', '.join(f'{a[0] / c[0]:.3f}' for a, c in zip(again, cold, strict=True))}"
     )
     if base:
-        median_base = statistics.median(r[0] for r in base)
+        figures["baseline"] = statistics.median(r[0] for r in base)
         print(
-            f"baseline cold {median_base:.2f} s ({statistics.median(r[3] for r in base):.1f} CPU s):"
-            f" this cold / baseline {median_cold / median_base:.3f}; per turn"
+            f"baseline cold {figures['baseline']:.2f} s ({statistics.median(r[3] for r in base):.1f} CPU s):"
+            f" this cold / baseline {figures['cold'] / figures['baseline']:.3f}; per turn"
             f" {', '.join(f'{c[0] / b[0]:.3f}' for c, b in zip(cold, base, strict=True))}"
         )
+    return figures
 
 
 def main() -> None:
@@ -140,7 +161,7 @@ def main() -> None:
                 write(size, 1, corpus)
             generated = time.perf_counter() - start
             if args.rebuild is not None:
-                rebuilds(corpus, scratch, args)
+                rebuilds(corpus, scratch, args.runs, args.rebuild, args.workers, args.baseline)
                 if args.corpus is None:
                     shutil.rmtree(corpus)
                 continue

@@ -8,7 +8,8 @@ connections. Needs nginx and wrk (Debian: ``apt-get install nginx-light wrk``).
     .venv-test/bin/python bench/random_reads.py --publication P.sqlite [--rounds 3] [--seconds 5]
         [--connections 1,32] [--workers 2] [--gzip] [--bases R5,R4B,R4]
 
-Build a publication of the size wanted first, for example
+``measure_reads`` returns the figures (bench/results.py calls it); ``interleave``, ``summarise`` and
+``table`` are shared with bench/random_searches.py. Build a publication of the size wanted first, for example
 ``bench/corpus.py --resources 100000 --seed 1 --out DIR`` then ``fhir-pub build --resources DIR``.
 """
 
@@ -20,11 +21,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve import figures, nginx, require_tools, serve
+from serve import figures, nginx, require_tools, serve, worker_memory
 
-VERSIONS = {"R4B": "4.3", "R4": "4.0"}  # a version's base, and the converted table's fhir_version
+VERSIONS = {"R4B": "4.3", "R4": "4.0"}
+FULL_PATH = "'full path': fhir-pub with FHIR_PUB_DIRECT_READS=false, FHIR_PUB_DIRECT_SEARCHES=false"
+Wrk = tuple[
+    float, float, float
+]  # requests/s, p50 ms, p99 ms  # a version's base, and the converted table's fhir_version
 
 # Each wrk thread reads the list of paths once, then sends one drawn at random for every request.
 RANDOM_LUA = """
@@ -52,45 +59,111 @@ def random_wrk(
     return figures(out, url)
 
 
-def main() -> None:
-    """Serve the publication both ways and print medians of interleaved rounds, with ratios to nginx."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--publication", type=Path, required=True)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", default="1,32")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--gzip", action="store_true", help="send Accept-Encoding: gzip, as most clients do")
-    parser.add_argument(
-        "--bases", default="R5", help="comma-separated: R5, R4B, R4 (each version's base, its own resources)"
-    )
-    args = parser.parse_args()
-    bases = args.bases.split(",")
-    if bases[0] != "R5" and "R5" in bases:
-        bases.remove("R5")
-        bases.insert(0, "R5")  # 'of R5' compares with the first base
-    counts: dict[str, int] = {}
-    require_tools()
+@dataclass
+class Figure:
+    """One server's medians over interleaved rounds: requests/s, p50, p99, ratio to nginx (and to R5)."""
+
+    rate: float
+    p50: float
+    p99: float
+    ratio: float
+    of_r5: float = 1.0
+
+
+@dataclass
+class Random:
+    """What one random-traffic run measured: figures by (connections, base, server), and its setting."""
+
+    figures: dict[tuple[int, str, str], Figure]
+    counts: dict[str, int]  # resources (reads) or distinct URLs (searches) by base
+    rounds: int
+    seconds: int
+    workers: int
+    memory: list[dict[str, float]] = field(default_factory=list)  # fhir-pub's workers after the load
+
+
+def interleave(
+    servers: Sequence[tuple[str, int, dict[str, Path]]],
+    keys: Sequence[str],
+    connections: Iterable[int],
+    rounds: int,
+    seconds: int,
+    gzip: bool = False,
+) -> dict[tuple[int, str, str], list[Wrk]]:
+    """Interleaved wrk rounds, each (key, server) in turn: (connections, key, server) -> a figure a round.
+
+    ``servers``: name, port and the file of paths to send by key (a base, or one list under any key).
+    """
+    results: dict[tuple[int, str, str], list[Wrk]] = {}
+    for count in connections:
+        for _ in range(rounds):
+            for key in keys:
+                for name, port, lists in servers:
+                    figure = random_wrk(f"http://127.0.0.1:{port}", lists[key], seconds, count, gzip)
+                    results.setdefault((count, key, name), []).append(figure)
+    return results
+
+
+def summarise(
+    results: dict[tuple[int, str, str], list[Wrk]], reference: str
+) -> dict[tuple[int, str, str], Figure]:
+    """Medians of each series' rounds; ratios per round to nginx's and to the ``reference`` key's, medians."""
+    out = {}
+    for (count, key, name), runs in results.items():
+        nginx_runs, r5_runs = results[count, key, "nginx"], results[count, reference, name]
+        out[count, key, name] = Figure(
+            rate=statistics.median(f[0] for f in runs),
+            p50=statistics.median(f[1] for f in runs),
+            p99=statistics.median(f[2] for f in runs),
+            ratio=statistics.median(f[0] / n[0] for f, n in zip(runs, nginx_runs, strict=True)),
+            of_r5=statistics.median(f[0] / r[0] for f, r in zip(runs, r5_runs, strict=True)),
+        )
+    return out
+
+
+def table(measured: Random, bases: bool) -> list[str]:
+    """The printed table: one line per (connections, base, server), with ``base`` and ``of R5`` if asked."""
+    heading = f"{'conns':>5}  {'base':<5}" if bases else f"{'conns':>5}  "
+    lines = [f"{heading}{'server':<10}{'requests/s':>12}{'p50':>10}{'p99':>10}{'ratio':>8}"]
+    lines[0] += f"{'of R5':>7}" if bases else ""
+    for (count, base, name), f in sorted(measured.figures.items()):
+        start = f"{count:>5}  {base:<5}" if bases else f"{count:>5}  "
+        line = f"{start}{name:<10}{f.rate:>12,.0f}{f.p50:>8.2f}ms{f.p99:>8.2f}ms{f.ratio:>8.2f}"
+        lines.append(line + (f"{f.of_r5:>7.2f}" if bases else ""))
+    return lines
+
+
+def stop_all(*processes: subprocess.Popen[bytes]) -> None:
+    """Stop servers started here and wait for them."""
+    for process in processes:
+        process.terminate()
+        process.wait()
+
+
+def measure_reads(
+    publication: Path,
+    rounds: int = 3,
+    seconds: int = 5,
+    connections: Sequence[int] = (1, 32),
+    workers: int = 2,
+    gzip: bool = False,
+    bases: Sequence[str] = ("R5",),
+    port: int = 18290,
+) -> Random:
+    """Random reads of ``publication`` at each base: fhir-pub, its full path, nginx (ports from ``port``)."""
+    bases = ["R5", *(b for b in bases if b != "R5")] if "R5" in bases else list(bases)  # 'of R5': the first
     python = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        command = [python, "-m", "fhir_pub", "export", "--static", str(root / "www")]
         subprocess.run(
-            [
-                python,
-                "-m",
-                "fhir_pub",
-                "export",
-                "--static",
-                str(root / "www"),
-                "--publication",
-                str(args.publication),
-            ],
+            [*command, "--publication", str(publication)],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        lists = {}
-        with sqlite3.connect(f"file:{args.publication}?mode=ro", uri=True) as db:
+        lists, counts = {}, {}
+        with sqlite3.connect(f"file:{publication}?mode=ro", uri=True) as db:
             for base in bases:
                 if base == "R5":
                     rows = db.execute("SELECT type, id FROM resource").fetchall()
@@ -103,44 +176,56 @@ def main() -> None:
                 lists[base].write_text("".join(f"{prefix}/{k}/{i}\n" for k, i in rows), encoding="utf-8")
                 counts[base] = len(rows)
         db.close()
-        app = serve(python, args.publication, 18291, args.workers, cache=True)
-        full = serve(python, args.publication, 18292, args.workers, cache=True, direct=False)
-        static = nginx(root, 18290, args.workers)
-        servers = (("fhir-pub", 18291), ("full path", 18292), ("nginx", 18290))
-        results: dict[tuple[int, str, str], list[tuple[float, float, float]]] = {}
+        app = serve(python, publication, port + 1, workers, cache=True)
+        full = serve(python, publication, port + 2, workers, cache=True, direct=False)
+        static = nginx(root, port, workers)
         try:
-            for connections in (int(c) for c in args.connections.split(",")):
-                for _ in range(args.rounds):
-                    for base in bases:
-                        for name, port in servers:
-                            url = f"http://127.0.0.1:{port}"
-                            figure = random_wrk(url, lists[base], args.seconds, connections, args.gzip)
-                            results.setdefault((connections, base, name), []).append(figure)
+            servers = [("fhir-pub", port + 1, lists), ("full path", port + 2, lists), ("nginx", port, lists)]
+            results = interleave(servers, bases, connections, rounds, seconds, gzip)
+            memory = worker_memory(app.pid)
         finally:
-            static.terminate()
-            static.wait()
-            for process in (app, full):
-                process.terminate()
-                process.wait()
+            stop_all(static, app, full)
+    return Random(summarise(results, bases[0]), counts, rounds, seconds, workers, memory)
+
+
+def arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The options both random benchmarks take: publication, rounds, seconds, connections, workers."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--publication", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", default="1,32")
+    parser.add_argument("--workers", type=int, default=2)
+    return parser
+
+
+def main() -> None:
+    """Serve the publication both ways and print medians of interleaved rounds, with ratios to nginx."""
+    parser = arguments(__doc__)
+    parser.add_argument("--gzip", action="store_true", help="send Accept-Encoding: gzip, as most clients do")
+    parser.add_argument(
+        "--bases", default="R5", help="comma-separated: R5, R4B, R4 (each version's base, its own resources)"
+    )
+    args = parser.parse_args()
+    require_tools()
+    connections = [int(c) for c in args.connections.split(",")]
+    measured = measure_reads(
+        args.publication,
+        args.rounds,
+        args.seconds,
+        connections,
+        args.workers,
+        args.gzip,
+        args.bases.split(","),
+    )
     print(
-        ", ".join(f"{counts[base]:,} resources at {base}" for base in bases)
+        ", ".join(f"{count:,} resources at {base}" for base, count in measured.counts.items())
         + f"; a random one per request; {args.workers} workers each; "
         f"{args.rounds} interleaved rounds of {args.seconds} s; medians"
         + ("; Accept-Encoding: gzip" if args.gzip else "")
-        + "; 'full path': fhir-pub with FHIR_PUB_DIRECT_READS=false, FHIR_PUB_DIRECT_SEARCHES=false"
+        + f"; {FULL_PATH}"
     )
-    heading = f"{'conns':>5}  {'base':<5}{'server':<10}{'requests/s':>12}{'p50':>10}{'p99':>10}"
-    print(f"{heading}{'ratio':>8}{'of R5':>7}")
-    for (connections, base, name), runs in sorted(results.items()):
-        ratios = [f[0] / n[0] for f, n in zip(runs, results[(connections, base, "nginx")], strict=True)]
-        of_r5 = [f[0] / r[0] for f, r in zip(runs, results[(connections, bases[0], name)], strict=True)]
-        rate = statistics.median(f[0] for f in runs)
-        p50 = statistics.median(f[1] for f in runs)
-        p99 = statistics.median(f[2] for f in runs)
-        print(
-            f"{connections:>5}  {base:<5}{name:<10}{rate:>12,.0f}{p50:>8.2f}ms{p99:>8.2f}ms"
-            f"{statistics.median(ratios):>8.2f}{statistics.median(of_r5):>7.2f}"
-        )
+    print("\n".join(table(measured, bases=True)))
 
 
 if __name__ == "__main__":

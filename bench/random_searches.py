@@ -11,21 +11,22 @@ requests miss it). Needs nginx and wrk.
 
     .venv-test/bin/python bench/random_searches.py --publication P.sqlite [--urls 8000] [--rounds 3]
         [--seconds 5] [--connections 1,32] [--workers 2]
+
+``measure_searches`` returns the figures (bench/results.py calls it).
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 import sqlite3
-import statistics
 import sys
 import tempfile
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
-from random_reads import random_wrk
-from serve import nginx, require_tools, serve
+from random_reads import FULL_PATH, Random, arguments, interleave, stop_all, summarise, table
+from serve import nginx, require_tools, serve, worker_memory
 
 TYPES = ("indication", "contraindication", "interaction", "undesirable-effect", "warning")
 PAGE_SIZES = (10, 20, 50)
@@ -81,61 +82,64 @@ def capture(base: str, urls: list[str], www: Path) -> list[str]:
     return static
 
 
-def main() -> None:
-    """Capture the answers, serve them both ways, print medians of interleaved rounds, ratios to nginx."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--publication", type=Path, required=True)
-    parser.add_argument("--urls", type=int, default=8000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", default="1,32")
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
-    require_tools()
-    urls = search_urls(args.publication, args.urls, args.seed)
+def measure_searches(
+    publication: Path,
+    urls: int = 8000,
+    seed: int = 1,
+    rounds: int = 3,
+    seconds: int = 5,
+    connections: Sequence[int] = (1, 32),
+    workers: int = 2,
+    port: int = 18294,
+) -> Random:
+    """Random searches of ``publication``: fhir-pub, its full path, nginx on the captured answers.
+
+    The figures are under base "R5"; ``counts["R5"]`` is the number of distinct URLs.
+    """
+    drawn = search_urls(publication, urls, seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        app = serve(sys.executable, args.publication, 18295, args.workers, cache=True)
-        full = serve(sys.executable, args.publication, 18296, args.workers, cache=True, direct=False)
+        app = serve(sys.executable, publication, port + 1, workers, cache=True)
+        full = serve(sys.executable, publication, port + 2, workers, cache=True, direct=False)
         try:
-            static = capture("http://127.0.0.1:18295", urls, root / "www")
+            static = capture(f"http://127.0.0.1:{port + 1}", drawn, root / "www")
             lists = {}
-            for name, lines in (("fhir-pub", urls), ("full path", urls), ("nginx", static)):
+            for name, lines in (("fhir-pub", drawn), ("nginx", static)):
                 lists[name] = root / f"{name}.txt"
                 lists[name].write_text("\n".join(lines) + "\n", encoding="utf-8")
-            web = nginx(root, 18294, args.workers)
-            servers = (("fhir-pub", 18295), ("full path", 18296), ("nginx", 18294))
-            results: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
+            web = nginx(root, port, workers)
             try:
-                for connections in (int(c) for c in args.connections.split(",")):
-                    for _ in range(args.rounds):
-                        for name, port in servers:
-                            url = f"http://127.0.0.1:{port}"
-                            figure = random_wrk(url, lists[name], args.seconds, connections)
-                            results.setdefault((connections, name), []).append(figure)
+                servers = [
+                    ("fhir-pub", port + 1, {"R5": lists["fhir-pub"]}),
+                    ("full path", port + 2, {"R5": lists["fhir-pub"]}),
+                    ("nginx", port, {"R5": lists["nginx"]}),
+                ]
+                results = interleave(servers, ["R5"], connections, rounds, seconds)
+                memory = worker_memory(app.pid)
             finally:
-                web.terminate()
-                web.wait()
+                stop_all(web)
         finally:
-            for process in (app, full):
-                process.terminate()
-                process.wait()
-    print(
-        f"{len(urls):,} distinct searches over every drug, one drawn at random per request; "
-        f"{args.workers} workers each; {args.rounds} interleaved rounds of {args.seconds} s; medians; "
-        "'full path': fhir-pub with FHIR_PUB_DIRECT_READS=false, FHIR_PUB_DIRECT_SEARCHES=false"
+            stop_all(app, full)
+    return Random(summarise(results, "R5"), {"R5": len(drawn)}, rounds, seconds, workers, memory)
+
+
+def main() -> None:
+    """Capture the answers, serve them both ways, print medians of interleaved rounds, ratios to nginx."""
+    parser = arguments(__doc__)
+    parser.add_argument("--urls", type=int, default=8000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    require_tools()
+    connections = [int(c) for c in args.connections.split(",")]
+    measured = measure_searches(
+        args.publication, args.urls, args.seed, args.rounds, args.seconds, connections, args.workers
     )
-    print(f"{'conns':>5}  {'server':<10}{'requests/s':>12}{'p50':>10}{'p99':>10}{'ratio':>8}")
-    for (connections, name), runs in sorted(results.items()):
-        ratios = [f[0] / n[0] for f, n in zip(runs, results[(connections, "nginx")], strict=True)]
-        p50 = statistics.median(f[1] for f in runs)
-        p99 = statistics.median(f[2] for f in runs)
-        rate = statistics.median(f[0] for f in runs)
-        print(
-            f"{connections:>5}  {name:<10}{rate:>12,.0f}{p50:>8.2f}ms{p99:>8.2f}ms"
-            f"{statistics.median(ratios):>8.2f}"
-        )
+    print(
+        f"{measured.counts['R5']:,} distinct searches over every drug, one drawn at random per request; "
+        f"{args.workers} workers each; {args.rounds} interleaved rounds of {args.seconds} s; medians; "
+        + FULL_PATH
+    )
+    print("\n".join(table(measured, bases=False)))
 
 
 if __name__ == "__main__":

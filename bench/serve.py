@@ -19,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from soak import tree  # bench/soak.py, beside this script
+
 REQUESTS = {
     "read": "/fhir/ClinicalUseDefinition/warning-bleeding",
     "search": "/fhir/ClinicalUseDefinition?subject=Medication/besponsa-vial&type=warning",
@@ -136,6 +138,34 @@ def nginx(root: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     )
     wait(f"http://127.0.0.1:{port}/ready")
     return process
+
+
+def worker_memory(root: int) -> list[dict[str, float]]:
+    """Each worker's memory (the server's descendants) in MiB, from /proc: ``uss``, ``pss`` and ``rss``.
+
+    ``uss`` is the worker's own memory (Private_Clean + Private_Dirty of smaps_rollup); ``pss`` shares each
+    shared page among the processes mapping it; ``rss`` counts every page mapped, so the pages of the
+    memory-mapped SQLite file once in every worker that touched them.
+    """
+    out = []
+    for pid in tree(root)[1:]:
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        kib = {}
+        for line in rollup.splitlines()[1:]:
+            key, _, rest = line.partition(":")
+            if rest.strip().endswith("kB"):
+                kib[key] = int(rest.split()[0])
+        out.append(
+            {
+                "uss": (kib.get("Private_Clean", 0) + kib.get("Private_Dirty", 0)) / 1024,
+                "pss": kib.get("Pss", 0) / 1024,
+                "rss": kib.get("Rss", 0) / 1024,
+            }
+        )
+    return sorted(out, key=lambda m: m["uss"])
 
 
 def require_tools() -> None:
