@@ -6,8 +6,9 @@ an EHR sends (a drug's clinical uses of one type; paged and sorted at three page
 asks something the server was not just asked. Each URL's answer is captured from fhir-pub once and
 served by nginx as a static file (the same bytes), and wrk sends a URL drawn at random per request to
 each server in turn (interleaved rounds, medians), at each number of connections. fhir-pub runs as
-``fhir-pub serve`` does by default (its response cache on: with thousands of distinct answers, most
-requests miss it). Needs nginx and wrk.
+``fhir-pub serve`` does but with its response cache off (``FHIR_PUB_RESPONSE_CACHE=0``): the same few
+thousand URLs come round again and again here, so a cache would soon hold most of them, while an EHR's
+next search is almost never the one just answered. Needs nginx and wrk.
 
     .venv-test/bin/python bench/random_searches.py --publication P.sqlite [--urls 8000] [--rounds 3]
         [--seconds 5] [--connections 1,32] [--workers 2]
@@ -94,13 +95,16 @@ def measure_searches(
 ) -> Random:
     """Random searches of ``publication``: fhir-pub, its full path, nginx on the captured answers.
 
-    The figures are under base "R5"; ``counts["R5"]`` is the number of distinct URLs.
+    The figures are under base "R5"; ``counts["R5"]`` is the number of distinct URLs. Both fhir-pub
+    servers run with the response cache off: over a few thousand URLs sent again and again, a 64 MiB
+    cache would soon answer most of them, and the figure would measure the cache, not a search with a
+    new value (what an EHR sends).
     """
     drawn = search_urls(publication, urls, seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        app = serve(sys.executable, publication, port + 1, workers, cache=True)
-        full = serve(sys.executable, publication, port + 2, workers, cache=True, direct=False)
+        app = serve(sys.executable, publication, port + 1, workers, cache=0)
+        full = serve(sys.executable, publication, port + 2, workers, cache=0, direct=False)
         try:
             static = capture(f"http://127.0.0.1:{port + 1}", drawn, root / "www")
             lists = {}
