@@ -1,9 +1,12 @@
 """The floor of a WSGI app on granian: fhir-pub's answers replayed from memory, with no framework.
 
-bench/results.py serves this beside nginx and fhir-pub, with the same granian settings as ``fhir-pub
-serve``, so that RESULTS.md shows how much of the gap to nginx is granian's own cost per request, which
-no app running on it can go below. ``FLOOR_ROOT`` names a folder with ``www/`` (one file per URL path,
-the bodies nginx serves) and ``headers/`` (the same names: the JSON list of fhir-pub's headers).
+bench/results.py and the random benchmarks serve this beside nginx and fhir-pub, with the same granian
+settings as ``fhir-pub serve``, so that the figures show how much of the gap to nginx is granian's own cost
+per request, which no app running on it can go below. ``FLOOR_ROOT`` names a folder with ``www/`` (the
+bodies nginx serves, one file per URL path) and, optionally, ``headers/`` (for a top-level file of
+``www/``, the same name: the JSON list of fhir-pub's headers; without one, the answer has nginx's
+``Content-Type``). ``FLOOR_PATHS``, if set, names a file of URL paths (one a line) to hold instead of
+every top-level file of ``www/``: the random benchmarks' lists, paths into ``fhir-pub export --static``.
 """
 
 from __future__ import annotations
@@ -16,11 +19,19 @@ from typing import Any
 
 ROOT = Path(os.environ["FLOOR_ROOT"])
 ANSWERS: dict[str, tuple[bytes, list[tuple[str, str]]]] = {}
-for path in (ROOT / "www").iterdir():
-    stored = ROOT / "headers" / path.name
-    headers = [(str(k), str(v)) for k, v in json.loads(stored.read_text())] if stored.exists() else []
-    body = path.read_bytes()
-    ANSWERS[f"/{path.name}"] = body, [*headers, ("Content-Length", str(len(body)))]
+DEFAULT = [("Content-Type", "application/fhir+json")]  # nginx's default_type (bench/serve.py)
+listed = os.environ.get("FLOOR_PATHS")
+names = (
+    [line for line in Path(listed).read_text(encoding="utf-8").splitlines() if line]
+    if listed
+    else [f"/{path.name}" for path in (ROOT / "www").iterdir() if path.is_file()]
+)
+for name in names:
+    stored = ROOT / "headers" / name.lstrip("/")
+    headers = [(str(k), str(v)) for k, v in json.loads(stored.read_text())] if stored.is_file() else DEFAULT
+    body = (ROOT / "www" / name.lstrip("/")).read_bytes()
+    ANSWERS[name] = body, [*headers, ("Content-Length", str(len(body)))]
+ANSWERS.setdefault("/ready", (b"{}", [*DEFAULT, ("Content-Length", "2")]))
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

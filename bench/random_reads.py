@@ -25,10 +25,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve import figures, nginx, require_tools, serve, worker_memory
+from serve import figures, floor, nginx, require_tools, serve, worker_memory
 
 VERSIONS = {"R4B": "4.3", "R4": "4.0"}
 FULL_PATH = "'full path': fhir-pub with FHIR_PUB_DIRECT_READS=false, FHIR_PUB_DIRECT_SEARCHES=false"
+FLOOR = (
+    "'floor': bench/floor.py, a WSGI app with no framework answering the same bytes from memory on granian"
+    " as fhir-pub runs it (what any app on this server reaches at best; at the R5 base only)"
+)
 Wrk = tuple[
     float, float, float
 ]  # requests/s, p50 ms, p99 ms  # a version's base, and the converted table's fhir_version
@@ -92,13 +96,16 @@ def interleave(
 ) -> dict[tuple[int, str, str], list[Wrk]]:
     """Interleaved wrk rounds, each (key, server) in turn: (connections, key, server) -> a figure a round.
 
-    ``servers``: name, port and the file of paths to send by key (a base, or one list under any key).
+    ``servers``: name, port and the file of paths to send by key (a base, or one list under any key); a
+    server without a list for a key is not measured at that key.
     """
     results: dict[tuple[int, str, str], list[Wrk]] = {}
     for count in connections:
         for _ in range(rounds):
             for key in keys:
                 for name, port, lists in servers:
+                    if key not in lists:
+                        continue
                     figure = random_wrk(f"http://127.0.0.1:{port}", lists[key], seconds, count, gzip)
                     results.setdefault((count, key, name), []).append(figure)
     return results
@@ -179,12 +186,15 @@ def measure_reads(
         app = serve(python, publication, port + 1, workers, cache=True)
         full = serve(python, publication, port + 2, workers, cache=True, direct=False)
         static = nginx(root, port, workers)
+        bare = floor(root, port + 3, workers, lists["R5"]) if "R5" in lists else None
         try:
             servers = [("fhir-pub", port + 1, lists), ("full path", port + 2, lists), ("nginx", port, lists)]
+            if bare is not None:
+                servers.append(("floor", port + 3, {"R5": lists["R5"]}))
             results = interleave(servers, bases, connections, rounds, seconds, gzip)
             memory = worker_memory(app.pid)
         finally:
-            stop_all(static, app, full)
+            stop_all(static, app, full, *([bare] if bare else []))
     return Random(summarise(results, bases[0]), counts, rounds, seconds, workers, memory)
 
 
@@ -223,7 +233,7 @@ def main() -> None:
         + f"; a random one per request; {args.workers} workers each; "
         f"{args.rounds} interleaved rounds of {args.seconds} s; medians"
         + ("; Accept-Encoding: gzip" if args.gzip else "")
-        + f"; {FULL_PATH}"
+        + f"; {FULL_PATH}; {FLOOR}"
     )
     print("\n".join(table(measured, bases=True)))
 

@@ -26,8 +26,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from random_reads import FULL_PATH, Random, arguments, interleave, stop_all, summarise, table
-from serve import nginx, require_tools, serve, worker_memory
+from random_reads import FLOOR, FULL_PATH, Random, arguments, interleave, stop_all, summarise, table
+from serve import floor, nginx, require_tools, serve, worker_memory
 
 TYPES = ("indication", "contraindication", "interaction", "undesirable-effect", "warning")
 PAGE_SIZES = (10, 20, 50)
@@ -112,16 +112,18 @@ def measure_searches(
                 lists[name] = root / f"{name}.txt"
                 lists[name].write_text("\n".join(lines) + "\n", encoding="utf-8")
             web = nginx(root, port, workers)
+            bare = floor(root, port + 3, workers, lists["nginx"])
             try:
                 servers = [
                     ("fhir-pub", port + 1, {"R5": lists["fhir-pub"]}),
                     ("full path", port + 2, {"R5": lists["fhir-pub"]}),
                     ("nginx", port, {"R5": lists["nginx"]}),
+                    ("floor", port + 3, {"R5": lists["nginx"]}),
                 ]
                 results = interleave(servers, ["R5"], connections, rounds, seconds)
                 memory = worker_memory(app.pid)
             finally:
-                stop_all(web)
+                stop_all(web, bare)
         finally:
             stop_all(app, full)
     return Random(summarise(results, "R5"), {"R5": len(drawn)}, rounds, seconds, workers, memory)
@@ -141,7 +143,7 @@ def main() -> None:
     print(
         f"{measured.counts['R5']:,} distinct searches over every drug, one drawn at random per request; "
         f"{args.workers} workers each; {args.rounds} interleaved rounds of {args.seconds} s; medians; "
-        + FULL_PATH
+        + f"{FULL_PATH}; {FLOOR}"
     )
     print("\n".join(table(measured, bases=False)))
 

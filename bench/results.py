@@ -75,9 +75,9 @@ from build_costs import bounds, per_resource
 from build_costs import report as costs_report
 from corpus import replicate, write
 from export import measure
-from random_reads import FULL_PATH, Figure, Random, measure_reads
+from random_reads import FLOOR, FULL_PATH, Figure, Random, measure_reads
 from random_searches import measure_searches
-from serve import nginx, require_tools, serve, wait, worker_memory, wrk
+from serve import floor, nginx, require_tools, serve, worker_memory, wrk
 
 from fhir_pub.parallel import cores
 
@@ -378,21 +378,6 @@ def _serving(
     return results
 
 
-def floor(root: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    """Start bench/floor.py (the same bytes from memory, no framework) on granian, as fhir-pub runs it."""
-    command = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(workers)]
-    command += ["--blocking-threads", "4", "--backpressure", "64", "--port", str(port)]  # as in cli.serve
-    process = subprocess.Popen(
-        [*command, "--working-dir", str(HERE), "floor:app"],
-        env={"FLOOR_ROOT": str(root), "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    wait(f"http://127.0.0.1:{port}/ready")
-    return process
-
-
 def machine() -> str:
     """CPU, cores, memory, OS and versions, for the report's header."""
     cpu = next(
@@ -503,10 +488,16 @@ def _random_rows(sizes: list[Size], kind: str, ratio: float, p99: float, flat: f
             continue
         one, many = fig(size, 1), fig(size, 32)
         nginx_p99 = measured[size].figures[32, "R5", "nginx"].p99
+        floors = [measured[size].figures.get((c, "R5", "floor")) for c in (1, 32)]
+        reach = (
+            f" (floor {floors[0].ratio:.2f} at 1, {floors[1].ratio:.2f} at 32)"
+            if floors[0] is not None and floors[1] is not None
+            else ""
+        )
         lines.append(
             row(
                 f"{label} ≥ {ratio:g} of nginx serving {of}, 1 and 32 connections, {at}",
-                f"{one.ratio:.2f} at 1, {many.ratio:.2f} at 32",
+                f"{one.ratio:.2f} at 1, {many.ratio:.2f} at 32{reach}",
                 min(one.ratio, many.ratio) >= ratio,
             )
         )
@@ -655,10 +646,13 @@ def random_section(sizes: list[Size]) -> list[str]:
             f" {first.seconds} s per figure, medians; ratio: requests/s over nginx's in the same round, then"
             f" the median; {FULL_PATH}. Drawn from: {counts}.",
             "",
+            f"{FLOOR}.",
+            "",
             "| resources | base | conns | fhir-pub req/s | p50 / p99 ms | ratio | full path req/s"
-            " | p50 / p99 ms | ratio | nginx req/s | p50 / p99 ms |"
+            " | p50 / p99 ms | ratio | floor req/s | ratio | nginx req/s | p50 / p99 ms |"
             + (" fhir-pub of R5 |" if kind == "reads" else ""),
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if kind == "reads" else ""),
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            + ("---:|" if kind == "reads" else ""),
         ]
         for s in measured:
             figures = getattr(s, kind).figures
@@ -666,10 +660,12 @@ def random_section(sizes: list[Size]) -> list[str]:
                 if name != "fhir-pub":
                     continue
                 a, f, n = (figures[count, base, server] for server in ("fhir-pub", "full path", "nginx"))
+                bare = figures.get((count, base, "floor"))
+                at_floor = f"{bare.rate:,.0f} | {bare.ratio:.2f}" if bare else "— | —"
                 lines.append(
                     f"| {s.resources:,} | {base} | {count} | {a.rate:,.0f} | {a.p50:.2f} / {a.p99:.2f} |"
                     f" {a.ratio:.2f} | {f.rate:,.0f} | {f.p50:.2f} / {f.p99:.2f} | {f.ratio:.2f} |"
-                    f" {n.rate:,.0f} | {n.p50:.2f} / {n.p99:.2f} |"
+                    f" {at_floor} | {n.rate:,.0f} | {n.p50:.2f} / {n.p99:.2f} |"
                     + (f" {a.of_r5:.2f} |" if kind == "reads" else "")
                 )
         lines += [

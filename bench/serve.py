@@ -21,6 +21,8 @@ from pathlib import Path
 
 from soak import tree  # bench/soak.py, beside this script
 
+HERE = Path(__file__).resolve().parent
+
 REQUESTS = {
     "read": "/fhir/ClinicalUseDefinition/warning-bleeding",
     "search": "/fhir/ClinicalUseDefinition?subject=Medication/besponsa-vial&type=warning",
@@ -35,9 +37,9 @@ http {{ access_log off; default_type application/fhir+json;
 """
 
 
-def wait(url: str) -> None:
-    """Return once ``url`` answers 200."""
-    for _ in range(100):
+def wait(url: str, seconds: float = 10) -> None:
+    """Return once ``url`` answers 200 (within ``seconds``)."""
+    for _ in range(int(seconds * 10)):
         try:
             urllib.request.urlopen(url, timeout=1).read()
             return
@@ -137,6 +139,25 @@ def nginx(root: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
         stderr=subprocess.DEVNULL,
     )
     wait(f"http://127.0.0.1:{port}/ready")
+    return process
+
+
+def floor(root: Path, port: int, workers: int, paths: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start bench/floor.py (the same bytes from memory, no framework) on granian, as fhir-pub runs it.
+
+    ``paths``: a file of the URL paths to hold, into ``root``/www (default: its top-level files).
+    """
+    command = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(workers)]
+    command += ["--blocking-threads", "4", "--backpressure", "64", "--port", str(port)]  # as in cli.serve
+    env = {"FLOOR_ROOT": str(root), "PATH": "/usr/bin:/bin"} | ({"FLOOR_PATHS": str(paths)} if paths else {})
+    process = subprocess.Popen(
+        [*command, "--working-dir", str(HERE), "floor:app"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait(f"http://127.0.0.1:{port}/ready", seconds=120)  # each worker reads every body first
     return process
 
 
