@@ -2,7 +2,9 @@
 
 DeviceAssociation.status (CodeableConcept), SupplyDelivery.type (CodeableConcept) and
 Appointment.recurrenceTemplate.monthlyTemplate.dayOfWeek (Coding) are bound ``required`` to ValueSets the
-R5 package lists in full (fhir_pub/validation/r5-bindings.json). The rules: fhir_pub/validation/bindings.py.
+R5 package lists in full (fhir_pub/validation/r5-bindings.json); Condition's and AllergyIntolerance's clinical
+and verification statuses to ValueSets drawing on terminology.hl7.org code systems, which the HL7 Terminology
+package (THO) lists. The rules: fhir_pub/validation/bindings.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ DATA = Path(__file__).parent / "data"
 DEVICE_ASSOCIATION = orjson.loads((DATA / "r5-examples" / "DeviceAssociation-example.json").read_bytes())
 SUPPLY_DELIVERY = orjson.loads((DATA / "r5-bindings" / "SupplyDelivery-simpledelivery.json").read_bytes())
 APPOINTMENT = orjson.loads((DATA / "r5-examples" / "Appointment-2docs.json").read_bytes())
+CONDITION = orjson.loads((DATA / "r5-bindings" / "Condition-example.json").read_bytes())
+ALLERGY = orjson.loads((DATA / "r5-bindings" / "AllergyIntolerance-example.json").read_bytes())
+THO = "http://terminology.hl7.org/CodeSystem/"
 STATUS = "http://hl7.org/fhir/deviceassociation-status"
 DAYS = "http://hl7.org/fhir/days-of-week"
 
@@ -149,6 +154,44 @@ class TestCodeableConcept:
             ],
         }
         assert binding_error(errors(validator, bundle)).expression == "Bundle.entry[1].resource.status"
+
+
+class TestTerminologyCodeSystems:
+    """Bindings whose code systems are HL7 Terminology's (THO), not the R5 package's."""
+
+    def test_the_official_examples_pass(self, validator: Validator) -> None:
+        """Condition-example (active, confirmed) and AllergyIntolerance-example: no error."""
+        assert errors(validator, CONDITION) == []
+        assert errors(validator, ALLERGY) == []
+
+    def test_a_clinical_status_the_code_system_lacks(self, validator: Validator) -> None:
+        """Condition.clinicalStatus "cured": an error naming the ValueSet's codes."""
+        broken = copy.deepcopy(CONDITION)
+        broken["clinicalStatus"]["coding"][0]["code"] = "cured"
+        issue = binding_error(errors(validator, broken))
+        assert issue.expression == "Condition.clinicalStatus"
+        assert "http://hl7.org/fhir/ValueSet/condition-clinical" in issue.message
+        assert "active, inactive, recurrence, relapse, remission, resolved, unknown" in issue.message
+
+    def test_the_condition_code_system_for_an_allergy(self, validator: Validator) -> None:
+        """Condition's clinical-status system on an AllergyIntolerance: the right code, the wrong system."""
+        broken = copy.deepcopy(ALLERGY)
+        broken["clinicalStatus"]["coding"][0]["system"] = THO + "condition-clinical"
+        issue = binding_error(errors(validator, broken))
+        assert issue.expression == "AllergyIntolerance.clinicalStatus"
+
+    def test_a_verification_status_from_another_resource(self, validator: Validator) -> None:
+        """AllergyIntolerance's verification code "presumed" is not in Condition's ValueSet."""
+        broken = copy.deepcopy(CONDITION)
+        broken["verificationStatus"] = {
+            "coding": [{"system": THO + "condition-ver-status", "code": "presumed"}]
+        }
+        assert binding_error(errors(validator, broken)).expression == "Condition.verificationStatus"
+
+    def test_the_concept_mutant_is_caught(self, validator: Validator) -> None:
+        """The mutation suite finds the clinical status and breaks it."""
+        mutant = next(m for m in mutants(CONDITION) if m.kind == "concept")
+        assert binding_error(errors(validator, mutant.resource)).expression == mutant.where
 
 
 class TestCoding:

@@ -1,9 +1,10 @@
 """Required bindings of R5's coded elements: the concepts each allows, from the official definitions.
 
 ``r5-bindings.json`` beside this module is written by ``scripts/r5-bindings`` from hl7.fhir.r5.core 5.0.0
-(the specification is CC0). It holds only bindings whose ValueSet the package alone lists in full; the
-others (languages, MIME types, UCUM, and the terminology.hl7.org code systems behind
-Condition.clinicalStatus and its like) are not checked here rather than guessed.
+and the HL7 Terminology package hl7.terminology.r5 (both CC0), which holds the terminology.hl7.org code
+systems behind Condition.clinicalStatus and its like. It holds only bindings whose ValueSet those packages
+list in full; the others (languages, MIME types, currencies, UCUM, filtered ValueSets) are not checked here
+rather than guessed.
 https://hl7.org/fhir/R5/terminologies.html#required: "the concept in this element SHALL be from the
 specified value set".
 
