@@ -4,9 +4,10 @@ bench/results.py and the random benchmarks serve this beside nginx and fhir-pub,
 settings as ``fhir-pub serve``, so that the figures show how much of the gap to nginx is granian's own cost
 per request, which no app running on it can go below. ``FLOOR_ROOT`` names a folder with ``www/`` (the
 bodies nginx serves, one file per URL path) and, optionally, ``headers/`` (for a top-level file of
-``www/``, the same name: the JSON list of fhir-pub's headers; without one, the answer has nginx's
-``Content-Type``). ``FLOOR_PATHS``, if set, names a file of URL paths (one a line) to hold instead of
-every top-level file of ``www/``: the random benchmarks' lists, paths into ``fhir-pub export --static``.
+``www/``, the same name: the JSON list of fhir-pub's headers; without one, the answer has the headers of
+the JSON list ``FLOOR_HEADERS`` names, else nginx's ``Content-Type``). ``FLOOR_PATHS``, if set, names a
+file of URL paths (one a line) to hold instead of every top-level file of ``www/``: the random benchmarks'
+lists, paths into ``fhir-pub export --static``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from typing import Any
 
 ROOT = Path(os.environ["FLOOR_ROOT"])
 ANSWERS: dict[str, tuple[bytes, list[tuple[str, str]]]] = {}
-DEFAULT = [("Content-Type", "application/fhir+json")]  # nginx's default_type (bench/serve.py)
+# FLOOR_HEADERS: a JSON list of the headers to send without a headers/ file; else nginx's default_type.
+held = os.environ.get("FLOOR_HEADERS")
+DEFAULT = (
+    [(str(k), str(v)) for k, v in json.loads(Path(held).read_text())]
+    if held
+    else [("Content-Type", "application/fhir+json")]
+)
 listed = os.environ.get("FLOOR_PATHS")
 names = (
     [line for line in Path(listed).read_text(encoding="utf-8").splitlines() if line]

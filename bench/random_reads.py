@@ -30,8 +30,9 @@ from serve import figures, floor, nginx, require_tools, serve, worker_memory
 VERSIONS = {"R4B": "4.3", "R4": "4.0"}
 FULL_PATH = "'full path': fhir-pub with FHIR_PUB_DIRECT_READS=false, FHIR_PUB_DIRECT_SEARCHES=false"
 FLOOR = (
-    "'floor': bench/floor.py, a WSGI app with no framework answering the same bytes from memory on granian"
-    " as fhir-pub runs it (what any app on this server reaches at best; at the R5 base only)"
+    "'floor': bench/floor.py, a WSGI app with no framework answering the same bytes from memory, with the"
+    " headers of one fhir-pub answer, on granian as fhir-pub runs it (what any app on this server reaches"
+    " at best; at the R5 base only)"
 )
 Wrk = tuple[
     float, float, float
@@ -186,7 +187,9 @@ def measure_reads(
         app = serve(python, publication, port + 1, workers, cache=True)
         full = serve(python, publication, port + 2, workers, cache=True, direct=False)
         static = nginx(root, port, workers)
-        bare = floor(root, port + 3, workers, lists["R5"]) if "R5" in lists else None
+        first = lists["R5"].read_text(encoding="utf-8").split("\n", 1)[0] if "R5" in lists else None
+        like = f"http://127.0.0.1:{port + 1}{first}"
+        bare = floor(root, port + 3, workers, lists["R5"], like) if first else None
         try:
             servers = [("fhir-pub", port + 1, lists), ("full path", port + 2, lists), ("nginx", port, lists)]
             if bare is not None:

@@ -112,7 +112,7 @@ def measure_searches(
                 lists[name] = root / f"{name}.txt"
                 lists[name].write_text("\n".join(lines) + "\n", encoding="utf-8")
             web = nginx(root, port, workers)
-            bare = floor(root, port + 3, workers, lists["nginx"])
+            bare = floor(root, port + 3, workers, lists["nginx"], f"http://127.0.0.1:{port + 1}{drawn[0]}")
             try:
                 servers = [
                     ("fhir-pub", port + 1, {"R5": lists["fhir-pub"]}),

@@ -77,7 +77,7 @@ from corpus import replicate, write
 from export import measure
 from random_reads import FLOOR, FULL_PATH, Figure, Random, measure_reads
 from random_searches import measure_searches
-from serve import floor, nginx, require_tools, serve, worker_memory, wrk
+from serve import SERVER_HEADERS, floor, nginx, require_tools, serve, worker_memory, wrk
 
 from fhir_pub.parallel import cores
 
@@ -88,7 +88,6 @@ WARMUP = 1  # seconds of load on each server and request before it is measured
 # machine then lowers one round of every server, not one server's only figure. Each figure is the median of
 # its rounds, and each ratio the median of the rounds' ratios to nginx.
 ROUNDS = 3
-SERVER_HEADERS = {"date", "server", "content-length", "connection", "keep-alive", "transfer-encoding"}
 PORT_NGINX, PORT_CACHED, PORT_UNCACHED, PORT_FLOOR = 18290, 18291, 18292, 18293
 PORT_READS, PORT_SEARCHES = 18290, 18294  # and the two after each: bench/random_reads.py, random_searches.py
 # The searches an EHR runs most, and the other requests; {n} is a drug number, {code} a system|code.

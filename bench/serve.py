@@ -10,6 +10,7 @@ loads both with wrk; then fhir-pub again with its response cache off (every requ
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -22,6 +23,8 @@ from pathlib import Path
 from soak import tree  # bench/soak.py, beside this script
 
 HERE = Path(__file__).resolve().parent
+# What granian adds to every answer itself (and hop-by-hop headers): left out of the headers replayed.
+SERVER_HEADERS = {"date", "server", "content-length", "connection", "keep-alive", "transfer-encoding"}
 
 REQUESTS = {
     "read": "/fhir/ClinicalUseDefinition/warning-bleeding",
@@ -142,14 +145,22 @@ def nginx(root: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     return process
 
 
-def floor(root: Path, port: int, workers: int, paths: Path | None = None) -> subprocess.Popen[bytes]:
+def floor(
+    root: Path, port: int, workers: int, paths: Path | None = None, like: str | None = None
+) -> subprocess.Popen[bytes]:
     """Start bench/floor.py (the same bytes from memory, no framework) on granian, as fhir-pub runs it.
 
     ``paths``: a file of the URL paths to hold, into ``root``/www (default: its top-level files).
+    ``like``: a URL of fhir-pub whose answer's headers (but those granian adds) every answer repeats.
     """
     command = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(workers)]
     command += ["--blocking-threads", "4", "--backpressure", "64", "--port", str(port)]  # as in cli.serve
     env = {"FLOOR_ROOT": str(root), "PATH": "/usr/bin:/bin"} | ({"FLOOR_PATHS": str(paths)} if paths else {})
+    if like is not None:
+        with urllib.request.urlopen(like, timeout=60) as answer:
+            kept = [(k, v) for k, v in answer.getheaders() if k.lower() not in SERVER_HEADERS]
+        (root / "floor-headers.json").write_text(json.dumps(kept), encoding="utf-8")
+        env["FLOOR_HEADERS"] = str(root / "floor-headers.json")
     process = subprocess.Popen(
         [*command, "--working-dir", str(HERE), "floor:app"],
         env=env,
