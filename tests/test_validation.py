@@ -15,6 +15,7 @@ from fhir_pub.definitions import element_at, is_resource_type
 from fhir_pub.graph import key_of
 from fhir_pub.publication import Publication
 from fhir_pub.validation import Candidate, Validator, candidate_from_bytes, candidate_from_file
+from fhir_pub.validation.validator import candidate_from_value
 from fhir_pub.validation.r5 import base_constraints, element_order
 
 CATALOG = sorted((Path(__file__).parent / "data" / "invalid").glob("*.json"))
@@ -268,3 +269,93 @@ class TestOperationOutcome:
         """The type check used for input knows R5 resources and rejects datatypes."""
         assert is_resource_type("ClinicalUseDefinition")
         assert not is_resource_type("Coding")
+
+
+PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+
+
+class TestNarrativeMarkup:
+    """txt-1's XHTML check: inline images as R5's own narratives have them; script and markup URLs refused."""
+
+    @pytest.mark.parametrize(
+        ("markup", "allowed"),
+        [
+            (f'<img src="{PNG}" alt="icon"/>', True),  # as in R5's generated StructureDefinition tables
+            ('<img src=" DATA:IMAGE/GIF;base64,R0lGODlh"/>', True),
+            ('<img src="data:text/html,&lt;script&gt;alert(1)&lt;/script&gt;"/>', False),
+            ('<img src="data:image"/>', False),
+            (f'<a href="{PNG}">x</a>', False),  # a data: link is refused whatever it names
+            ('<img src="javascript:alert(1)"/>', False),
+            ('<a href="https://example.org/">x</a>', True),
+        ],
+    )
+    def test_urls(self, markup: str, allowed: bool) -> None:
+        from fhir_pub.validation.fhirpath import html_checks
+
+        assert html_checks(f'<div xmlns="http://www.w3.org/1999/xhtml">{markup}</div>') is allowed
+
+
+class TestInteger64:
+    """R5's integer64 runs from -2^63; fhir.resources' models refuse that least value, the validator does not."""
+
+    @staticmethod
+    def structure_errors(validator: Validator, value: Any) -> list[str]:
+        definition = {
+            "resourceType": "Basic",
+            "id": "b",
+            "code": {"text": "counter"},
+            "extension": [{"url": "http://example.org/count", "valueInteger64": value}],
+        }
+        report = validator.validate_one(candidate_from_value(definition, "b.json"))
+        return [i.message for i in report.issues if i.layer == "structure" and i.severity == "error"]
+
+    @pytest.mark.parametrize("value", ["-9223372036854775808", -9223372036854775808, "9223372036854775807"])
+    def test_the_ends_of_the_range(self, validator: Validator, value: Any) -> None:
+        assert self.structure_errors(validator, value) == []
+
+    @pytest.mark.parametrize("value", ["-9223372036854775809", "9223372036854775808"])
+    def test_past_the_ends(self, validator: Validator, value: Any) -> None:
+        assert self.structure_errors(validator, value) != []
+
+
+class TestExtensionPrimitive:
+    """An extension's primitive value may have an id and extensions (``_valueCode``), as R5's JSON allows."""
+
+    @staticmethod
+    def structure_errors(validator: Validator, extension: dict[str, Any]) -> list[tuple[str | None, str]]:
+        basic = {"resourceType": "Basic", "id": "b", "code": {"text": "counter"}, "extension": [extension]}
+        report = validator.validate_one(candidate_from_value(basic, "b.json"))
+        return [(i.expression, i.message) for i in report.issues if i.layer == "structure"]
+
+    def test_as_in_the_official_code_systems(self, validator: Validator) -> None:
+        """CodeSystem-discriminator-type's deprecated concept: a status with its reason on the code."""
+        reason = {"url": "http://example.org/reason", "valueMarkdown": "works as *value*"}
+        extension = {
+            "url": "http://example.org/status",
+            "valueCode": "deprecated",
+            "_valueCode": {"extension": [reason]},
+        }
+        assert self.structure_errors(validator, extension) == []
+
+    def test_the_value_alone(self, validator: Validator) -> None:
+        """No value, only its extensions (json.html#primitive)."""
+        extension = {"url": "http://example.org/status", "_valueBoolean": {"id": "v1"}}
+        assert self.structure_errors(validator, extension) == []
+
+    @pytest.mark.parametrize(
+        ("element", "where"),
+        [
+            ({"bogus": 1}, "Basic.extension[0]._valueCode.bogus"),
+            ({"extension": [{"valueString": "no url"}]}, "Basic.extension[0]._valueCode.extension[0].url"),
+            ("a string", "Basic.extension[0]._valueCode"),
+        ],
+    )
+    def test_what_it_holds_is_still_checked(self, validator: Validator, element: Any, where: str) -> None:
+        extension = {"url": "http://example.org/status", "valueCode": "x", "_valueCode": element}
+        assert [w for w, _ in self.structure_errors(validator, extension)] == [where]
+
+    def test_a_complex_value_has_no_underscore_form(self, validator: Validator) -> None:
+        extension = {"url": "http://example.org/c", "valueCoding": {"code": "x"}, "_valueCoding": {"id": "v"}}
+        assert [w for w, _ in self.structure_errors(validator, extension)] == [
+            "Basic.extension[0]._valueCoding"
+        ]

@@ -93,6 +93,9 @@ _PARSER = etree.XMLParser(
     resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False
 )
 _SCRIPT_URL = re.compile(r"^\s*(javascript|vbscript|data):", re.IGNORECASE)
+# An image may be inline, as a data: URL of an image type (R5's own generated narratives are full of them;
+# https://hl7.org/fhir/R5/narrative.html); a data: URL anywhere else can carry markup and script.
+_IMAGE_DATA = re.compile(r"^\s*data:image/[a-z0-9.+-]+[;,]", re.IGNORECASE)
 
 
 def html_checks(div: Any) -> bool:
@@ -116,7 +119,9 @@ def html_checks(div: Any) -> bool:
         for name, value in element.attrib.items():
             local = name.rsplit("}", 1)[-1].lower()
             if local.startswith("on") or (local in {"href", "src"} and _SCRIPT_URL.match(value)):
-                return False
+                inline_image = local == "src" and element.tag == f"{XHTML}img" and _IMAGE_DATA.match(value)
+                if not inline_image:
+                    return False
     has_text = any(text.strip() for text in root.itertext())  # some text that is not whitespace
     return has_text or root.find(f".//{XHTML}img") is not None
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
 
+from fhir.resources.element import Element
 from pydantic import ValidationError
 
 from fhir_pub.definitions import ElementInfo, Node, elements, walk_json
@@ -18,6 +20,62 @@ PYDANTIC_CODES = {
     "missing": "required",
     "model_field_validation.missing": "required",
 }
+# R5's integer64 runs from -2^63 (https://hl7.org/fhir/R5/datatypes.html#integer64); fhir.resources' bound
+# is one above it, so it refuses the least value, which HL7's own examples use (Bundle-types,
+# minValueInteger64).
+INTEGER64_MIN = -(2**63)
+MODELS_INTEGER64_MIN = INTEGER64_MIN + 1
+
+
+# fhir.resources' Extension has no ``_value[x]`` fields, so it refuses the id and extensions of an extension's
+# primitive value (https://hl7.org/fhir/R5/json.html#primitive), as in HL7's own CodeSystem examples.
+_EXTENSION_PRIMITIVE = re.compile(r"_value[A-Z][A-Za-z0-9]*")
+
+
+def _errors(exc: ValidationError, resource: Mapping[str, Any]) -> list[Any]:
+    """fhir.resources' errors, less where its models refuse what R5 allows (those parts checked otherwise)."""
+    found: list[Any] = []
+    for error in exc.errors():
+        if _models_mistake(error):
+            continue
+        element = _extension_primitive(error, resource)
+        if element is None:
+            found.append(error)
+            continue
+        try:  # what the models left unchecked is an Element: an id and extensions
+            Element.model_validate(element)
+        except ValidationError as inner:
+            found += [{**e, "loc": (*error["loc"], *e["loc"])} for e in inner.errors()]
+    return found
+
+
+def _extension_primitive(error: Mapping[str, Any], resource: Mapping[str, Any]) -> Any:
+    """The ``_value[x]`` of an Extension the models refused as an unknown element, or None."""
+    loc = error["loc"]
+    if error["type"] != "extra_forbidden" or len(loc) < 3 or not isinstance(loc[-1], str):
+        return None
+    info = elements("Extension").get(loc[-1][1:])
+    if not _EXTENSION_PRIMITIVE.fullmatch(loc[-1]) or info is None or not info.is_primitive:
+        return None
+    if not isinstance(loc[-2], int) or loc[-3] not in ("extension", "modifierExtension"):
+        return None
+    node: Any = resource
+    try:
+        for part in loc[:-1]:
+            node = node[part]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return node[loc[-1]] if isinstance(node, Mapping) and loc[-1] in node else None
+
+
+def _models_mistake(error: Mapping[str, Any]) -> bool:
+    """Whether a fhir.resources error refuses what R5 allows (the one known case: integer64's least value)."""
+    if error["type"] != "greater_than_equal" or error.get("ctx", {}).get("ge") != MODELS_INTEGER64_MIN:
+        return False
+    try:
+        return int(error["input"]) == INTEGER64_MIN
+    except (TypeError, ValueError):
+        return False
 
 
 def structure_issues(
@@ -29,7 +87,7 @@ def structure_issues(
         parse(resource)
     except ValidationError as exc:
         found = []
-        for error in exc.errors():
+        for error in _errors(exc, resource):
             where = [
                 part
                 for part in error["loc"]
@@ -48,7 +106,8 @@ def structure_issues(
                     "structure",
                 )
             )
-        return found
+        if found:
+            return found
     except (
         TypeError,
         ValueError,
