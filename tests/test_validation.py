@@ -15,8 +15,8 @@ from fhir_pub.definitions import element_at, is_resource_type
 from fhir_pub.graph import key_of
 from fhir_pub.publication import Publication
 from fhir_pub.validation import Candidate, Validator, candidate_from_bytes, candidate_from_file
-from fhir_pub.validation.validator import candidate_from_value
 from fhir_pub.validation.r5 import base_constraints, element_order
+from fhir_pub.validation.validator import candidate_from_value
 
 CATALOG = sorted((Path(__file__).parent / "data" / "invalid").glob("*.json"))
 LAYERS = ("structure", "profile", "invariant", "graph")
@@ -271,7 +271,10 @@ class TestOperationOutcome:
         assert not is_resource_type("Coding")
 
 
-PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+PNG = (  # a 1x1 PNG
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
 
 
 class TestNarrativeMarkup:
@@ -290,16 +293,18 @@ class TestNarrativeMarkup:
         ],
     )
     def test_urls(self, markup: str, allowed: bool) -> None:
+        """Each markup judged alone in a narrative div."""
         from fhir_pub.validation.fhirpath import html_checks
 
         assert html_checks(f'<div xmlns="http://www.w3.org/1999/xhtml">{markup}</div>') is allowed
 
 
 class TestInteger64:
-    """R5's integer64 runs from -2^63; fhir.resources' models refuse that least value, the validator does not."""
+    """R5's integer64 runs from -2^63: fhir.resources' models refuse that least value, the validator not."""
 
     @staticmethod
     def structure_errors(validator: Validator, value: Any) -> list[str]:
+        """The structure errors of a Basic whose one extension has this valueInteger64."""
         definition = {
             "resourceType": "Basic",
             "id": "b",
@@ -311,10 +316,12 @@ class TestInteger64:
 
     @pytest.mark.parametrize("value", ["-9223372036854775808", -9223372036854775808, "9223372036854775807"])
     def test_the_ends_of_the_range(self, validator: Validator, value: Any) -> None:
+        """-2^63 and 2^63 - 1, as a JSON string (R5's form) or a number: no error."""
         assert self.structure_errors(validator, value) == []
 
     @pytest.mark.parametrize("value", ["-9223372036854775809", "9223372036854775808"])
     def test_past_the_ends(self, validator: Validator, value: Any) -> None:
+        """One past either end: an error."""
         assert self.structure_errors(validator, value) != []
 
 
@@ -323,6 +330,7 @@ class TestExtensionPrimitive:
 
     @staticmethod
     def structure_errors(validator: Validator, extension: dict[str, Any]) -> list[tuple[str | None, str]]:
+        """The structure issues (location, message) of a Basic with this one extension."""
         basic = {"resourceType": "Basic", "id": "b", "code": {"text": "counter"}, "extension": [extension]}
         report = validator.validate_one(candidate_from_value(basic, "b.json"))
         return [(i.expression, i.message) for i in report.issues if i.layer == "structure"]
@@ -351,10 +359,12 @@ class TestExtensionPrimitive:
         ],
     )
     def test_what_it_holds_is_still_checked(self, validator: Validator, element: Any, where: str) -> None:
+        """An unknown element, an extension without its url, a value that is not an object: errors there."""
         extension = {"url": "http://example.org/status", "valueCode": "x", "_valueCode": element}
         assert [w for w, _ in self.structure_errors(validator, extension)] == [where]
 
     def test_a_complex_value_has_no_underscore_form(self, validator: Validator) -> None:
+        """``_valueCoding`` is not R5 JSON: a Coding is not a primitive."""
         extension = {"url": "http://example.org/c", "valueCoding": {"code": "x"}, "_valueCoding": {"id": "v"}}
         assert [w for w, _ in self.structure_errors(validator, extension)] == [
             "Basic.extension[0]._valueCoding"
