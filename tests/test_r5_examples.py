@@ -79,6 +79,25 @@ class TestNullsInPrimitiveArrays:
         patient = {"resourceType": "Patient", "id": "p", "gender": None}
         assert errors(validator, patient, "p") != []
 
+    @pytest.mark.parametrize(
+        ("name", "valid"),
+        [
+            ({"family": "F", "_family": {"id": "f1"}}, True),  # one element: a value and an id
+            ({"given": ["A", "B"], "_given": [None, {"id": "g2"}]}, True),
+            ({"_family": {"id": "f1"}}, False),  # an id alone: no value, no children
+            ({"given": ["A", None], "_given": [None, {"id": "g2"}]}, False),
+        ],
+    )
+    def test_an_id_beside_a_value(self, validator: Validator, name: dict[str, Any], valid: bool) -> None:
+        """A primitive's ``_name`` holding only an id is one element with the value beside it (ele-1)."""
+        patient = {
+            "resourceType": "Patient",
+            "id": "p",
+            "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">P</div>'},
+            "name": [name],
+        }
+        assert (errors(validator, patient, "p") == []) is valid
+
 
 UNEVALUABLE = {"ExampleScenario-example.json": "exs-1", "OperationDefinition-example.json": "opd-3"}
 

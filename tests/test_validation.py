@@ -369,3 +369,28 @@ class TestExtensionPrimitive:
         assert [w for w, _ in self.structure_errors(validator, extension)] == [
             "Basic.extension[0]._valueCoding"
         ]
+
+
+class TestBehindTheModelsRefusals:
+    """What fhir.resources refuses wrongly is set aside, and the rest of the resource is still judged."""
+
+    @staticmethod
+    def errors(validator: Validator, resource: dict[str, Any]) -> list[tuple[str | None, str]]:
+        """The errors of any layer, (location, message)."""
+        report = validator.validate_one(candidate_from_value(resource, "r.json"))
+        return [(i.expression, i.message) for i in report.issues if i.severity in ("error", "fatal")]
+
+    def test_a_missing_element_beside_the_least_integer64(self, validator: Validator) -> None:
+        """Basic.code removed (min 1) where an extension holds -2^63: the missing code is an error."""
+        basic = {
+            "resourceType": "Basic",
+            "id": "b",
+            "extension": [{"url": "http://example.org/n", "valueInteger64": "-9223372036854775808"}],
+        }
+        assert [w for w, _ in self.errors(validator, basic)] == ["Basic.code"]
+
+    def test_a_missing_element_beside_an_extension_primitive(self, validator: Validator) -> None:
+        """The same beside an extension's ``_valueCode``."""
+        extension = {"url": "http://example.org/s", "valueCode": "x", "_valueCode": {"id": "v"}}
+        basic = {"resourceType": "Basic", "id": "b", "extension": [extension]}
+        assert [w for w, _ in self.errors(validator, basic)] == ["Basic.code"]

@@ -557,12 +557,17 @@ def _all_filled(value: Any) -> bool:
 
 
 def ele_1(resource: Mapping[str, Any], source: str | None) -> Iterator[Issue]:
-    """ele-1, natively: every element has a value or children (no empty value, no object with only an id)."""
+    """ele-1, natively: every element has a value or children (no empty value, no object with only an id).
+
+    A primitive's ``_name`` is the same element as its ``name`` (https://hl7.org/fhir/R5/json.html#primitive):
+    with a value there, an id alone is enough (``"given": ["a"], "_given": [{"id": "g1"}]``).
+    """
     if _all_filled({k: v for k, v in resource.items() if k != "resourceType"}):
         return
-    stack: list[tuple[str, Any]] = [(str(resource.get("resourceType", "Resource")), resource)]
+    # (where, value, the values a _name list is aligned with)
+    stack: list[tuple[str, Any, Any]] = [(str(resource.get("resourceType", "Resource")), resource, None)]
     while stack:
-        expression, value = stack.pop()
+        expression, value, aligned = stack.pop()
         items: Any = value.items() if isinstance(value, dict) else enumerate(value)
         for key, child in items:
             if key == "resourceType":
@@ -571,10 +576,20 @@ def ele_1(resource: Mapping[str, Any], source: str | None) -> Iterator[Issue]:
             empty = (
                 (child is None and not isinstance(value, list))  # https://hl7.org/fhir/R5/json.html#primitive
                 or (child is not None and child in ("", [], {}))
-                or (isinstance(child, dict) and set(child) == {"id"})
+                or (isinstance(child, dict) and set(child) == {"id"} and not _valued(value, key, aligned))
             )
             if empty:
                 message = f"ele-1: {where} must have a value or children (FHIR JSON allows no empty values)"
                 yield Issue("error", "structure", message, where, source, "ele-1", "invariant")
             elif isinstance(child, (dict, list)):
-                stack.append((where, child))
+                primitive = isinstance(key, str) and key[:1] == "_" and isinstance(value, dict)
+                stack.append((where, child, value.get(key[1:]) if primitive else None))
+
+
+def _valued(parent: Any, key: str | int, aligned: Any) -> bool:
+    """Whether the ``_name`` (or its item) at ``key`` sits beside a value: then its id is not all it has."""
+    if isinstance(parent, dict) and isinstance(key, str) and key[:1] == "_":
+        return parent.get(key[1:]) not in (None, "", [])
+    if isinstance(key, int) and isinstance(aligned, list) and key < len(aligned):
+        return aligned[key] not in (None, "")
+    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
@@ -33,20 +34,55 @@ _EXTENSION_PRIMITIVE = re.compile(r"_value[A-Z][A-Za-z0-9]*")
 
 
 def _errors(exc: ValidationError, resource: Mapping[str, Any]) -> list[Any]:
-    """fhir.resources' errors, less where its models refuse what R5 allows (those parts checked otherwise)."""
+    """fhir.resources' errors, less where its models refuse what R5 allows (those parts checked otherwise).
+
+    pydantic checks a model's required elements only once its fields are valid, so when every field error
+    was such a refusal, the resource is parsed again with those parts set aside, for the errors behind them.
+    """
     found: list[Any] = []
+    set_aside: list[tuple[tuple[Any, ...], Any]] = []  # where, and what to put there (DROP: remove it)
     for error in exc.errors():
         if _models_mistake(error):
+            least = MODELS_INTEGER64_MIN
+            set_aside.append((error["loc"], str(least) if isinstance(error["input"], str) else least))
             continue
         element = _extension_primitive(error, resource)
         if element is None:
             found.append(error)
             continue
+        set_aside.append((error["loc"], DROP))
         try:  # what the models left unchecked is an Element: an id and extensions
             Element.model_validate(element)
         except ValidationError as inner:
             found += [{**e, "loc": (*error["loc"], *e["loc"])} for e in inner.errors()]
+    if set_aside and not found:
+        patched = _patched(resource, set_aside)
+        if patched is not None:
+            try:
+                parse(patched)
+            except ValidationError as again:
+                found = _errors(again, patched)
     return found
+
+
+DROP = object()
+
+
+def _patched(resource: Mapping[str, Any], changes: list[tuple[tuple[Any, ...], Any]]) -> Any:
+    """A copy of ``resource`` with each change made (a value replaced, or dropped), or None if one is lost."""
+    copied: Any = copy.deepcopy(resource)
+    for loc, value in changes:
+        node = copied
+        try:
+            for part in loc[:-1]:
+                node = node[part]
+            if value is DROP:
+                del node[loc[-1]]
+            else:
+                node[loc[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            return None
+    return copied
 
 
 def _extension_primitive(error: Mapping[str, Any], resource: Mapping[str, Any]) -> Any:
